@@ -1,0 +1,36 @@
+"""The one error type every user mistake ends in: a message and a hint."""
+
+from __future__ import annotations
+
+
+class TlcoreError(Exception):
+    """A problem the user can fix: ``message`` says what is wrong, ``hint`` what to do.
+
+    The CLI prints ``error: <message>`` and ``hint: <hint>`` and exits with code 2; the
+    Python API raises it as is.
+    """
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+class RecipeError(TlcoreError):
+    """A recipe value is invalid: names the field's path, the value given and what is valid."""
+
+    def __init__(self, path: str, value: object, valid: str) -> None:
+        super().__init__(f"recipe field '{path}' has invalid value {value!r}", f"valid: {valid}")
+        self.path = path
+        self.value = value
+
+
+class DataError(TlcoreError):
+    """The data cannot be used: a missing folder, a corrupt image, too few classes."""
+
+
+class PluginError(TlcoreError):
+    """A plugin is missing, broken, or answered a hook with something unusable."""

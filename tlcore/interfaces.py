@@ -1,0 +1,171 @@
+"""The plain objects that cross the plugin boundary, in both directions.
+
+Everything here is framework-free: arrays are numpy, models are whatever object the backend
+made (the core never looks inside them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw pixels become the backbone's input; applied inside the model and the ONNX graph.
+
+    The model takes uint8 RGB images, NHWC, ``size`` = (height, width). It computes
+    ``(x[..., channels] * scale - mean) / std`` per channel, where ``channels`` is RGB or BGR
+    order. This covers torch style (scale 1/255, ImageNet mean/std), tf style (scale 1/127.5,
+    mean 1, std 1) and caffe style (BGR, scale 1, mean in 0..255, std 1).
+    """
+
+    size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    scale: float = 1 / 255
+    channel_order: str = "RGB"
+
+    def with_size(self, size: int | None) -> Preprocessing:
+        """The same normalisation at another square input size (``None`` keeps this one)."""
+        if size is None:
+            return self
+        return Preprocessing((size, size), self.mean, self.std, self.scale, self.channel_order)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, as written into ``tlcore.json`` and the ONNX metadata."""
+        return {
+            "layout": "NHWC",
+            "dtype": "uint8",
+            "size": list(self.size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "scale": self.scale,
+            "channel_order": self.channel_order,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            size=tuple(data["size"]),  # type: ignore[arg-type]
+            mean=tuple(data["mean"]),  # type: ignore[arg-type]
+            std=tuple(data["std"]),  # type: ignore[arg-type]
+            scale=float(data["scale"]),
+            channel_order=data.get("channel_order", "RGB"),
+        )
+
+
+@dataclass
+class Backbone:
+    """A loaded backbone: the backend's native network plus what the core needs to know.
+
+    Attributes:
+        network: the native object (a ``torch.nn.Module``, a ``keras.Model``, ...).
+        preprocessing: the input size and normalisation the network expects.
+        name: a readable name for logs and the bundle, e.g. ``hf:microsoft/resnet-18``.
+        extra: anything the backend wants to carry from loading to attaching the head.
+    """
+
+    network: Any
+    preprocessing: Preprocessing
+    name: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FreezeReport:
+    """What a freeze policy did: parameter counts, and the names of the trainable blocks."""
+
+    trainable: int
+    frozen: int
+    backbone_trainable: int
+    trainable_blocks: tuple[str, ...] = ()
+
+    @property
+    def backbone_frozen(self) -> bool:
+        """True when no backbone parameter trains: the stage may train on cached features."""
+        return self.backbone_trainable == 0
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What loading weights from another model did, by parameter name."""
+
+    loaded: tuple[str, ...]
+    mismatched: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch. ``x`` is uint8 NHWC images, or pooled features when ``features`` is True."""
+
+    x: np.ndarray
+    y: np.ndarray
+    features: bool = False
+
+
+@dataclass
+class StepState:
+    """What a train step needs besides the model and the batch.
+
+    Attributes:
+        optimizer: the object the backend's ``tl_make_optimizer`` returned.
+        lr: the learning rate for this step, from the core's schedule.
+        label_smoothing: passed to the cross-entropy loss.
+        step: the step number within the stage, from 0.
+    """
+
+    optimizer: Any
+    lr: float
+    label_smoothing: float = 0.0
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """A backend a plugin provides.
+
+    Attributes:
+        name: the word users type (``--backend torch``).
+        packages: distributions that must be installed (checked without importing them).
+        install_hint: how to install them, shown when one is missing.
+        default_backbone: the source used when the recipe names none.
+        description: one line for ``tl plugins``.
+    """
+
+    name: str
+    packages: tuple[str, ...]
+    install_hint: str
+    default_backbone: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """One backbone a plugin can load, for ``tl backbones``."""
+
+    source: str
+    input_size: int | None = None
+    params: int | None = None
+    description: str = ""
+
+
+Register = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What event hooks learn about the run they observe."""
+
+    path: Path
+    backend: str
+    class_names: tuple[str, ...]
+    recipe: dict[str, Any]
