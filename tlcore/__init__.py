@@ -1,10 +1,18 @@
 """tlcore: transfer learning on Keras and PyTorch with one recipe, shipped as verified ONNX.
 
-``import tlcore`` loads no framework: each backend plugin imports its framework only when one
-of its hooks is called for its backend.
+``import tlcore`` loads no framework (and not even numpy): the training functions are
+imported on first use, and each backend plugin imports its framework only when one of its
+hooks is called for its backend.
+
+Example:
+    >>> import tlcore
+    >>> tlcore.build_recipe(backend="torch", epochs=3).train.stages[0].epochs
+    3
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from tlcore.errors import DataError, PluginError, RecipeError, TlcoreError
 from tlcore.hookspecs import hookimpl
@@ -20,5 +28,18 @@ __all__ = [
     "TlcoreError",
     "__version__",
     "build_recipe",
+    "fit",
     "hookimpl",
+    "make_recipe",
 ]
+
+_LAZY = {"fit": "tlcore.api", "make_recipe": "tlcore.api"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the heavier parts of the API on first use."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tlcore' has no attribute {name!r}")

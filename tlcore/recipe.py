@@ -193,11 +193,11 @@ def load_recipe_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise TlcoreError(f"recipe file not found: {p}", "give the path of a .yaml or .toml file")
+    import yaml
+
     text = p.read_text(encoding="utf-8")
     try:
         if p.suffix in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(text) or {}
         elif p.suffix == ".toml":
             data = tomllib.loads(text)
@@ -207,21 +207,45 @@ def load_recipe_file(path: str | Path) -> dict[str, Any]:
             raise TlcoreError(
                 f"unknown recipe file type: {p.name}", "use .yaml, .yml, .toml or .json"
             )
-    except (ValueError, ImportError) as exc:  # yaml.YAMLError and TOMLDecodeError are ValueErrors
+    except (ValueError, yaml.YAMLError) as exc:  # TOMLDecodeError is a ValueError
         raise TlcoreError(f"cannot parse recipe {p}: {exc}", "check the file's syntax") from exc
     if not isinstance(data, dict):
         raise TlcoreError(f"recipe {p} is not a mapping", "the top level holds keys like 'train:'")
     return data
 
 
+#: Short names shared by CLI flags and keyword arguments, and the field each one sets.
+SHORTCUTS: dict[str, str] = {
+    "backend": "backend",
+    "backbone": "backbone.source",
+    "weights": "backbone.weights",
+    "input_size": "backbone.input_size",
+    "batch_size": "train.batch_size",
+    "seed": "train.seed",
+    "cache_features": "train.cache_features",
+    "data": "data.path",
+    "val": "data.val_path",
+    "val_split": "data.val_split",
+    "augment": "data.augment",
+    "export": "export.formats",
+    "opset": "export.opset",
+    "quantize": "export.quantize",
+}
+
+
 def build_recipe(
-    base: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None
+    base: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    **shortcuts: Any,
 ) -> Recipe:
-    """Build a validated :class:`Recipe` from a nested dict and dotted-path overrides.
+    """Build a validated :class:`Recipe` from a nested dict, dotted overrides and shortcuts.
 
     Args:
         base: nested values, e.g. a parsed recipe file.
-        overrides: ``{"train.stages.1.lr": 1e-5, "backend": "keras"}``; later wins.
+        overrides: ``{"train.stages.1.lr": 1e-5, "backend": "keras"}``; applied in order.
+        shortcuts: the names of :data:`SHORTCUTS` (``backend="keras"``, ``batch_size=16``),
+            plus ``epochs`` (every stage) and ``lr`` (the first stage; later stages keep
+            their ratio to it, so fine-tuning stays ten times slower). ``None`` is ignored.
 
     Returns:
         The frozen recipe.
@@ -236,7 +260,28 @@ def build_recipe(
     data = _merge_defaults(Recipe, base or {}, "")
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
+    for name, value in shortcuts.items():
+        if value is None:
+            continue
+        if name == "epochs":
+            for stage in data["train"]["stages"]:
+                stage["epochs"] = value
+        elif name == "lr":
+            _set_base_lr(data["train"]["stages"], value)
+        elif name in SHORTCUTS:
+            _set_dotted(data, SHORTCUTS[name], value)
+        else:
+            known = ", ".join(sorted([*SHORTCUTS, "epochs", "lr"]))
+            raise RecipeError(name, value, f"a recipe shortcut: {known}")
     return _build(Recipe, data, "")
+
+
+def _set_base_lr(stages: list[dict[str, Any]], lr: Any) -> None:
+    base = _coerce(float, lr, "lr")
+    _check_meta(base, "lr", _range(1e-12, 10.0))
+    first = float(stages[0]["lr"])
+    for stage in stages:
+        stage["lr"] = base * float(stage["lr"]) / first
 
 
 def parse_override(text: str) -> tuple[str, Any]:

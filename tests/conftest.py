@@ -1,0 +1,46 @@
+"""Shared fixtures: real data on disk, real plugin packages, the real ``tl`` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+TL = [sys.executable, "-m", "tlcore.cli"]
+
+
+def run_tl(*args: str, env: dict[str, str] | None = None, check: bool = True, timeout=600):
+    """Run the real ``tl`` command in a fresh process; returns the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    result = subprocess.run(
+        [*TL, *map(str, args)], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"tl {' '.join(map(str, args))} failed:\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory) -> Path:
+    """The digits demo dataset as written by ``tl demo`` (32x32 PNGs, 10 classes)."""
+    from tlcore.demo import write_demo
+
+    return write_demo(tmp_path_factory.mktemp("demo") / "digits", size=32)
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory) -> Path:
+    """A folder with three real plugin distributions pip-installed into it (good, broken,
+    misspelt), each with its own ``tlcore`` entry point. Put it on PYTHONPATH to use it."""
+    site = tmp_path_factory.mktemp("site")
+    for name in ("tl_tinynet", "tl_broken", "tl_misspelt"):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+             "--target", str(site), str(HERE / "plugin_packages" / name)],
+            check=True, capture_output=True,
+        )
+    return site

@@ -1,0 +1,77 @@
+"""The Python API: the same runs as the CLI, for codebases that hold their own models and data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tlcore.recipe import Recipe, build_recipe, load_recipe_file
+
+
+def make_recipe(
+    recipe: Recipe | str | Path | dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    **shortcuts: Any,
+) -> Recipe:
+    """Resolve a recipe from a :class:`Recipe`, a file path or a dict, plus overrides.
+
+    ``shortcuts`` are the short names of :data:`tlcore.recipe.SHORTCUTS` plus ``epochs`` and
+    ``lr``; a ``backbone`` that is not a string is taken as the user's own network.
+    """
+    if isinstance(recipe, str | Path):
+        base: Any = load_recipe_file(recipe)
+    elif isinstance(recipe, Recipe):
+        base = recipe.to_dict()
+        if recipe.backbone.model is not None:
+            base["backbone"]["model"] = recipe.backbone.model
+    else:
+        base = dict(recipe or {})
+    network = shortcuts.get("backbone")
+    if network is not None and not isinstance(network, str):
+        shortcuts.pop("backbone")
+        base = {**base, "backbone": {**base.get("backbone", {}), "model": network, "source": None}}
+    return build_recipe(base, overrides, **shortcuts)
+
+
+def fit(
+    data: Any = None,
+    *,
+    recipe: Recipe | str | Path | dict[str, Any] | None = None,
+    out: str | Path = "runs/latest",
+    resume: bool = False,
+    quiet: bool = True,
+    overrides: dict[str, Any] | None = None,
+    **shortcuts: Any,
+) -> Any:
+    """Fine-tune a pretrained backbone on ``data`` and write a run folder.
+
+    Args:
+        data: a folder of class sub-folders, a ``(images, labels)`` pair of numpy arrays
+            (uint8 NHWC), or a ``tlcore.data.Dataset``. ``None`` uses the recipe's
+            ``data.path``.
+        recipe: a :class:`Recipe`, a YAML/TOML file, or a dict; defaults otherwise.
+        out: the run folder.
+        resume: continue the interrupted run in ``out`` (pass the same ``data``).
+        quiet: no progress output.
+        overrides: dotted-path overrides, ``{"train.stages.1.lr": 1e-5}``.
+        shortcuts: ``backend="keras"``, ``backbone="hf:./resnet"`` or a ``torch.nn.Module`` /
+            ``keras.Model``, ``epochs=3``, ``lr=1e-3``, ``batch_size=16``, ...
+
+    Returns:
+        A :class:`tlcore.train.TrainResult` with the native model and the run folder.
+
+    Example:
+        >>> result = tlcore.fit("demo-data", recipe="demo-data/recipe.yaml")  # doctest: +SKIP
+    """
+    from tlcore.train import Trainer
+
+    if isinstance(data, str | Path):
+        shortcuts["data"] = str(data)
+        data = None
+    if resume:
+        from tlcore.runfolder import RunFolder
+
+        saved = RunFolder(out).info()["recipe"]
+        recipe = recipe if recipe is not None else saved
+    resolved = make_recipe(recipe, overrides, **shortcuts)
+    return Trainer(resolved, out, data=data, resume=resume, quiet=quiet).run()

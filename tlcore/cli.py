@@ -1,0 +1,238 @@
+"""The ``tl`` command line. Importing this module loads no framework; commands import lazily."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tlcore import __version__
+from tlcore.errors import TlcoreError
+
+
+class _Group(click.Group):
+    """A group that turns every error into one line and a hint (``--debug``: the traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except TlcoreError as exc:
+            _fail(ctx, f"error: {exc.message}", exc.hint, code=2)
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted", _resume_hint(ctx), code=130)
+        except Exception as exc:  # a bug or a framework error: one line, not a traceback
+            _fail(
+                ctx,
+                f"error: {type(exc).__name__}: {exc}",
+                "run again with 'tl --debug ...' for the traceback, and report it if it is a bug",
+                code=1,
+            )
+
+
+def _fail(ctx: click.Context, message: str, hint: str, code: int) -> None:
+    if ctx.obj and ctx.obj.get("debug"):
+        traceback.print_exc()
+    click.echo(message, err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    ctx.exit(code)
+
+
+def _resume_hint(ctx: click.Context) -> str:
+    out = (ctx.obj or {}).get("out")
+    return f"continue with: tl train --resume {out}" if out else ""
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tlcore")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """tlcore: fine-tune a pretrained model on your images, on PyTorch or Keras.
+
+    \b
+    Example:
+      tl demo demo-data
+      tl train demo-data --recipe demo-data/recipe.yaml --out runs/demo
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command()
+@click.argument("data", required=False, type=click.Path(path_type=Path))
+@click.option("--recipe", "-r", type=click.Path(path_type=Path), help="YAML/TOML recipe file.")
+@click.option("--backend", "-b", help="torch or keras (or any installed backend).")
+@click.option("--backbone", help="Backbone source, e.g. hf:./resnet, file:net.pt.")
+@click.option("--weights", help="pretrained (default), none, or a weights file.")
+@click.option("--input-size", type=int, help="Square input size in pixels.")
+@click.option("--epochs", type=int, help="Epochs of every stage.")
+@click.option("--lr", type=float, help="First stage's learning rate; later stages keep ratio.")
+@click.option("--batch-size", type=int, help="Batch size.")
+@click.option("--seed", type=int, help="Seed for a repeatable run.")
+@click.option("--val", "val", type=click.Path(path_type=Path), help="Separate validation folder.")
+@click.option("--val-split", type=float, help="Fraction held out for validation.")
+@click.option("--augment", help="Comma-separated: hflip, shift.")
+@click.option("--no-cache", is_flag=True, help="Do not cache frozen-backbone features.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any recipe field.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Run folder to write.")
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue an interrupted run.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.pass_context
+def train(ctx: click.Context, data: Path | None, recipe: Path | None, **options: Any) -> None:
+    """Fine-tune a pretrained backbone on a folder of images (one sub-folder per class).
+
+    \b
+    Examples:
+      tl train photos/ --backbone hf:microsoft/resnet-18 --epochs 5
+      tl train demo-data --recipe demo-data/recipe.yaml --backend keras
+      tl train --resume runs/demo
+    """
+    from tlcore.recipe import load_recipe_file, parse_override
+
+    resume = options.pop("resume")
+    quiet = options.pop("quiet")
+    out = options.pop("out")
+    sets = options.pop("sets")
+    if options.pop("no_cache"):
+        options["cache_features"] = False
+    shortcuts = {k: v for k, v in options.items() if v is not None}
+    if data is not None:
+        shortcuts["data"] = str(data)
+    overrides = dict(parse_override(s) for s in sets)
+    if resume is not None:
+        if recipe or shortcuts or overrides:
+            raise TlcoreError(
+                "--resume takes no other recipe options", "the run continues with its own recipe"
+            )
+        out = resume
+        from tlcore.runfolder import RunFolder
+
+        base: Any = RunFolder(resume).info()["recipe"]
+    else:
+        base = load_recipe_file(recipe) if recipe else {}
+        out = out or Path("runs") / datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    from tlcore.recipe import build_recipe
+
+    resolved = build_recipe(base, overrides, **shortcuts)
+    if resolved.data.path is None:
+        raise TlcoreError("no data given", "tl train PATH, or data.path in the recipe")
+    ctx.obj["out"] = out
+    from tlcore.train import Trainer
+
+    result = Trainer(resolved, out, resume=resume is not None, quiet=quiet).run()
+    acc = result.metrics.get("val_accuracy")
+    summary = f"done: {result.path}" + (f" (val_accuracy {acc:.4f})" if acc is not None else "")
+    click.echo(summary)
+
+
+@cli.command(name="eval")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+def eval_(run: Path, data: Path, as_json: bool, batch_size: int) -> None:
+    """Evaluate a trained run on a folder of labelled images.
+
+    Prints accuracy, per-class precision and recall, and the confusion matrix.
+
+    \b
+    Example:
+      tl eval runs/demo demo-data
+    """
+    from tlcore.evaluate import evaluate_run
+    from tlcore.metrics import format_report
+
+    report = evaluate_run(run, data, batch_size=batch_size)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_report(report, report["class_names"]))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins, their versions and hooks, and any that failed to load.
+
+    \b
+    Example:
+      tl plugins --json
+    """
+    from tlcore.plugins import plugin_table
+
+    rows = plugin_table()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        version = f"{row['package']} {row['version']}" if row["package"] else "(registered)"
+        if row["error"]:
+            click.echo(f"{row['name']}  {version}  BROKEN: {row['error']}")
+        else:
+            click.echo(f"{row['name']}  {version}")
+            click.echo(f"    hooks: {', '.join(row['hooks'])}")
+
+
+@cli.command()
+@click.option("--backend", "-b", default=None, help="Only this backend.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def backbones(backend: str | None, as_json: bool) -> None:
+    """List the backbones each backend can load, with input size and parameter count.
+
+    \b
+    Example:
+      tl backbones --backend torch
+    """
+    from tlcore import plugins as registry
+
+    names = [backend] if backend else sorted(registry.backends())
+    if backend:
+        registry.require_backend(backend)
+    rows = [
+        {"backend": name, **vars(info)} for name in names for info in registry.backbones(name)
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        size = f"{row['input_size']}px" if row["input_size"] else "-"
+        params = f"{row['params'] / 1e6:.1f}M" if row["params"] else "-"
+        click.echo(f"{row['backend']:<6} {row['source']:<32} {size:>6} {params:>7}  "
+                   f"{row['description']}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path), default=Path("demo-data"))
+@click.option("--size", type=int, default=32, show_default=True, help="Image side in pixels.")
+def demo(path: Path, size: int) -> None:
+    """Write a demo image-folder dataset from scikit-learn's handwritten digits (offline).
+
+    Also writes PATH/recipe.yaml, a recipe that trains well on it.
+
+    \b
+    Example:
+      tl demo demo-data && tl train demo-data --recipe demo-data/recipe.yaml
+    """
+    from tlcore.demo import write_demo, write_demo_recipe
+
+    folder = write_demo(path, size=size)
+    recipe = write_demo_recipe(folder)
+    click.echo(f"wrote {folder} and {recipe}")
+    click.echo(f"next: tl train {folder} --recipe {recipe} --out runs/demo")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``tl`` console script."""
+    cli.main(args=argv, prog_name="tl", obj={})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

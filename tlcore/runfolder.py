@@ -1,0 +1,195 @@
+"""The run folder: atomic files, checkpoints, and reading a run back.
+
+Layout::
+
+    RUN/
+      run.json          the resolved recipe, the class names, the backend (written first)
+      history.json      one row per epoch of every stage
+      checkpoints/
+        latest          name of the newest complete checkpoint (replaced atomically)
+        0007/           weights.npz, optimizer.npz, best.npz, state.json
+      native/           weights.npz (framework-neutral) + the backend's own format
+      tlcore.json       the bundle description (labels, input spec, metrics, versions)
+
+Every file is written to a temporary name in the same folder and renamed into place, and a
+checkpoint becomes visible only when ``latest`` points at its complete folder, so a run
+killed at any moment can be resumed from its last whole checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tlcore.errors import TlcoreError
+
+RUN_FILE = "run.json"
+CHECKPOINTS = "checkpoints"
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file written by :func:`write_json`."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_arrays(path: Path, arrays: dict[str, Any]) -> None:
+    """Write numpy arrays as an uncompressed ``.npz`` (no pickle), atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def read_arrays(path: Path) -> dict[str, Any]:
+    """Read an ``.npz`` written by :func:`write_arrays`; pickled objects are refused."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | set):
+        return list(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+class RunFolder:
+    """One run's folder: where the driver writes, and where ``--resume`` reads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def run_file(self) -> Path:
+        """``run.json``: the resolved recipe and class names."""
+        return self.path / RUN_FILE
+
+    def start(self, info: dict[str, Any], *, resume: bool) -> None:
+        """Create the folder for a new run, or check it for a resumed one."""
+        if resume:
+            if not self.run_file.is_file():
+                raise TlcoreError(
+                    f"{self.path} is not a tlcore run folder (no {RUN_FILE})",
+                    "pass the folder a previous 'tl train --out' wrote",
+                )
+            return
+        if self.path.exists() and any(self.path.iterdir()):
+            hint = "choose another --out, or add --resume to continue it"
+            if not self.run_file.is_file():
+                hint = "choose an empty or new folder for --out"
+            raise TlcoreError(f"run folder {self.path} already exists and is not empty", hint)
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.run_file, info)
+
+    def info(self) -> dict[str, Any]:
+        """What :meth:`start` recorded."""
+        if not self.run_file.is_file():
+            raise TlcoreError(
+                f"{self.path} is not a tlcore run folder (no {RUN_FILE})",
+                "pass a folder that 'tl train --out' wrote",
+            )
+        return read_json(self.run_file)
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def save_checkpoint(
+        self,
+        state: dict[str, Any],
+        weights: dict[str, Any],
+        optimizer: dict[str, Any],
+        best: dict[str, Any] | None,
+        best_changed: bool,
+    ) -> Path:
+        """Write checkpoint number ``state["counter"]`` and point ``latest`` at it.
+
+        ``best`` is written only when ``best_changed``; otherwise the previous checkpoint's
+        ``best.npz`` is linked, so a checkpoint costs one weights file in the common case.
+        """
+        root = self.path / CHECKPOINTS
+        previous = self.latest_checkpoint()
+        name = f"{state['counter']:06d}"
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=_mkdir(root)))
+        write_arrays(staging / "weights.npz", weights)
+        write_arrays(staging / "optimizer.npz", optimizer)
+        if best is not None and (best_changed or previous is None):
+            write_arrays(staging / "best.npz", best)
+        elif best is not None and previous is not None:
+            _link_or_copy(previous / "best.npz", staging / "best.npz")
+        write_json(staging / "state.json", state)
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        with atomic_path(root / "latest") as tmp:
+            tmp.write_text(name, encoding="utf-8")
+        for old in root.iterdir():
+            if old.is_dir() and old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint folder, or ``None``."""
+        pointer = self.path / CHECKPOINTS / "latest"
+        if not pointer.is_file():
+            return None
+        folder = self.path / CHECKPOINTS / pointer.read_text(encoding="utf-8").strip()
+        return folder if (folder / "state.json").is_file() else None
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        """The latest checkpoint: ``state``, ``weights``, ``optimizer`` and ``best`` (or None)."""
+        folder = self.latest_checkpoint()
+        if folder is None:
+            raise TlcoreError(
+                f"{self.path} has no checkpoint to resume from",
+                "the run stopped before its first epoch ended; start it again",
+            )
+        best = folder / "best.npz"
+        return {
+            "state": read_json(folder / "state.json"),
+            "weights": read_arrays(folder / "weights.npz"),
+            "optimizer": read_arrays(folder / "optimizer.npz"),
+            "best": read_arrays(best) if best.is_file() else None,
+        }
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -1,0 +1,40 @@
+"""Learning-rate schedules, computed by the core and handed to each train step."""
+
+from __future__ import annotations
+
+import math
+
+from tlcore.recipe import StageSpec
+
+
+def learning_rate(stage: StageSpec, step: int, total_steps: int) -> float:
+    """The learning rate of ``step`` (from 0) in a stage of ``total_steps`` steps.
+
+    - ``constant``: ``stage.lr`` (after the optional linear warm-up).
+    - ``cosine``: linear warm-up over ``stage.warmup`` of the steps, then cosine decay to 0.
+    - ``onecycle``: as PyTorch's ``OneCycleLR`` with cosine annealing: from ``lr / 25`` up to
+      ``lr`` over ``max(warmup, 0.3)`` of the steps, then down to ``lr / 1e4``.
+
+    Example:
+        >>> learning_rate(StageSpec(lr=0.1, schedule="cosine"), 0, 10)
+        0.1
+    """
+    total = max(total_steps, 1)
+    step = min(max(step, 0), total - 1)
+    if stage.schedule == "onecycle":
+        peak = max(int(total * max(stage.warmup, 0.3)), 1)
+        start, end = stage.lr / 25, stage.lr / 25 / 1e4
+        if step < peak:
+            return _cosine_between(start, stage.lr, step / peak)
+        return _cosine_between(stage.lr, end, (step - peak) / max(total - peak, 1))
+    warm = int(total * stage.warmup)
+    if step < warm:
+        return stage.lr * (step + 1) / (warm + 1)
+    if stage.schedule == "constant":
+        return stage.lr
+    progress = (step - warm) / max(total - warm, 1)
+    return stage.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _cosine_between(start: float, end: float, fraction: float) -> float:
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * fraction))

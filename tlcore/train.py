@@ -1,0 +1,455 @@
+"""The training driver: stages, epochs, feature caching, early stopping, checkpoints, resume.
+
+Backend-neutral: every framework operation goes through a hook, data moves as numpy arrays.
+One :class:`Trainer` runs one recipe into one run folder.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlcore import __version__
+from tlcore.data import Dataset, augment, load_datasets
+from tlcore.errors import PluginError, TlcoreError
+from tlcore.interfaces import Backbone, Batch, FreezeReport, LoadReport, Preprocessing, RunInfo
+from tlcore.interfaces import StepState
+from tlcore.plugins import hook, require_backend
+from tlcore.progress import Progress
+from tlcore.recipe import Recipe, StageSpec, build_recipe
+from tlcore.runfolder import RunFolder, read_arrays, write_arrays, write_json
+from tlcore.schedule import learning_rate
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    """What a finished run gives back: the native model and where its files are."""
+
+    path: Path
+    model: Any
+    backend: str
+    class_names: tuple[str, ...]
+    preprocessing: Preprocessing
+    history: list[dict[str, Any]]
+    metrics: dict[str, float]
+    recipe: Recipe
+
+
+@dataclass
+class _StageProgress:
+    """What a checkpoint must remember about the stage in flight."""
+
+    stage: int = 0
+    epoch: int = 0
+    best_score: float | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    bad_epochs: int = 0
+    stopped: bool = False
+
+
+def derive_seed(*parts: int) -> int:
+    """A 31-bit seed from the recipe seed, the stage and the epoch: resumable randomness."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def build_model(recipe: Recipe, num_classes: int, progress: Progress | None = None) -> tuple:
+    """Load the backbone and attach the head through the hooks; returns (model, backbone)."""
+    require_backend(recipe.backend)
+    h = hook()
+    spec = recipe.backbone
+    if spec.source is None and spec.model is None:
+        default = require_backend(recipe.backend).default_backbone
+        spec = build_recipe(recipe.to_dict(), {"backbone.source": default}).backbone
+    h.tl_seed(backend=recipe.backend, seed=recipe.train.seed)
+    backbone: Backbone | None = h.tl_load_backbone(backend=recipe.backend, spec=spec)
+    if backbone is None:
+        what = spec.source or type(spec.model).__name__
+        raise TlcoreError(
+            f"no plugin can load backbone {what!r} for backend {recipe.backend!r}",
+            f"run 'tl backbones --backend {recipe.backend}' to see what is available",
+        )
+    report = backbone.extra.get("weights_report")
+    if isinstance(report, LoadReport) and progress is not None:
+        _warn_partial_load(report, spec.weights, progress)
+    model = h.tl_attach_head(
+        backend=recipe.backend, backbone=backbone, head=recipe.head, num_classes=num_classes
+    )
+    if model is None:
+        raise PluginError(f"no plugin attached a head for backend {recipe.backend!r}")
+    return model, backbone
+
+
+def _warn_partial_load(report: LoadReport, source: str, progress: Progress) -> None:
+    progress.message(f"loaded {len(report.loaded)} tensors from {source}")
+    if report.mismatched:
+        progress.warn(
+            f"re-initialised (shape differs from {source}): {', '.join(report.mismatched)}"
+        )
+    if report.missing:
+        progress.warn(f"not in {source}, left as initialised: {', '.join(report.missing)}")
+    if report.unexpected:
+        progress.warn(f"ignored (no such layer in the model): {', '.join(report.unexpected)}")
+
+
+class Trainer:
+    """Runs a recipe's stages on a pair of datasets, writing everything into a run folder."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        out: str | Path,
+        *,
+        data: Any = None,
+        resume: bool = False,
+        quiet: bool = False,
+    ) -> None:
+        self.recipe = recipe
+        self.backend = recipe.backend
+        self.folder = RunFolder(out)
+        self.resume = resume
+        self.progress = Progress(quiet=quiet)
+        self.hook = hook()
+        require_backend(self.backend)
+        self.train_set, self.val_set = load_datasets(recipe.data, recipe.train.seed, data)
+        self.class_names = tuple(self.train_set.class_names)
+        self.history: list[dict[str, Any]] = []
+        self.model: Any = None
+        self.preprocessing: Preprocessing | None = None
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Train every stage (continuing from the last checkpoint when resuming)."""
+        self.folder.start(self._run_info(), resume=self.resume)
+        self.model, backbone = build_model(self.recipe, len(self.class_names), self.progress)
+        self.preprocessing = backbone.preprocessing
+        self.progress.message(
+            f"{self.backend} · {backbone.name} · {len(self.class_names)} classes · "
+            f"{len(self.train_set)} train / {len(self.val_set)} val images"
+        )
+        progress = _StageProgress()
+        counter = 0
+        restored: dict[str, Any] | None = None
+        if self.resume:
+            restored = self.folder.load_checkpoint()
+            state = restored["state"]
+            self._set_weights(restored["weights"], strict=True)
+            self.history = state["history"]
+            counter = state["counter"]
+            progress = _StageProgress(**state["progress"])
+            self.progress.message(
+                f"resuming {self.folder.path} at stage {progress.stage + 1}, "
+                f"epoch {progress.epoch + 1}"
+            )
+        stages = self.recipe.train.stages
+        for index in range(progress.stage, len(stages)):
+            if index > progress.stage:
+                progress = _StageProgress(stage=index)
+                restored = None
+            counter = self._run_stage(index, stages[index], progress, restored, counter)
+        return self._finish()
+
+    def _run_stage(
+        self,
+        index: int,
+        stage: StageSpec,
+        progress: _StageProgress,
+        restored: dict[str, Any] | None,
+        counter: int,
+    ) -> int:
+        report: FreezeReport = self._call(
+            "tl_freeze", model=self.model, policy=stage.freeze
+        )
+        self.progress.message(
+            f"stage {stage.name}: {report.trainable:,} trainable / {report.frozen:,} frozen "
+            f"parameters, lr {stage.lr:g}, {stage.epochs} epochs"
+        )
+        optimizer = self._call("tl_make_optimizer", model=self.model, stage=stage)
+        best = None
+        if restored is not None:
+            self.hook.tl_set_optimizer_state(
+                backend=self.backend, optimizer=optimizer, state=restored["optimizer"]
+            )
+            best = restored["best"]
+        cached = (
+            self.recipe.train.cache_features
+            and report.backbone_frozen
+            and not self.recipe.data.augment
+        )
+        train_feed = _Feed(self, self.train_set, cached)
+        val_feed = _Feed(self, self.val_set, cached)
+        if cached:
+            self.progress.message("backbone frozen: training the head on cached features")
+        steps_per_epoch = math.ceil(len(self.train_set) / self.recipe.train.batch_size)
+        total_steps = steps_per_epoch * stage.epochs
+        while progress.epoch < stage.epochs and not progress.stopped:
+            epoch = progress.epoch
+            self.progress.start_epoch(f"{stage.name} {epoch + 1}/{stage.epochs}")
+            started = time.perf_counter()
+            metrics = self._train_epoch(index, stage, optimizer, train_feed, epoch, total_steps)
+            metrics.update(val_feed.evaluate())
+            row = {
+                "stage": stage.name,
+                "epoch": epoch + 1,
+                **metrics,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            self.history.append(row)
+            self.progress.end_epoch(metrics)
+            best_changed = self._track_best(stage, progress, metrics)
+            if best_changed or best is None:
+                best = self._get_weights()
+            progress.epoch += 1
+            if stage.patience and progress.bad_epochs >= stage.patience:
+                progress.stopped = True
+                self.progress.message(
+                    f"stage {stage.name}: no improvement of {stage.monitor} for "
+                    f"{stage.patience} epochs, stopping"
+                )
+            counter += 1
+            path = self.folder.save_checkpoint(
+                {
+                    "counter": counter,
+                    "progress": vars(progress),
+                    "history": self.history,
+                },
+                self._get_weights(),
+                self._call("tl_get_optimizer_state", optimizer=optimizer),
+                best,
+                best_changed,
+            )
+            write_json(self.folder.path / "history.json", self.history)
+            self.hook.tl_on_epoch_end(
+                run=self.info, stage=stage.name, epoch=epoch + 1, metrics=metrics
+            )
+            self.hook.tl_on_checkpoint(run=self.info, path=path)
+        if stage.restore_best and best is not None and len(self.val_set):
+            self._set_weights(best, strict=True)
+        self.hook.tl_on_stage_end(run=self.info, stage=stage.name, metrics=progress.best_metrics)
+        return counter
+
+    def _train_epoch(
+        self,
+        index: int,
+        stage: StageSpec,
+        optimizer: Any,
+        feed: _Feed,
+        epoch: int,
+        total_steps: int,
+    ) -> dict[str, float]:
+        seed = derive_seed(self.recipe.train.seed, index, epoch)
+        self.hook.tl_seed(backend=self.backend, seed=seed)
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(feed.dataset))
+        size = self.recipe.train.batch_size
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        sums = {"loss": 0.0, "accuracy": 0.0}
+        lr = stage.lr
+        for b, indices in enumerate(batches):
+            step = epoch * len(batches) + b
+            lr = learning_rate(stage, step, total_steps)
+            batch = feed.batch(indices, rng)
+            state = StepState(optimizer, lr, stage.label_smoothing, step)
+            result = self._call("tl_train_step", model=self.model, batch=batch, state=state)
+            for key in sums:
+                sums[key] += float(result[key]) * len(indices)
+            seen = b * size + len(indices)
+            self.progress.batch(b + 1, len(batches), {k: v / seen for k, v in sums.items()})
+        n = max(len(order), 1)
+        return {"loss": sums["loss"] / n, "accuracy": sums["accuracy"] / n, "lr": lr}
+
+    def _track_best(
+        self, stage: StageSpec, progress: _StageProgress, metrics: dict[str, float]
+    ) -> bool:
+        if stage.monitor not in metrics:
+            return False
+        score = metrics[stage.monitor] * (-1 if stage.monitor == "val_loss" else 1)
+        if progress.best_score is None or score > progress.best_score + 1e-9:
+            progress.best_score = score
+            progress.best_metrics = dict(metrics)
+            progress.bad_epochs = 0
+            return True
+        progress.bad_epochs += 1
+        return False
+
+    def _finish(self) -> TrainResult:
+        val_metrics = _Feed(self, self.val_set, cached=False).evaluate()
+        native = self.folder.path / "native"
+        native.mkdir(exist_ok=True)
+        write_arrays(native / "weights.npz", self._get_weights())
+        example = self.val_set if len(self.val_set) else self.train_set
+        images = example.images(np.arange(min(len(example), 8)), self.size)
+        for fmt in self.recipe.export.formats:
+            target = native if fmt == "native" else self.folder.path
+            written = self.hook.tl_export(
+                backend=self.backend, model=self.model, fmt=fmt, path=target, example=images
+            )
+            if written is None:
+                raise TlcoreError(
+                    f"no plugin can export format {fmt!r} for backend {self.backend!r}",
+                    "check export.formats in the recipe, or 'tl plugins' for what is installed",
+                )
+            self.hook.tl_on_export(run=self.info, fmt=fmt, path=Path(written))
+        write_json(self.folder.path / "history.json", self.history)
+        write_json(self.folder.path / "tlcore.json", self._bundle_info(val_metrics))
+        return TrainResult(
+            path=self.folder.path,
+            model=self.model,
+            backend=self.backend,
+            class_names=self.class_names,
+            preprocessing=self.preprocessing,  # type: ignore[arg-type]
+            history=self.history,
+            metrics=val_metrics,
+            recipe=self.recipe,
+        )
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The backbone's input size (height, width)."""
+        assert self.preprocessing is not None
+        return tuple(self.preprocessing.size)  # type: ignore[return-value]
+
+    @property
+    def info(self) -> RunInfo:
+        """What event hooks receive."""
+        return RunInfo(self.folder.path, self.backend, self.class_names, self.recipe.to_dict())
+
+    def _run_info(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tlcore_version": __version__,
+            "backend": self.backend,
+            "class_names": list(self.class_names),
+            "recipe": self.recipe.to_dict(),
+        }
+
+    def _bundle_info(self, metrics: dict[str, float]) -> dict[str, Any]:
+        info = require_backend(self.backend)
+        versions = {}
+        for package in info.packages:
+            try:
+                versions[package] = importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                versions[package] = None
+        assert self.preprocessing is not None
+        return {
+            **self._run_info(),
+            "labels": list(self.class_names),
+            "input": self.preprocessing.to_dict(),
+            "metrics": metrics,
+            "framework_versions": versions,
+        }
+
+    def _call(self, name: str, **kwargs: Any) -> Any:
+        result = getattr(self.hook, name)(backend=self.backend, **kwargs)
+        if result is None:
+            raise PluginError(
+                f"no plugin answered {name} for backend {self.backend!r}",
+                "the backend plugin is incomplete; see 'tl plugins'",
+            )
+        return result
+
+    def _get_weights(self) -> dict[str, np.ndarray]:
+        weights = self._call("tl_get_weights", model=self.model)
+        return {k: np.array(v, copy=True) for k, v in weights.items()}
+
+    def _set_weights(self, weights: dict[str, np.ndarray], strict: bool) -> None:
+        self._call("tl_set_weights", model=self.model, weights=weights, strict=strict)
+
+
+class _Feed:
+    """Batches of one dataset for one stage: cached features, or images decoded per batch."""
+
+    def __init__(self, trainer: Trainer, dataset: Dataset, cached: bool) -> None:
+        self.trainer = trainer
+        self.dataset = dataset
+        self.features: np.ndarray | None = None
+        if cached and len(dataset):
+            self.features = self._extract()
+
+    def _extract(self) -> np.ndarray:
+        t = self.trainer
+        size = max(t.recipe.train.batch_size, 64)
+        chunks = []
+        for start in range(0, len(self.dataset), size):
+            indices = np.arange(start, min(start + size, len(self.dataset)))
+            images = self.dataset.images(indices, t.size)
+            chunks.append(t._call("tl_extract_features", model=t.model, images=images))
+        return np.concatenate(chunks)
+
+    def batch(self, indices: np.ndarray, rng: np.random.Generator) -> Batch:
+        """The training batch at ``indices`` (augmented images, or cached features)."""
+        labels = self.dataset.labels[indices]
+        if self.features is not None:
+            return Batch(self.features[indices], labels, features=True)
+        images = self.dataset.images(indices, self.trainer.size)
+        names = self.trainer.recipe.data.augment
+        return Batch(augment(images, names, rng) if names else images, labels)
+
+    def logits(self) -> np.ndarray:
+        """Logits for the whole dataset, in order."""
+        t = self.trainer
+        size = max(t.recipe.train.batch_size, 64)
+        out = []
+        for start in range(0, len(self.dataset), size):
+            indices = np.arange(start, min(start + size, len(self.dataset)))
+            labels = self.dataset.labels[indices]
+            if self.features is not None:
+                batch = Batch(self.features[indices], labels, features=True)
+            else:
+                batch = Batch(self.dataset.images(indices, t.size), labels)
+            out.append(t._call("tl_eval_step", model=t.model, batch=batch))
+        return np.concatenate(out) if out else np.zeros((0, len(t.class_names)), np.float32)
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss and accuracy (empty when the dataset is)."""
+        if not len(self.dataset):
+            return {}
+        logits = self.logits()
+        return {
+            "val_loss": cross_entropy(logits, self.dataset.labels),
+            "val_accuracy": float(np.mean(logits.argmax(axis=1) == self.dataset.labels)),
+        }
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean softmax cross-entropy of integer ``labels`` under ``logits``, in float64."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def load_run(path: str | Path) -> tuple[Recipe, tuple[str, ...], Any, Preprocessing]:
+    """Rebuild a finished run's model from its folder: (recipe, class names, model, prep).
+
+    The backbone is built without pretrained weights (nothing is downloaded), then the run's
+    own ``native/weights.npz`` is loaded strictly.
+    """
+    folder = RunFolder(path)
+    if not folder.run_file.is_file():
+        raise TlcoreError(f"{path} is not a tlcore run folder", "pass a folder 'tl train' wrote")
+    info = folder.info()
+    weights_file = folder.path / "native" / "weights.npz"
+    if not weights_file.is_file():
+        raise TlcoreError(
+            f"run {path} has not finished (no native/weights.npz)",
+            f"finish it with 'tl train --resume {path}'",
+        )
+    recipe = build_recipe(info["recipe"], {"backbone.weights": "none"})
+    classes = tuple(info["class_names"])
+    model, backbone = build_model(recipe, len(classes))
+    hook().tl_set_weights(
+        backend=recipe.backend, model=model, weights=read_arrays(weights_file), strict=True
+    )
+    return recipe, classes, model, backbone.preprocessing
