@@ -52,13 +52,14 @@ def test_trace_prints_hook_calls(plugin_site):
 def test_third_party_backbone_trains_through_tl_train(plugin_site, digits_folder, tmp_path):
     out = run_tl(
         "train", digits_folder, "--backbone", "tinynet:8", "--weights", "none",
-        "--set", "train.stages.0.freeze.policy=none", "--epochs", "1", "--quiet",
+        "--set", "train.stages.0.freeze.policy=none", "--set", "head.pooling=flatten",
+        "--epochs", "1", "--quiet",
         "--out", tmp_path / "run", env=_env(plugin_site),
     )
     assert "done:" in out.stdout
     info = json.loads((tmp_path / "run" / "tlcore.json").read_text())
     assert info["recipe"]["backbone"]["source"] == "tinynet:8"
-    assert info["metrics"]["val_accuracy"] > 0.2
+    assert info["metrics"]["val_accuracy"] > 0.6
 
 
 def test_misspelt_hook_is_an_error_naming_it():

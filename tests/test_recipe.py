@@ -60,7 +60,12 @@ def test_lr_shortcut_keeps_the_stage_ratio():
     [
         ({"head": {"pooling": "mean"}}, {}, "head.pooling", "avg, max, flatten"),
         ({}, {"train.stages.0.lr": -1}, "train.stages.0.lr", ">= 1e-12"),
-        ({"train": {"stages": [{"optimiser": "sgd"}]}}, {}, "train.stages.0.optimiser", "optimizer"),
+        (
+            {"train": {"stages": [{"optimiser": "sgd"}]}},
+            {},
+            "train.stages.0.optimiser",
+            "optimizer",
+        ),
         ({"train": {"batch_size": "big"}}, {}, "train.batch_size", "an integer"),
         ({"train": {"stages": []}}, {}, "train.stages", "at least one stage"),
         ({"data": {"augment": ["rotate"]}}, {}, "data.augment.0", "hflip"),

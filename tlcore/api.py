@@ -21,9 +21,7 @@ def make_recipe(
     if isinstance(recipe, str | Path):
         base: Any = load_recipe_file(recipe)
     elif isinstance(recipe, Recipe):
-        base = recipe.to_dict()
-        if recipe.backbone.model is not None:
-            base["backbone"]["model"] = recipe.backbone.model
+        base = recipe.to_data()
     else:
         base = dict(recipe or {})
     network = shortcuts.get("backbone")

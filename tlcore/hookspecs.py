@@ -200,7 +200,9 @@ def tl_get_optimizer_state(backend: str, optimizer: Any) -> dict[str, np.ndarray
 
 
 @hookspec(firstresult=True)
-def tl_set_optimizer_state(backend: str, optimizer: Any, state: dict[str, np.ndarray]) -> bool | None:
+def tl_set_optimizer_state(
+    backend: str, optimizer: Any, state: dict[str, np.ndarray]
+) -> bool | None:
     """Restore what ``tl_get_optimizer_state`` returned; return ``True`` when done."""
 
 

@@ -23,7 +23,7 @@ import pluggy
 
 from tlcore import hookspecs
 from tlcore.errors import PluginError, TlcoreError
-from tlcore.interfaces import BackendInfo, BackboneInfo
+from tlcore.interfaces import BackboneInfo, BackendInfo
 
 ENTRY_POINT_GROUP = "tlcore"
 
@@ -211,7 +211,6 @@ def plugin_table() -> list[dict[str, Any]]:
         )
     for bad in _broken:
         dist, version = dists.get(bad.name, (None, None))
-        rows.append(
-            {"name": bad.name, "package": dist, "version": version, "hooks": [], "error": bad.reason}
-        )
+        row = {"name": bad.name, "package": dist, "version": version, "hooks": []}
+        rows.append({**row, "error": bad.reason})
     return rows

@@ -169,7 +169,13 @@ class Recipe:
 
     def replace(self, **overrides: Any) -> Recipe:
         """A copy with dotted overrides applied, e.g. ``replace(**{"train.seed": 3})``."""
-        return build_recipe(self.to_dict(), overrides)
+        return build_recipe(self.to_data(), overrides)
+
+    def to_data(self) -> dict[str, Any]:
+        """Like :meth:`to_dict`, but keeping the user's own network object."""
+        data = self.to_dict()
+        data["backbone"]["model"] = self.backbone.model
+        return data
 
 
 def _to_plain(obj: Any) -> Any:

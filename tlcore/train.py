@@ -18,8 +18,15 @@ import numpy as np
 from tlcore import __version__
 from tlcore.data import Dataset, augment, load_datasets
 from tlcore.errors import PluginError, TlcoreError
-from tlcore.interfaces import Backbone, Batch, FreezeReport, LoadReport, Preprocessing, RunInfo
-from tlcore.interfaces import StepState
+from tlcore.interfaces import (
+    Backbone,
+    Batch,
+    FreezeReport,
+    LoadReport,
+    Preprocessing,
+    RunInfo,
+    StepState,
+)
 from tlcore.plugins import hook, require_backend
 from tlcore.progress import Progress
 from tlcore.recipe import Recipe, StageSpec, build_recipe
@@ -99,6 +106,16 @@ def _warn_partial_load(report: LoadReport, source: str, progress: Progress) -> N
         progress.warn(f"ignored (no such layer in the model): {', '.join(report.unexpected)}")
 
 
+def _absolute_paths(recipe: Recipe) -> Recipe:
+    """The recipe with its data folders made absolute, so a resume works from anywhere."""
+    paths = {
+        f"data.{name}": str(Path(value).resolve())
+        for name in ("path", "val_path")
+        if (value := getattr(recipe.data, name)) is not None
+    }
+    return recipe.replace(**paths) if paths else recipe
+
+
 class Trainer:
     """Runs a recipe's stages on a pair of datasets, writing everything into a run folder."""
 
@@ -111,14 +128,17 @@ class Trainer:
         resume: bool = False,
         quiet: bool = False,
     ) -> None:
-        self.recipe = recipe
+        self.recipe = _absolute_paths(recipe)
         self.backend = recipe.backend
         self.folder = RunFolder(out)
         self.resume = resume
         self.progress = Progress(quiet=quiet)
         self.hook = hook()
         require_backend(self.backend)
-        self.train_set, self.val_set = load_datasets(recipe.data, recipe.train.seed, data)
+        if isinstance(data, tuple) and all(isinstance(d, Dataset) for d in data):
+            self.train_set, self.val_set = data
+        else:
+            self.train_set, self.val_set = load_datasets(recipe.data, recipe.train.seed, data)
         self.class_names = tuple(self.train_set.class_names)
         self.history: list[dict[str, Any]] = []
         self.model: Any = None

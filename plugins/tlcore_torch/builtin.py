@@ -1,0 +1,50 @@
+"""Built-in backbones, defined here in a few lines: ``builtin:simple_cnn``.
+
+There are no published weights for them: ``weights=pretrained`` and ``weights=none`` both give
+a random initialisation (seeded through ``tl_seed``). Make your own "pretrained" checkpoint by
+training on one task and pass its ``native/model.pt`` as ``weights=<path>`` for the next one.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from tlcore.interfaces import Preprocessing
+
+SIMPLE_CNN_WIDTHS = (32, 64, 128)
+SIMPLE_CNN_PREPROCESSING = Preprocessing(
+    size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), scale=1 / 255
+)
+
+
+class SimpleCNN(nn.Module):
+    """Three conv blocks (conv 3x3, BatchNorm, ReLU, 2x2 max-pool) for small images.
+
+    Maps ``(N, 3, H, W)`` to a ``(N, widths[-1], H / 8, W / 8)`` feature map. The blocks are
+    ``blocks.0`` ... ``blocks.2``, which ``last_n`` freezing counts from the end.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = SIMPLE_CNN_WIDTHS, in_channels: int = 3) -> None:
+        super().__init__()
+        layers = []
+        previous = in_channels
+        for width in widths:
+            layers.append(
+                nn.Sequential(
+                    nn.Conv2d(previous, width, kernel_size=3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                    nn.MaxPool2d(2),
+                )
+            )
+            previous = width
+        self.blocks = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The feature map of a normalised NCHW batch."""
+        return self.blocks(x)
+
+
+BUILDERS: dict[str, tuple[type[nn.Module], Preprocessing]] = {
+    "simple_cnn": (SimpleCNN, SIMPLE_CNN_PREPROCESSING),
+}

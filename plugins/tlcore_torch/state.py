@@ -1,0 +1,190 @@
+"""Weights and optimiser state as numpy arrays, weights files, and the native export."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlcore.errors import TlcoreError
+from tlcore.interfaces import LoadReport
+from tlcore.weights import match_weights
+
+NATIVE_FILE = "model.pt"
+_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "weights")
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A detached CPU numpy copy of ``tensor`` (bfloat16 and friends become float32)."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
+        tensor = tensor.float()
+    return tensor.numpy().copy()
+
+
+def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    """Every parameter and persistent buffer of ``model`` (BatchNorm running statistics and
+    ``num_batches_tracked`` included, the latter as int64), copied out as numpy arrays."""
+    return {name: to_numpy(value) for name, value in model.state_dict().items()}
+
+
+def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray], *, strict: bool) -> LoadReport:
+    """Copy numpy arrays into ``model`` by name, deciding what fits with ``tlcore.weights``.
+
+    Raises:
+        TlcoreError: ``strict`` and a name or shape differs.
+    """
+    current = model.state_dict()
+    views = {name: _shape_only(value) for name, value in current.items()}
+    to_load, report = match_weights(views, weights, strict=strict)
+    with torch.no_grad():
+        for name, array in to_load.items():
+            target = current[name]
+            source = torch.from_numpy(np.require(array, requirements=["C", "W"]))
+            target.copy_(source.to(target.dtype))
+    return report
+
+
+def _shape_only(tensor: torch.Tensor) -> np.ndarray:
+    """A zero-cost stand-in carrying only the tensor's shape (for name and shape matching)."""
+    return np.broadcast_to(np.empty((), dtype=np.uint8), tuple(tensor.shape))
+
+
+def read_weights_file(path: Path) -> dict[str, np.ndarray]:
+    """Read a state dict from ``.pt``/``.pth``/``.bin`` (``torch.load(weights_only=True)``),
+    ``.safetensors`` or ``.npz`` (a tlcore checkpoint), without unpickling code.
+
+    A checkpoint dict holding the state dict under ``state_dict``, ``model_state_dict``,
+    ``model`` or ``weights`` is unwrapped.
+
+    Raises:
+        TlcoreError: the file is missing, unreadable, or holds no tensors.
+    """
+    if not path.is_file():
+        raise TlcoreError(
+            f"weights file not found: {path}",
+            "backbone.weights is 'pretrained', 'none' or the path of a weights file",
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            data: object = load_file(str(path), device="cpu")
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch and safetensors raise many types for a bad file
+        raise TlcoreError(
+            f"cannot read weights file {path}: {type(exc).__name__}: {exc}",
+            "save weights with torch.save(model.state_dict(), path) or safetensors; "
+            "pickled objects other than tensors are refused for safety",
+        ) from None
+    state = _unwrap_state_dict(data)
+    if not state:
+        raise TlcoreError(
+            f"weights file {path} holds no tensors by name",
+            "save it with torch.save(model.state_dict(), path)",
+        )
+    return {name: to_numpy(value) for name, value in state.items()}
+
+
+def _unwrap_state_dict(data: object) -> dict[str, torch.Tensor]:
+    if isinstance(data, Mapping):
+        tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+        for key in _STATE_DICT_KEYS:
+            if isinstance(data.get(key), Mapping):
+                return _unwrap_state_dict(data[key])
+    return {}
+
+
+def load_weights_file(network: nn.Module, path: Path) -> LoadReport:
+    """Load a weights file into ``network`` where names and shapes fit.
+
+    Raises:
+        TlcoreError: nothing in the file fits the network.
+    """
+    report = set_weights(network, read_weights_file(path), strict=False)
+    if not report.loaded:
+        example = ", ".join(list(network.state_dict())[:3])
+        raise TlcoreError(
+            f"no weight in {path} matches the backbone by name and shape",
+            f"the backbone's weights are named like {example}; "
+            "was the file saved from another architecture?",
+        )
+    return report
+
+
+def get_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
+    """The optimiser's per-parameter state as ``{"<param index>.<key>": array}``.
+
+    The index is the parameter's position in the optimiser's groups; hyper-parameters are not
+    included (they come from the recipe, and the learning rate is set every step).
+    """
+    out: dict[str, np.ndarray] = {}
+    for index, entries in optimizer.state_dict()["state"].items():
+        for key, value in entries.items():
+            if value is None:
+                continue
+            array = to_numpy(value) if isinstance(value, torch.Tensor) else np.asarray(value)
+            out[f"{index}.{key}"] = array
+    return out
+
+
+def set_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, np.ndarray]) -> None:
+    """Restore what :func:`get_optimizer_state` returned into a new optimiser of the same
+    parameters.
+
+    Raises:
+        TlcoreError: an entry names a parameter index the optimiser does not have, or its shape
+            does not fit the parameter.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    entries: dict[int, dict[str, torch.Tensor]] = {}
+    for name, array in state.items():
+        index_text, _, key = name.partition(".")
+        if not index_text.isdigit() or not key or int(index_text) >= len(params):
+            raise TlcoreError(
+                f"optimiser state entry {name!r} does not fit this optimiser "
+                f"({len(params)} parameters)",
+                "resume with the same model, freeze policy and optimiser",
+            )
+        index = int(index_text)
+        tensor = torch.from_numpy(np.require(array, requirements=["C", "W"]).copy())
+        if tensor.ndim and tuple(tensor.shape) != tuple(params[index].shape):
+            raise TlcoreError(
+                f"optimiser state {name!r} has shape {tuple(tensor.shape)}, "
+                f"the parameter {tuple(params[index].shape)}",
+                "resume with the same model, freeze policy and optimiser",
+            )
+        entries.setdefault(index, {})[key] = tensor
+    full = optimizer.state_dict()
+    full["state"] = entries
+    optimizer.load_state_dict(full)
+
+
+def export_native(model: nn.Module, folder: Path) -> Path:
+    """Write ``folder/model.pt``: the state dict, loadable with ``torch.load(weights_only=True)``.
+
+    Written to a temporary file first and renamed, so a crash never leaves half a file.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / NATIVE_FILE
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=".model-", suffix=".pt.tmp")
+    os.close(handle)
+    try:
+        state = {name: value.detach().cpu() for name, value in model.state_dict().items()}
+        torch.save(state, temp)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return target

@@ -1,0 +1,89 @@
+"""The ``tl`` command as a user meets it: help, the demo, training, evaluation, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import run_tl
+
+FRAMEWORKS = ("torch", "tensorflow", "keras", "transformers")
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = f"{code}\nimport sys\nprint([m for m in {FRAMEWORKS!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_import_tlcore_loads_no_framework():
+    assert _loaded_after("import tlcore, tlcore.cli, tlcore.plugins") == []
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["plugins"], ["backbones"], ["demo"]])
+def test_help_loads_no_framework_and_shows_an_example(command):
+    code = (
+        "import sys\nfrom tlcore.cli import cli\n"
+        f"try:\n    cli.main(args={[*command, '--help']!r}, prog_name='tl')\n"
+        "except SystemExit:\n    pass"
+    )
+    assert _loaded_after(code) == []
+    out = run_tl(*command, "--help").stdout
+    assert "Example" in out
+
+
+def test_demo_train_eval_end_to_end(tmp_path):
+    data = tmp_path / "demo-data"
+    run_tl("demo", data)
+    run = tmp_path / "runs" / "demo"
+    out = run_tl("train", data, "--recipe", data / "recipe.yaml", "--out", run, "--quiet")
+    accuracy = float(out.stdout.split("val_accuracy ")[1].rstrip(")\n"))
+    assert accuracy >= 0.9
+    history = json.loads((run / "history.json").read_text())
+    assert history and all("val_accuracy" in row for row in history)
+    report = json.loads(run_tl("eval", run, data, "--json").stdout)
+    assert report["count"] == 1797
+    assert report["accuracy"] >= 0.9
+    assert len(report["confusion"]) == 10
+    assert "precision" in run_tl("eval", run, data).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "hint"),
+    [
+        (["train", "no/such/folder"], "no/such/folder", "hint:"),
+        (["train", "{data}", "--backend", "jax"], "unknown backend 'jax'", "installed backends"),
+        (["train", "{data}", "--backbone", "nope:thing"], "nope:thing", "tl backbones"),
+        (["train", "{data}", "--set", "head.pooling=mean"], "head.pooling", "avg, max, flatten"),
+        (["train", "{data}", "--lr", "-1"], "'lr'", ">= 1e-12"),
+        (["train", "--resume", "{tmp}"], "not a tlcore run folder", "hint:"),
+        (["eval", "{tmp}", "{data}"], "not a tlcore run folder", "hint:"),
+        (["backbones", "--backend", "jax"], "unknown backend", "hint:"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_hint(args, message, hint, digits_folder, tmp_path):
+    args = [a.format(data=digits_folder, tmp=tmp_path) for a in args]
+    result = run_tl(*args, "--out", tmp_path / "o", check=False) if args[0] == "train" and \
+        "--resume" not in args else run_tl(*args, check=False)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("error:") and message in lines[0]
+    assert lines[1].startswith("hint:") and hint in lines[1]
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_tl("--debug", "train", tmp_path / "missing", check=False)
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr
+
+
+def test_backbones_lists_sources_with_sizes():
+    rows = json.loads(run_tl("backbones", "--backend", "torch", "--json").stdout)
+    sources = {row["source"]: row for row in rows}
+    assert sources["builtin:simple_cnn"]["input_size"] == 32
+    assert any(s.startswith("hf:") for s in sources)

@@ -1,0 +1,135 @@
+"""The training driver on real data with the real PyTorch backend."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import tlcore
+from tlcore import plugins
+from tlcore.runfolder import read_arrays
+
+SMALL = {
+    "backbone": {"source": "builtin:simple_cnn", "weights": "none"},
+    "train": {"batch_size": 32, "seed": 3},
+}
+
+
+def _stages(*stages):
+    return {**SMALL, "train": {**SMALL["train"], "stages": list(stages)}}
+
+
+def test_feature_cache_matches_the_uncached_path(digits_folder, tmp_path):
+    recipe = _stages({"name": "head", "epochs": 2, "lr": 3e-3, "freeze": {"policy": "all"}})
+    cached = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "cached")
+    plain = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "plain", cache_features=False)
+    for a, b in zip(cached.history, plain.history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
+        assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=1e-9)
+    wa = read_arrays(tmp_path / "cached" / "native" / "weights.npz")
+    wb = read_arrays(tmp_path / "plain" / "native" / "weights.npz")
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        np.testing.assert_allclose(wa[key], wb[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+class _StopAfter:
+    """An observer plugin that interrupts the run after its N-th checkpoint, like Ctrl-C."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    @tlcore.hookimpl
+    def tl_on_checkpoint(self, run, path):
+        self.count -= 1
+        if self.count == 0:
+            raise KeyboardInterrupt
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(digits_folder, tmp_path):
+    recipe = _stages(
+        {"name": "head", "epochs": 2, "lr": 3e-3, "freeze": {"policy": "all"}},
+        {"name": "tune", "epochs": 2, "lr": 3e-4, "freeze": {"policy": "last_n", "n": 1}},
+    )
+    whole = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "whole")
+    with plugins.plugin_registered(_StopAfter(3), "stopper"), pytest.raises(KeyboardInterrupt):
+        tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "cut")
+    assert not (tmp_path / "cut" / "native").exists()
+    resumed = tlcore.fit(digits_folder, out=tmp_path / "cut", resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 1, 2]
+    for a, b in zip(whole.history, resumed.history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["val_accuracy"] == pytest.approx(b["val_accuracy"])
+    wa = read_arrays(tmp_path / "whole" / "native" / "weights.npz")
+    wb = read_arrays(tmp_path / "cut" / "native" / "weights.npz")
+    for key in wa:
+        np.testing.assert_allclose(wa[key], wb[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_same_seed_same_run_other_seed_other_run(digits_folder, tmp_path):
+    recipe = _stages({"name": "all", "epochs": 1, "lr": 3e-3, "freeze": {"policy": "none"}})
+    a = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "a")
+    b = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "b")
+    c = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "c", seed=4)
+    assert a.history[0]["loss"] == b.history[0]["loss"]
+    assert a.history[0]["loss"] != c.history[0]["loss"]
+
+
+def test_restore_best_keeps_the_best_epoch(digits_folder, tmp_path):
+    recipe = _stages(
+        {"name": "noisy", "epochs": 4, "lr": 0.3, "optimizer": "sgd", "schedule": "constant",
+         "freeze": {"policy": "none"}, "restore_best": True}
+    )
+    result = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "run")
+    best = max(row["val_accuracy"] for row in result.history)
+    assert result.metrics["val_accuracy"] == pytest.approx(best)
+    saved = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert saved == result.history
+
+
+def test_early_stopping_stops_the_stage(digits_folder, tmp_path):
+    recipe = _stages(
+        {"name": "flat", "epochs": 6, "lr": 1e-9, "freeze": {"policy": "all"}, "patience": 2,
+         "monitor": "val_loss"}
+    )
+    result = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "run")
+    assert len(result.history) < 6
+
+
+def test_default_recipe_two_stages_and_run_folder(digits_folder, tmp_path):
+    result = tlcore.fit(digits_folder, recipe=SMALL, out=tmp_path / "run", epochs=1)
+    assert [r["stage"] for r in result.history] == ["head", "fine_tune"]
+    assert result.history[1]["lr"] < result.history[0]["lr"]
+    info = json.loads((tmp_path / "run" / "tlcore.json").read_text())
+    assert info["labels"] == [str(i) for i in range(10)]
+    assert info["input"]["size"] == [32, 32] and info["input"]["dtype"] == "uint8"
+    assert (tmp_path / "run" / "native" / "model.pt").is_file()
+    with pytest.raises(tlcore.TlcoreError, match="already exists"):
+        tlcore.fit(digits_folder, recipe=SMALL, out=tmp_path / "run", epochs=1)
+
+
+def test_weights_from_another_task_load_where_they_fit(tmp_path, capfd):
+    """The seed recipe: a 10-class source net's state dict into a 2-class target."""
+    import torch
+    from torch import nn
+
+    def net(outputs: int) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 32), nn.ReLU(),
+                             nn.Linear(32, outputs))
+
+    source = net(10)
+    torch.save(source.state_dict(), tmp_path / "source.pt")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(40, 16, 16, 3), dtype=np.uint8)
+    labels = np.array([0, 1] * 20)
+    result = tlcore.fit(
+        (images, labels), backbone=net(2), weights=str(tmp_path / "source.pt"), input_size=16,
+        out=tmp_path / "run", quiet=False,
+        recipe={"train": {"stages": [{"name": "head", "epochs": 1, "freeze": {"policy": "all"}}]}},
+    )
+    err = capfd.readouterr().err
+    assert "re-initialised" in err and "3.weight" in err
+    # The backbone stayed frozen: its first layer must be the source's, exactly.
+    assert torch.equal(result.model.backbone[1].weight.detach(), source[1].weight.detach())
