@@ -44,3 +44,11 @@ def plugin_site(tmp_path_factory) -> Path:
             check=True, capture_output=True,
         )
     return site
+
+
+@pytest.fixture(scope="session")
+def small_digits(tmp_path_factory) -> Path:
+    """40 digits per class (400 images): enough to learn, quick enough for many runs."""
+    from tlcore.demo import write_demo
+
+    return write_demo(tmp_path_factory.mktemp("small") / "digits", size=32, per_class=40)

@@ -87,3 +87,31 @@ def test_backbones_lists_sources_with_sizes():
     sources = {row["source"]: row for row in rows}
     assert sources["builtin:simple_cnn"]["input_size"] == 32
     assert any(s.startswith("hf:") for s in sources)
+
+
+def test_ctrl_c_then_resume_finishes_like_an_uninterrupted_run(small_digits, tmp_path):
+    import os
+    import signal
+    import time
+
+    args = ["train", small_digits, "--backbone", "builtin:simple_cnn", "--weights", "none",
+            "--epochs", "3", "--seed", "5"]
+    run_tl(*args, "--out", tmp_path / "whole", "--quiet")
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlcore.cli", *map(str, args), "--out", str(cut)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (cut / "checkpoints" / "latest").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert f"tl train --resume {cut}" in err
+    run_tl("train", "--resume", cut, "--quiet")
+    whole = json.loads((tmp_path / "whole" / "history.json").read_text())
+    resumed = json.loads((cut / "history.json").read_text())
+    assert [(r["stage"], r["epoch"]) for r in resumed] == [(r["stage"], r["epoch"]) for r in whole]
+    for a, b in zip(whole, resumed, strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)

@@ -17,6 +17,7 @@ from tlcore.interfaces import Backbone, Batch, FreezeReport, LoadReport, StepSta
 from tlcore.plugins import hook
 from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec, StageSpec
 from tlcore_torch.blocks import find_blocks
+from tlcore_torch.builtin import SIMPLE_CNN_WIDTHS
 from tlcore_torch.model import TransferModel
 
 torch.set_num_threads(2)
@@ -25,8 +26,9 @@ pytestmark = pytest.mark.filterwarnings(
     r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning"
 )
 
-# simple_cnn: conv 3x3 (no bias) + BatchNorm per block, widths 32/64/128.
-BLOCK_PARAMS = (3 * 32 * 9 + 2 * 32, 32 * 64 * 9 + 2 * 64, 64 * 128 * 9 + 2 * 128)
+# simple_cnn: conv 3x3 (no bias) + BatchNorm per block.
+W0, W1, W2 = SIMPLE_CNN_WIDTHS
+BLOCK_PARAMS = (3 * W0 * 9 + 2 * W0, W0 * W1 * 9 + 2 * W1, W1 * W2 * 9 + 2 * W2)
 TINY_RESNET = {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "num_channels": 3}
 TINY_VIT = {
     "image_size": 32,
@@ -177,7 +179,7 @@ def test_builtin_simple_cnn():
     assert backbone.preprocessing.mean == (0.5, 0.5, 0.5)
     assert backbone.extra["blocks"] == ["blocks.0", "blocks.1", "blocks.2"]
     out = backbone.network(torch.zeros(2, 3, 32, 32))
-    assert out.shape == (2, 128, 4, 4)
+    assert out.shape == (2, W2, 4, 4)
     assert load(source="builtin:simple_cnn", input_size=64).preprocessing.size == (64, 64)
     assert load(source=None).name == "builtin:simple_cnn"
 
@@ -254,7 +256,7 @@ def test_torchscript_file(tmp_path):
         load(source=f"file:{path}")
     backbone = load(source=f"file:{path}", input_size=32)
     assert backbone.extra["blocks"] == ["blocks.0", "blocks.1", "blocks.2"]
-    assert backbone.network(torch.zeros(1, 3, 32, 32)).shape == (1, 128, 4, 4)
+    assert backbone.network(torch.zeros(1, 3, 32, 32)).shape == (1, W2, 4, 4)
 
     model = build(source=f"file:{path}", input_size=32)
     report = freeze(model, policy="last_n", n=1)
@@ -422,7 +424,7 @@ def test_last_n_trains_params_after_the_blocks_but_not_the_stem():
 
 
 @pytest.mark.parametrize(
-    ("pooling", "width"), [("avg", 128), ("max", 128), ("flatten", 128 * 4 * 4)]
+    ("pooling", "width"), [("avg", W2), ("max", W2), ("flatten", W2 * 4 * 4)]
 )
 def test_pooling_widths_on_a_feature_map(pooling, width):
     model = build(head=HeadSpec(pooling=pooling), num_classes=5)
@@ -450,7 +452,7 @@ def test_hidden_layers_activation_and_dropout():
     kinds = [type(m).__name__ for m in model.head]
     assert kinds == ["Linear", "GELU", "Dropout", "Linear", "GELU", "Dropout", "Linear"]
     assert [(m.in_features, m.out_features) for m in model.head if isinstance(m, nn.Linear)] == [
-        (128, 16),
+        (W2, 16),
         (16, 8),
         (8, 4),
     ]
@@ -486,7 +488,7 @@ def test_probe_failure_is_a_tlcore_error():
 
 def test_freeze_policy_counts():
     model = build(num_classes=3)
-    head = 128 * 3 + 3
+    head = W2 * 3 + 3
     total = sum(BLOCK_PARAMS)
     cases = {
         "all": ({}, 0, ()),
@@ -494,7 +496,7 @@ def test_freeze_policy_counts():
         "last_n": ({"n": 2}, BLOCK_PARAMS[1] + BLOCK_PARAMS[2], ("blocks.1", "blocks.2")),
         "pattern": (
             {"pattern": r"\.1\.(weight|bias)$"},
-            total - (32 + 64 + 128) * 2,
+            total - (W0 + W1 + W2) * 2,
             ("blocks.0", "blocks.1", "blocks.2"),
         ),
     }
@@ -593,7 +595,7 @@ def test_features_path_matches_the_full_model():
     model = build(num_classes=3, head=HeadSpec(hidden=(8,)))
     x = images(6)
     feats = hook().tl_extract_features(backend="torch", model=model, images=x)
-    assert feats.dtype == np.float32 and feats.shape == (6, 128)
+    assert feats.dtype == np.float32 and feats.shape == (6, W2)
     full = hook().tl_eval_step(backend="torch", model=model, batch=Batch(x, np.zeros(6)))
     from_features = hook().tl_eval_step(
         backend="torch", model=model, batch=Batch(feats, np.zeros(6), features=True)
@@ -617,7 +619,7 @@ def test_optimizers_cover_only_trainable_parameters(name):
     freeze(model, policy="last_n", n=1)
     opt = optimizer(model, optimizer=name, lr=0.5, weight_decay=0.01, momentum=0.8)
     params = [p for g in opt.param_groups for p in g["params"]]
-    assert sum(p.numel() for p in params) == BLOCK_PARAMS[2] + 128 * 3 + 3
+    assert sum(p.numel() for p in params) == BLOCK_PARAMS[2] + W2 * 3 + 3
     group = opt.param_groups[0]
     assert group["weight_decay"] == 0.01
     if name in ("sgd", "rmsprop"):

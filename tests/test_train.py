@@ -21,10 +21,10 @@ def _stages(*stages):
     return {**SMALL, "train": {**SMALL["train"], "stages": list(stages)}}
 
 
-def test_feature_cache_matches_the_uncached_path(digits_folder, tmp_path):
+def test_feature_cache_matches_the_uncached_path(small_digits, tmp_path):
     recipe = _stages({"name": "head", "epochs": 2, "lr": 3e-3, "freeze": {"policy": "all"}})
-    cached = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "cached")
-    plain = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "plain", cache_features=False)
+    cached = tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "cached")
+    plain = tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "plain", cache_features=False)
     for a, b in zip(cached.history, plain.history, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
         assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=1e-9)
@@ -48,16 +48,16 @@ class _StopAfter:
             raise KeyboardInterrupt
 
 
-def test_resume_ends_where_an_uninterrupted_run_ends(digits_folder, tmp_path):
+def test_resume_ends_where_an_uninterrupted_run_ends(small_digits, tmp_path):
     recipe = _stages(
         {"name": "head", "epochs": 2, "lr": 3e-3, "freeze": {"policy": "all"}},
         {"name": "tune", "epochs": 2, "lr": 3e-4, "freeze": {"policy": "last_n", "n": 1}},
     )
-    whole = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "whole")
+    whole = tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "whole")
     with plugins.plugin_registered(_StopAfter(3), "stopper"), pytest.raises(KeyboardInterrupt):
-        tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "cut")
+        tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "cut")
     assert not (tmp_path / "cut" / "native").exists()
-    resumed = tlcore.fit(digits_folder, out=tmp_path / "cut", resume=True)
+    resumed = tlcore.fit(small_digits, out=tmp_path / "cut", resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 1, 2]
     for a, b in zip(whole.history, resumed.history, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
@@ -68,38 +68,38 @@ def test_resume_ends_where_an_uninterrupted_run_ends(digits_folder, tmp_path):
         np.testing.assert_allclose(wa[key], wb[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-def test_same_seed_same_run_other_seed_other_run(digits_folder, tmp_path):
+def test_same_seed_same_run_other_seed_other_run(small_digits, tmp_path):
     recipe = _stages({"name": "all", "epochs": 1, "lr": 3e-3, "freeze": {"policy": "none"}})
-    a = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "a")
-    b = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "b")
-    c = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "c", seed=4)
+    a = tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "a")
+    b = tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "b")
+    c = tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "c", seed=4)
     assert a.history[0]["loss"] == b.history[0]["loss"]
     assert a.history[0]["loss"] != c.history[0]["loss"]
 
 
-def test_restore_best_keeps_the_best_epoch(digits_folder, tmp_path):
+def test_restore_best_keeps_the_best_epoch(small_digits, tmp_path):
     recipe = _stages(
         {"name": "noisy", "epochs": 4, "lr": 0.3, "optimizer": "sgd", "schedule": "constant",
          "freeze": {"policy": "none"}, "restore_best": True}
     )
-    result = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "run")
+    result = tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "run")
     best = max(row["val_accuracy"] for row in result.history)
     assert result.metrics["val_accuracy"] == pytest.approx(best)
     saved = json.loads((tmp_path / "run" / "history.json").read_text())
     assert saved == result.history
 
 
-def test_early_stopping_stops_the_stage(digits_folder, tmp_path):
+def test_early_stopping_stops_the_stage(small_digits, tmp_path):
     recipe = _stages(
         {"name": "flat", "epochs": 6, "lr": 1e-9, "freeze": {"policy": "all"}, "patience": 2,
          "monitor": "val_loss"}
     )
-    result = tlcore.fit(digits_folder, recipe=recipe, out=tmp_path / "run")
+    result = tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "run")
     assert len(result.history) < 6
 
 
-def test_default_recipe_two_stages_and_run_folder(digits_folder, tmp_path):
-    result = tlcore.fit(digits_folder, recipe=SMALL, out=tmp_path / "run", epochs=1)
+def test_default_recipe_two_stages_and_run_folder(small_digits, tmp_path):
+    result = tlcore.fit(small_digits, recipe=SMALL, out=tmp_path / "run", epochs=1)
     assert [r["stage"] for r in result.history] == ["head", "fine_tune"]
     assert result.history[1]["lr"] < result.history[0]["lr"]
     info = json.loads((tmp_path / "run" / "tlcore.json").read_text())
@@ -107,7 +107,7 @@ def test_default_recipe_two_stages_and_run_folder(digits_folder, tmp_path):
     assert info["input"]["size"] == [32, 32] and info["input"]["dtype"] == "uint8"
     assert (tmp_path / "run" / "native" / "model.pt").is_file()
     with pytest.raises(tlcore.TlcoreError, match="already exists"):
-        tlcore.fit(digits_folder, recipe=SMALL, out=tmp_path / "run", epochs=1)
+        tlcore.fit(small_digits, recipe=SMALL, out=tmp_path / "run", epochs=1)
 
 
 def test_weights_from_another_task_load_where_they_fit(tmp_path, capfd):

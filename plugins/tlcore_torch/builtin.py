@@ -9,12 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from tlcore.builtins import SIMPLE_CNN_PREPROCESSING, SIMPLE_CNN_WIDTHS
 from tlcore.interfaces import Preprocessing
-
-SIMPLE_CNN_WIDTHS = (32, 64, 128)
-SIMPLE_CNN_PREPROCESSING = Preprocessing(
-    size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), scale=1 / 255
-)
 
 
 class SimpleCNN(nn.Module):

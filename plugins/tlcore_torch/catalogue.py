@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator
 
+from tlcore.builtins import simple_cnn_params
 from tlcore.interfaces import BackboneInfo
 
 BUILTIN_KIND = "builtin"
@@ -18,8 +19,8 @@ KINDS = (BUILTIN_KIND, HF_KIND, FILE_KIND, TORCHVISION_KIND, TIMM_KIND)
 BUILTIN_BACKBONES = {
     "simple_cnn": (
         32,
-        93_472,
-        "3 conv blocks (32/64/128 wide, BatchNorm) for small images; "
+        simple_cnn_params(),
+        "3 conv blocks (16/32/64 wide, BatchNorm) for small images; "
         "random init (no published weights)",
     ),
 }
