@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tlcore.errors import DataError
+from tlcore.errors import DataError, TlcoreError
 
 MARKER = ".tlcore-demo"
 """Hidden file that marks a folder written by :func:`write_demo` (safe to rewrite)."""
@@ -126,7 +126,13 @@ def _check_target(target: Path) -> None:
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise TlcoreError(
+            "the demo needs scikit-learn (its bundled digits are the demo images)",
+            "pip install 'tlcore[demo]' -c constraints.txt",
+        ) from None
 
     bunch = load_digits()
     return np.asarray(bunch.images), np.asarray(bunch.target, dtype=np.int64)
