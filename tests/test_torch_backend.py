@@ -162,7 +162,7 @@ def test_hooks_answer_none_for_other_backends_and_objects():
     assert tlcore_torch.tl_get_weights(backend="keras", model=model) is None
     assert (
         tlcore_torch.tl_export(
-            backend="torch", model=model, fmt="onnx", path=".", example=images(1)
+            backend="torch", model=model, fmt="tflite", path=".", example=images(1), opset=17
         )
         is None
     )
@@ -317,7 +317,7 @@ def test_weights_file_formats_and_prefixes(tmp_path):
     """A full model's native export loads into a bare backbone; safetensors and npz too."""
     source = build()
     exported = hook().tl_export(
-        backend="torch", model=source, fmt="native", path=tmp_path, example=images(2)
+        backend="torch", model=source, fmt="native", path=tmp_path, example=images(2), opset=17
     )
     backbone = load(source="builtin:simple_cnn", weights=str(exported))
     report = backbone.extra["weights_report"]
@@ -707,7 +707,7 @@ def test_optimizer_state_that_does_not_fit():
 def test_native_export_is_an_atomic_safe_state_dict(tmp_path):
     model = build()
     path = hook().tl_export(
-        backend="torch", model=model, fmt="native", path=tmp_path, example=images(2)
+        backend="torch", model=model, fmt="native", path=tmp_path, example=images(2), opset=17
     )
     assert path == tmp_path / "model.pt"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

@@ -137,11 +137,13 @@ def train(ctx: click.Context, data: Path | None, recipe: Path | None, **options:
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-def eval_(run: Path, data: Path, as_json: bool, batch_size: int) -> None:
-    """Evaluate a trained run on a folder of labelled images.
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--native", is_flag=True, help="Use the framework model, not model.onnx.")
+def eval_(run: Path, data: Path, as_json: bool, batch_size: int, native: bool) -> None:
+    """Evaluate a trained run (or its model.onnx) on a folder of labelled images.
 
-    Prints accuracy, per-class precision and recall, and the confusion matrix.
+    Prints accuracy, per-class precision and recall, and the confusion matrix. The run's
+    model.onnx is evaluated on onnxruntime when there is one, else the framework model.
 
     \b
     Example:
@@ -150,11 +152,89 @@ def eval_(run: Path, data: Path, as_json: bool, batch_size: int) -> None:
     from tlcore.evaluate import evaluate_run
     from tlcore.metrics import format_report
 
-    report = evaluate_run(run, data, batch_size=batch_size)
+    report = evaluate_run(run, data, batch_size=batch_size, native=native)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(format_report(report, report["class_names"]))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", "-k", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Classes to show per image.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: source,rank,label,probability.")
+def predict(
+    bundle: Path,
+    paths: tuple[Path, ...],
+    top_k: int,
+    batch_size: int,
+    threads: int | None,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Classify image files or folders with a bundle's model.onnx (onnxruntime only).
+
+    BUNDLE is a run folder or a model.onnx file; folders in PATHS are searched for images.
+
+    \b
+    Examples:
+      tl predict runs/demo photo.jpg
+      tl predict runs/demo/model.onnx new-photos/ --top-k 3 --csv > predictions.csv
+    """
+    if as_json and as_csv:
+        raise TlcoreError("--json and --csv exclude each other", "choose one output format")
+    from tlcore.runtime import Predictor
+
+    predictions = Predictor(bundle, threads=threads).iter_predict(
+        paths, top_k=top_k, batch_size=batch_size
+    )
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
+    elif as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["source", "rank", "label", "probability"])
+        for p in predictions:
+            writer.writerows(
+                [p.source, rank, label, f"{prob:.6g}"]
+                for rank, (label, prob) in enumerate(p.top, 1)
+            )
+    else:
+        for p in predictions:
+            click.echo(f"{p.source}\t" + ", ".join(f"{lab} {prob:.4f}" for lab, prob in p.top))
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--opset", type=click.IntRange(min=9), help="ONNX opset (default: the recipe's).")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Image folder (one sub-folder per class) for the parity check; "
+              "default: the run's own validation images.")
+def export(run: Path, opset: int | None, data: Path | None) -> None:
+    """Write a finished run's model.onnx again, verified against the framework model.
+
+    Rebuilds the model from the run's weights; the checksum and the parity figures go into
+    tlcore.json.
+
+    \b
+    Example:
+      tl export runs/demo --opset 13
+    """
+    from tlcore.export import export_run
+
+    result = export_run(run, opset=opset, data=data)
+    parity = result.parity
+    click.echo(
+        f"wrote {result.path} (opset {result.opset}; max probability difference "
+        f"{parity.max_abs_diff:.2g}, top-1 agreement {parity.top1_agreement:.0%} "
+        f"on {parity.samples} images)"
+    )
 
 
 @cli.command()

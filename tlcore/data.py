@@ -257,9 +257,7 @@ def load_image(path: str | os.PathLike[str], size: tuple[int, int] | int) -> np.
                 side = max(height, width)
                 image.draft(None, (side, side))
             image.load()
-            upright = _upright(image)
-            rgb = _to_rgb(upright)
-            return np.asarray(rgb.resize((width, height), RESAMPLE), dtype=np.uint8)
+            return image_array(image, (height, width))
     except FileNotFoundError:
         raise DataError(
             f"image file not found: {path}", "was it moved or deleted after the folder was scanned?"
@@ -269,6 +267,15 @@ def load_image(path: str | os.PathLike[str], size: tuple[int, int] | int) -> np.
             f"cannot decode image {path}: {_reason(exc)}",
             "delete the file or replace it with a valid image",
         ) from None
+
+
+def image_array(image: Image.Image, size: tuple[int, int] | int) -> np.ndarray:
+    """An in-memory Pillow image as uint8 RGB ``(height, width, 3)``, as :func:`load_image`
+    makes one from a file: EXIF orientation applied, converted to RGB, resized with
+    :data:`RESAMPLE`."""
+    height, width = _check_size(size)
+    rgb = _to_rgb(_upright(image))
+    return np.asarray(rgb.resize((width, height), RESAMPLE), dtype=np.uint8)
 
 
 def _scan_layout(root: Path) -> tuple[list[str], list[list[Path]]]:
@@ -303,7 +310,7 @@ def _scan_layout(root: Path) -> tuple[list[str], list[list[Path]]]:
             f"{root} holds split folders ({', '.join(names)}), not class folders",
             f"point data.path at {root / names[0]} and data.val_path at the validation folder",
         )
-    files = [_image_files(p) for p in class_dirs]
+    files = [image_files(p) for p in class_dirs]
     empty = [name for name, group in zip(names, files, strict=True) if not group]
     if empty:
         raise DataError(
@@ -322,7 +329,8 @@ def _has_subfolders(folders: list[Path]) -> bool:
     return any(p.is_dir() and not _ignored(p.name) for f in folders for p in f.iterdir())
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder``, recursively, sorted; hidden files and folders skipped."""
     found: list[Path] = []
     for here, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not _ignored(d))

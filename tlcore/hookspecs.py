@@ -159,11 +159,20 @@ def tl_extract_features(backend: str, model: Any, images: np.ndarray) -> np.ndar
 
 
 @hookspec(firstresult=True)
-def tl_export(backend: str, model: Any, fmt: str, path: Path, example: np.ndarray) -> Path | None:
-    """Write the model in format ``fmt`` (``native`` built in; ``onnx`` in the export layer).
+def tl_export(
+    backend: str, model: Any, fmt: str, path: Path, example: np.ndarray, opset: int
+) -> Path | None:
+    """Write the model in format ``fmt`` into the folder ``path``.
+
+    ``native``: the framework's own file (a state dict, a ``.keras`` file). ``onnx``: a *raw*
+    graph with one uint8 NHWC image input (dynamic batch) and one output, the logits; the core
+    then adds the softmax, names and metadata, and checks parity (``tlcore.bundle``). Other
+    formats (TFLite, TorchScript, ...) are for plugins to add.
 
     :param path: the folder to write into (created by the core).
     :param example: a few real uint8 NHWC input images, for tracing.
+    :param opset: the ONNX opset asked for (``export.opset`` of the recipe); other formats
+        ignore it. An implementation may leave out arguments it does not use.
     :return: the path of the main file written, or ``None`` when this plugin cannot write
         ``fmt`` for ``backend``.
     """

@@ -146,7 +146,7 @@ class DataSpec:
 class ExportSpec:
     """What the end of training writes: formats, ONNX opset, quantisation, parity tolerance."""
 
-    formats: tuple[str, ...] = ("native",)
+    formats: tuple[str, ...] = ("native", "onnx")
     opset: int = field(default=17, metadata=_range(9, 30))
     quantize: str = field(default="none", metadata=_choice("none", "static", "dynamic"))
     tolerance: float = field(default=1e-4, metadata=_range(0.0, 1.0))

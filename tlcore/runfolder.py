@@ -30,6 +30,8 @@ from typing import Any
 from tlcore.errors import TlcoreError
 
 RUN_FILE = "run.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 CHECKPOINTS = "checkpoints"
 
 
@@ -40,6 +42,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o666 & ~_UMASK)  # mkstemp makes files owner-only; keep the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tlcore import __version__
+from tlcore.bundle import INFO_FILE, SCHEMA_VERSION, export_onnx, parity_indices
 from tlcore.data import Dataset, augment, load_datasets
 from tlcore.errors import PluginError, TlcoreError
 from tlcore.interfaces import (
@@ -32,8 +33,6 @@ from tlcore.progress import Progress
 from tlcore.recipe import Recipe, StageSpec, build_recipe
 from tlcore.runfolder import RunFolder, read_arrays, write_arrays, write_json
 from tlcore.schedule import learning_rate
-
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -306,20 +305,15 @@ class Trainer:
         native.mkdir(exist_ok=True)
         write_arrays(native / "weights.npz", self._get_weights())
         example = self.val_set if len(self.val_set) else self.train_set
-        images = example.images(np.arange(min(len(example), 8)), self.size)
-        for fmt in self.recipe.export.formats:
-            target = native if fmt == "native" else self.folder.path
-            written = self.hook.tl_export(
-                backend=self.backend, model=self.model, fmt=fmt, path=target, example=images
-            )
-            if written is None:
-                raise TlcoreError(
-                    f"no plugin can export format {fmt!r} for backend {self.backend!r}",
-                    "check export.formats in the recipe, or 'tl plugins' for what is installed",
-                )
-            self.hook.tl_on_export(run=self.info, fmt=fmt, path=Path(written))
+        images = example.images(parity_indices(len(example)), self.size)
         write_json(self.folder.path / "history.json", self.history)
-        write_json(self.folder.path / "tlcore.json", self._bundle_info(val_metrics))
+        info = self._bundle_info(val_metrics)
+        # Written before the exports too: a failed export still leaves a usable native run.
+        write_json(self.folder.path / INFO_FILE, info)
+        for fmt in self.recipe.export.formats:
+            written = self._export(fmt, images, info)
+            self.hook.tl_on_export(run=self.info, fmt=fmt, path=written)
+        write_json(self.folder.path / INFO_FILE, info)
         return TrainResult(
             path=self.folder.path,
             model=self.model,
@@ -330,6 +324,34 @@ class Trainer:
             metrics=val_metrics,
             recipe=self.recipe,
         )
+
+    def _export(self, fmt: str, images: np.ndarray, info: dict[str, Any]) -> Path:
+        """Write one export format; ONNX goes through the core's bundle layer, which records
+        its checksum and parity in ``info``."""
+        if fmt == "onnx":
+            spec = self.recipe.export
+            onnx = export_onnx(
+                self.backend, self.model, self.folder.path, images, self.class_names,
+                self.preprocessing,  # type: ignore[arg-type]
+                opset=spec.opset, tolerance=spec.tolerance,
+            )
+            info["onnx"] = onnx.to_dict()
+            return onnx.path
+        target = self.folder.path / "native" if fmt == "native" else self.folder.path
+        written = self.hook.tl_export(
+            backend=self.backend,
+            model=self.model,
+            fmt=fmt,
+            path=target,
+            example=images,
+            opset=self.recipe.export.opset,
+        )
+        if written is None:
+            raise TlcoreError(
+                f"no plugin can export format {fmt!r} for backend {self.backend!r}",
+                "check export.formats in the recipe, or 'tl plugins' for what is installed",
+            )
+        return Path(written)
 
     # --- helpers ----------------------------------------------------------------------------
 

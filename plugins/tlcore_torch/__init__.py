@@ -4,7 +4,8 @@ Importing this module imports neither torch nor transformers; each hook returns 
 another backend and imports the torch side (its submodules) only when called for ``torch``.
 The work is done in small modules: ``sources`` (loading backbones), ``blocks`` (what
 ``last_n`` counts), ``model`` (the :class:`TransferModel` and its head), ``freezing``,
-``training`` (optimisers and steps) and ``state`` (weights, optimiser state, native export).
+``training`` (optimisers and steps), ``state`` (weights, optimiser state, native export) and
+``export`` (the raw ONNX graph).
 """
 
 from __future__ import annotations
@@ -136,10 +137,17 @@ def tl_extract_features(backend: str, model: Any, images: np.ndarray) -> np.ndar
 
 
 @hookimpl
-def tl_export(backend: str, model: Any, fmt: str, path: Path, example: np.ndarray) -> Path | None:
-    """``native``: the state dict as ``path/model.pt``, written atomically."""
-    if fmt != "native" or not _ours(backend, model):
+def tl_export(
+    backend: str, model: Any, fmt: str, path: Path, example: np.ndarray, opset: int
+) -> Path | None:
+    """``native``: the state dict as ``path/model.pt``, written atomically; ``onnx``: the raw
+    graph (uint8 NHWC ``images`` → ``logits``) as ``path/model.onnx``, for the core to finish."""
+    if fmt not in ("native", "onnx") or not _ours(backend, model):
         return None
+    if fmt == "onnx":
+        from tlcore_torch.export import export_onnx
+
+        return export_onnx(model, Path(path), example, opset)
     from tlcore_torch.state import export_native
 
     return export_native(model, Path(path))
