@@ -1,0 +1,271 @@
+"""The model the Keras backend trains and exports: preprocessing, backbone, pooling, head.
+
+:class:`TransferModel` holds three functional ``keras.Model``\\ s that share their layers:
+
+- ``full``: uint8 RGB NHWC images → logits, exactly what the ONNX bundle takes, so the
+  preprocessing (a :class:`Preprocess` layer: cast, channel order, scale, mean and std) lives
+  inside the model and never drifts between training and serving;
+- ``features``: images → pooled backbone features (for caching them once per sample);
+- ``classifier`` (also ``head``): pooled features → logits.
+
+The backbone is called without a fixed ``training`` flag: in Keras 3 a functional model
+overrides the ``training=False`` of an inner call with its own caller's flag, so a flag baked
+into the graph would not keep BatchNorm in inference mode anyway. Instead the train step calls
+``features`` with the flag the freeze policy chose, and BatchNorm layers that must stay in
+inference mode have ``trainable = False``, which Keras 3 BatchNorm honours in every mode (see
+:mod:`tlcore_keras.freezing`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from tlcore.errors import TlcoreError
+from tlcore.interfaces import Backbone, Preprocessing
+from tlcore.recipe import HeadSpec
+from tlcore_keras.blocks import Blocks, find_blocks
+from tlcore_keras.names import WeightEntry, weight_entries
+
+BACKBONE_PREFIX = "backbone/"
+HEAD_PREFIX = "head/"
+_SEED_STATE = "seed_generator_state"
+_LIVE: weakref.WeakSet[TransferModel] = weakref.WeakSet()
+
+
+@keras.saving.register_keras_serializable(package="tlcore")
+class Preprocess(keras.layers.Layer):
+    """uint8 RGB NHWC pixels → the backbone's float input: ``(x[..., order] * scale - mean) / std``.
+
+    Registered as ``tlcore>Preprocess``, so a saved model loads with ``safe_mode=True`` once
+    ``tlcore_keras.model`` is imported.
+    """
+
+    def __init__(
+        self,
+        scale: float = 1 / 255,
+        mean: Sequence[float] = (0.0, 0.0, 0.0),
+        std: Sequence[float] = (1.0, 1.0, 1.0),
+        channel_order: str = "RGB",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.channel_order = channel_order.upper()
+
+    @classmethod
+    def from_preprocessing(cls, preprocessing: Preprocessing, name: str = "preprocess") -> Any:
+        """The layer for a :class:`~tlcore.interfaces.Preprocessing`."""
+        p = preprocessing
+        return cls(p.scale, p.mean, p.std, p.channel_order, name=name)
+
+    def call(self, images: Any) -> Any:
+        """Normalise a batch of pixels (any numeric dtype) to float32."""
+        x = keras.ops.cast(images, "float32")
+        if self.channel_order == "BGR":
+            x = keras.ops.take(x, [2, 1, 0], axis=-1)
+        mean = keras.ops.convert_to_tensor(np.asarray(self.mean, dtype=np.float32))
+        std = keras.ops.convert_to_tensor(np.asarray(self.std, dtype=np.float32))
+        return (x * self.scale - mean) / std
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        """Same shape as the input."""
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, for saving."""
+        return {
+            **super().get_config(),
+            "scale": self.scale,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "channel_order": self.channel_order,
+        }
+
+
+_ACTIVATIONS = ("relu", "gelu")
+
+
+def build_head(in_features: int, spec: HeadSpec, num_classes: int) -> keras.Model:
+    """Hidden ``Dense → activation → Dropout`` layers, then the ``classifier`` ``Dense``.
+
+    Without hidden layers, ``spec.dropout`` is applied to the pooled features before the
+    classifier; with them, after every hidden activation (as the torch backend does). Layers
+    are named ``hidden_<i>``, ``hidden_<i>_<activation>``, ``hidden_<i>_dropout``, ``dropout``
+    and ``classifier``.
+    """
+    if num_classes < 2:
+        raise TlcoreError(f"a classifier needs at least 2 classes, got {num_classes}", "")
+    if spec.activation not in _ACTIVATIONS:
+        raise TlcoreError(f"unknown activation {spec.activation!r}", "valid: relu, gelu")
+    inputs = keras.Input((in_features,), name="features")
+    x = inputs
+    for i, width in enumerate(spec.hidden):
+        x = keras.layers.Dense(width, name=f"hidden_{i}")(x)
+        x = keras.layers.Activation(spec.activation, name=f"hidden_{i}_{spec.activation}")(x)
+        if spec.dropout > 0:
+            x = keras.layers.Dropout(spec.dropout, name=f"hidden_{i}_dropout")(x)
+    if not spec.hidden and spec.dropout > 0:
+        x = keras.layers.Dropout(spec.dropout, name="dropout")(x)
+    logits = keras.layers.Dense(num_classes, name="classifier")(x)
+    return keras.Model(inputs, logits, name="head")
+
+
+def make_pool(mode: str, rank: int) -> keras.layers.Layer | None:
+    """The pooling layer for backbone output of ``rank`` (4: feature map, 3: tokens, 2: flat).
+
+    ``avg`` / ``max`` reduce a feature map ``(N, H, W, C)`` over its spatial dimensions and
+    tokens ``(N, T, D)`` over the tokens; ``flatten`` keeps everything. Already flat ``(N, D)``
+    output needs no pooling (``None``).
+    """
+    if mode not in ("avg", "max", "flatten"):
+        raise TlcoreError(f"unknown pooling {mode!r}", "valid: avg, max, flatten")
+    if rank == 2:
+        return None
+    if mode == "flatten" or rank > 4:
+        if mode != "flatten":
+            raise TlcoreError(
+                f"pooling {mode!r} needs (N, H, W, C) or (N, T, D) backbone output, "
+                f"got rank {rank}",
+                "use pooling: flatten",
+            )
+        return keras.layers.Flatten(name="pool")
+    layers = keras.layers
+    if rank == 4:
+        cls = layers.GlobalAveragePooling2D if mode == "avg" else layers.GlobalMaxPooling2D
+    else:
+        cls = layers.GlobalAveragePooling1D if mode == "avg" else layers.GlobalMaxPooling1D
+    return cls(name="pool")
+
+
+class TransferModel:
+    """A backbone with its preprocessing and a new head: uint8 NHWC images in, logits out.
+
+    Attributes:
+        backbone: the loaded network (a ``keras.Model``).
+        preprocessing: the input size and normalisation, applied inside ``full``.
+        full: images → logits; ``features``: images → pooled features; ``classifier`` (and
+            its alias ``head``): pooled features → logits. They share their layers.
+        blocks: the backbone's blocks, for ``last_n`` freezing.
+        num_features: the width of the pooled features.
+        backbone_training: the ``training`` flag the train step passes to the backbone (set by
+            the freeze policy: ``False`` runs the whole backbone in inference mode).
+        train_variables: the variables the next optimiser trains (set by the freeze policy).
+        freeze_version: counts freeze policies applied, so a stale optimiser is caught.
+        compiled: the compiled inference functions, by kind (see ``training``).
+    """
+
+    def __init__(
+        self,
+        backbone: keras.Model,
+        preprocessing: Preprocessing,
+        head: HeadSpec,
+        num_classes: int,
+        blocks: Blocks | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.preprocessing = preprocessing
+        self.blocks = blocks if blocks is not None else find_blocks(backbone)
+        height, width = preprocessing.size
+        images = keras.Input((height, width, 3), dtype="uint8", name="images")
+        x = Preprocess.from_preprocessing(preprocessing)(images)
+        try:
+            out = backbone_output(backbone(x))
+        except TlcoreError:
+            raise
+        except Exception as exc:  # any framework error here means the input does not fit
+            raise TlcoreError(
+                f"the backbone cannot run on {height}x{width} RGB images: "
+                f"{type(exc).__name__}: {str(exc).strip()[:300]}",
+                "check backbone.input_size, and that the network takes (N, H, W, 3) input",
+            ) from None
+        pool = make_pool(head.pooling, len(out.shape))
+        pooled = pool(out) if pool is not None else out
+        if len(pooled.shape) != 2 or pooled.shape[-1] is None:
+            raise TlcoreError(
+                f"the backbone's pooled output has shape {tuple(pooled.shape)}",
+                "a backbone must return (N, H, W, C), (N, T, D) or (N, D) of a known width",
+            )
+        self.num_features = int(pooled.shape[-1])
+        self.num_classes = num_classes
+        self.features = keras.Model(images, pooled, name="features")
+        self.classifier = build_head(self.num_features, head, num_classes)
+        self.full = keras.Model(images, self.classifier(pooled), name="transfer_model")
+        self._backbone_entries = weight_entries(backbone)
+        self._head_entries = weight_entries(self.classifier)
+        self.backbone_training = True
+        self.freeze_version = 0
+        self.train_variables: list[Any] = [
+            *(e.variable for e in self._backbone_entries if e.variable.trainable),
+            *(e.variable for e in self._head_entries if e.variable.trainable),
+        ]
+        self.compiled: dict[Any, Callable[..., Any]] = {}
+        _LIVE.add(self)
+
+    @property
+    def head(self) -> keras.Model:
+        """The classifier model (pooled features → logits)."""
+        return self.classifier
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Logits for uint8 RGB NHWC images, in inference mode, as float32 numpy."""
+        return np.asarray(self.full(images, training=False), dtype=np.float32)
+
+    def backbone_entries(self) -> list[WeightEntry]:
+        """The backbone's weights under names relative to it (``block_1_expand/kernel``)."""
+        return list(self._backbone_entries)
+
+    def entries(self) -> list[tuple[str, Any]]:
+        """Every weight of the model by its stable name: ``backbone/...`` then ``head/...``."""
+        return [
+            *((BACKBONE_PREFIX + e.name, e.variable) for e in self._backbone_entries),
+            *((HEAD_PREFIX + e.name, e.variable) for e in self._head_entries),
+        ]
+
+    def seed_states(self) -> list[Any]:
+        """The state variables of the random generators in the model (dropout), in order."""
+        return [v for v in self.full.variables if v.name == _SEED_STATE]
+
+    def reseed(self, seed: int) -> None:
+        """Restart every random generator in the model from ``seed`` (one stream each), so
+        dropout masks depend on the seed alone and not on how many steps ran before."""
+        for index, state in enumerate(self.seed_states()):
+            start = np.random.SeedSequence([seed, index]).generate_state(1)[0] & 0x7FFFFFFF
+            state.assign(np.asarray([start, 0], dtype=state.dtype))
+
+
+def backbone_output(out: Any) -> Any:
+    """The features tensor of a backbone's output (a tensor, or the first of a list/dict)."""
+    if isinstance(out, dict):
+        out = next(iter(out.values()), None)
+    if isinstance(out, list | tuple):
+        out = out[0] if out else None
+    if out is None or not hasattr(out, "shape"):
+        raise TlcoreError(
+            f"the backbone returned {type(out).__name__}, not a tensor",
+            "a backbone must return its feature map, tokens or feature vectors",
+        )
+    return out
+
+
+def attach_head(backbone: Backbone, head: HeadSpec, num_classes: int) -> TransferModel:
+    """Build the :class:`TransferModel` for a loaded Keras backbone."""
+    blocks = backbone.extra.get("blocks")
+    return TransferModel(
+        backbone.network,
+        backbone.preprocessing,
+        head,
+        num_classes,
+        blocks if isinstance(blocks, Blocks) else None,
+    )
+
+
+def live_models() -> Iterator[TransferModel]:
+    """Every :class:`TransferModel` still referenced somewhere (for ``tl_seed``)."""
+    yield from list(_LIVE)

@@ -1,0 +1,235 @@
+"""Load a backbone from each source kind the Keras backend knows.
+
+``keras:<name>`` (``keras.applications``, :data:`~tlcore_keras.catalogue.APPLICATIONS`),
+``builtin:<name>``, ``file:<model.keras>``, or a user's own ``keras.Model`` (``spec.model``).
+Every loader returns a ``keras.Model`` that maps a normalised float NHWC batch to features: a
+feature map ``(N, H, W, C)``, tokens ``(N, T, D)`` or vectors ``(N, D)``.
+
+``spec.weights``: ``pretrained`` / ``imagenet`` loads the source's own weights (for
+``keras:`` the ImageNet download, cached by Keras in ``~/.keras/models``; builtin backbones have
+none: random init), ``none`` builds the same architecture randomly initialised, and a path
+builds it randomly initialised and then loads that file where names and shapes fit (the
+:class:`~tlcore.interfaces.LoadReport` goes into ``Backbone.extra["weights_report"]``).
+``Backbone.extra["blocks"]`` holds the :class:`~tlcore_keras.blocks.Blocks` found.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from math import prod
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from tlcore.errors import TlcoreError
+from tlcore.interfaces import Backbone, Preprocessing
+from tlcore.recipe import BackboneSpec
+from tlcore_keras import catalogue
+from tlcore_keras.blocks import find_blocks
+from tlcore_keras.builtin import BUILDERS
+from tlcore_keras.model import Preprocess  # noqa: F401  (registers it for .keras files)
+from tlcore_keras.state import load_weights_file
+
+IMAGENET = catalogue.STYLES["torch"]
+PRETRAINED = ("pretrained", "imagenet")
+
+Loaded = tuple[Any, Preprocessing]
+
+
+def load_backbone(spec: BackboneSpec) -> Backbone | None:
+    """Load the backbone ``spec`` names, or ``None`` when its source kind is not Keras'.
+
+    Raises:
+        TlcoreError: the source is the Keras backend's but cannot be loaded.
+    """
+    if spec.source is None and spec.model is not None:
+        return _user_model(spec)
+    source = spec.source or catalogue.DEFAULT_SOURCE
+    kind, sep, name = source.partition(":")
+    if not sep or kind not in LOADERS:
+        return None
+    if not name:
+        raise TlcoreError(f"backbone source {source!r} has no name", f"write {kind}:<name>")
+    weights = spec.weights.lower()
+    pretrained = weights in PRETRAINED
+    network, preprocessing = LOADERS[kind](name, spec, pretrained)
+    extra: dict[str, Any] = {}
+    if not pretrained and weights != "none":
+        extra["weights_report"] = load_weights_file(network, Path(spec.weights).expanduser())
+    extra["blocks"] = find_blocks(network)
+    return Backbone(network, preprocessing, source, extra)
+
+
+# --- keras.applications ---------------------------------------------------------------------
+
+
+def _application(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
+    app = catalogue.APPLICATIONS.get(name)
+    if app is None:
+        raise TlcoreError(
+            f"unknown Keras application {name!r}",
+            "known: " + ", ".join(f"keras:{n}" for n in catalogue.APPLICATIONS) + _close(name),
+        )
+    size = spec.input_size or app.size
+    constructor = getattr(keras.applications, app.constructor)
+    try:
+        network = constructor(
+            include_top=False,
+            weights="imagenet" if pretrained else None,
+            input_shape=(size, size, 3),
+        )
+    except ValueError as exc:
+        raise TlcoreError(
+            f"keras:{name} cannot be built at {size}x{size}: {str(exc).strip()[:300]}",
+            "choose another backbone.input_size",
+        ) from None
+    except Exception as exc:  # the download: URL errors, HTTP errors, a corrupt cache
+        raise TlcoreError(
+            f"cannot get the ImageNet weights of keras:{name}: {str(exc).strip()[:300]}",
+            "offline? run once with a connection (Keras caches the file in ~/.keras/models), "
+            "or set backbone.weights to a local weights file (.h5, .weights.h5, .keras, .npz), "
+            "or to 'none' for a random initialisation",
+        ) from None
+    return network, app.preprocessing.with_size(size)
+
+
+def application_params(name: str) -> int | None:
+    """Parameters of ``keras:<name>`` (trainable weights), counted without allocating them;
+    what :data:`~tlcore_keras.catalogue.APPLICATIONS` records, so the tests check it here.
+
+    The network is built inside a ``keras.StatelessScope``, where variables get shapes but no
+    values. Keras keeps such variables on a list to initialise at the next scope exit; they are
+    taken off it again, or any later model build would allocate every network listed here.
+    ``None`` when this Keras version does not allow that.
+    """
+    app = catalogue.APPLICATIONS[name]
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:
+        return None
+    key = "uninitialized_variables"
+    pending = list(global_state.get_global_attribute(key, []) or [])
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            network = getattr(keras.applications, app.constructor)(
+                include_top=False, weights=None, input_shape=(app.size, app.size, 3)
+            )
+        return sum(prod(int(d) for d in v.shape) for v in network.trainable_weights)
+    except Exception:  # a network this Keras cannot build abstractly: leave the count out
+        return None
+    finally:
+        global_state.set_global_attribute(key, pending)
+
+
+# --- builtin --------------------------------------------------------------------------------
+
+
+def _builtin(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
+    if name not in BUILDERS:
+        raise TlcoreError(
+            f"unknown builtin backbone {name!r}",
+            "known: " + ", ".join(f"builtin:{n}" for n in BUILDERS) + _close(name, BUILDERS),
+        )
+    size, _, _, preprocessing = catalogue.BUILTIN_BACKBONES[name]
+    size = spec.input_size or size
+    return BUILDERS[name](size), preprocessing.with_size(size)
+
+
+# --- .keras file ----------------------------------------------------------------------------
+
+
+def _file(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
+    path = Path(name).expanduser()
+    if path.suffix != ".keras":
+        raise TlcoreError(
+            f"the keras backend loads file: backbones from .keras files, not {path.name}",
+            "save the model with model.save('model.keras'); for a weights file, set "
+            "backbone.weights to its path and choose an architecture as source",
+        )
+    if not path.is_file():
+        raise TlcoreError(f"Keras model file not found: {path}", "give the path of a .keras file")
+    try:
+        network = keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad or unsafe file
+        raise TlcoreError(
+            f"cannot load {path}: {type(exc).__name__}: {str(exc).strip()[:300]}",
+            "save it with model.save(path) from Keras 3; custom layers must be registered "
+            "with keras.saving.register_keras_serializable, and lambdas are refused",
+        ) from None
+    if not pretrained:
+        _reinitialise(network, f"file:{name}")
+    return network, IMAGENET.with_size(_input_size(network, spec, f"file:{name}"))
+
+
+# --- user model -----------------------------------------------------------------------------
+
+
+def _user_model(spec: BackboneSpec) -> Backbone | None:
+    """A user's own ``keras.Model``; ``None`` for objects of other frameworks.
+
+    Its preprocessing is its ``tlcore_preprocessing`` attribute when it has one (a
+    :class:`~tlcore.interfaces.Preprocessing`), else ImageNet's (torch style); the input size
+    is ``spec.input_size``, else the model's own. ``weights=none`` re-initialises it in place.
+    """
+    network = spec.model
+    if not isinstance(network, keras.Model):
+        return None
+    label = f"user:{type(network).__name__}"
+    own = getattr(network, "tlcore_preprocessing", None)
+    base = own if isinstance(own, Preprocessing) else IMAGENET
+    if spec.input_size is None and isinstance(own, Preprocessing):
+        size = None
+    else:
+        size = _input_size(network, spec, label)
+    preprocessing = base.with_size(size)
+    extra: dict[str, Any] = {}
+    weights = spec.weights.lower()
+    if weights == "none":
+        _reinitialise(network, label)
+    elif weights not in PRETRAINED:
+        extra["weights_report"] = load_weights_file(network, Path(spec.weights).expanduser())
+    extra["blocks"] = find_blocks(network)
+    return Backbone(network, preprocessing, label, extra)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _input_size(network: Any, spec: BackboneSpec, label: str) -> int:
+    """``spec.input_size``, else the network's own square input size."""
+    if spec.input_size is not None:
+        return spec.input_size
+    shape = getattr(network, "input_shape", None)
+    if isinstance(shape, tuple) and len(shape) == 4 and shape[1] and shape[1] == shape[2]:
+        return int(shape[1])
+    raise TlcoreError(
+        f"backbone.input_size is needed for {label} (its input shape is {shape})",
+        "pass input_size=<pixels>",
+    )
+
+
+def _reinitialise(network: Any, label: str) -> None:
+    """Give ``network`` fresh random weights, in place: clone the architecture (new
+    initialisers run) and copy the clone's weights in."""
+    try:
+        fresh = keras.models.clone_model(network)
+    except Exception as exc:  # subclassed models cannot be cloned from their config
+        raise TlcoreError(
+            f"backbone.weights 'none' cannot re-initialise {label}: {exc}",
+            "use weights: pretrained (its own weights), or re-create the model yourself",
+        ) from None
+    network.set_weights(fresh.get_weights())
+
+
+def _close(name: str, known: Any = None) -> str:
+    close = difflib.get_close_matches(name, list(known or catalogue.APPLICATIONS), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+LOADERS: dict[str, Callable[[str, BackboneSpec, bool], Loaded]] = {
+    catalogue.KERAS_KIND: _application,
+    catalogue.BUILTIN_KIND: _builtin,
+    catalogue.FILE_KIND: _file,
+}

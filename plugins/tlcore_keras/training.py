@@ -1,0 +1,228 @@
+"""Optimisers and the steps the core's training loop calls: train, evaluate, extract features.
+
+Every step is a ``tf.function`` with a fixed input signature (the batch dimension left open),
+traced once per model (evaluation, features) or once per stage optimiser and input kind
+(training), never per call. Changing what trains means a new optimiser, which the core makes
+after every ``tl_freeze``, and so a new train step: trainable flags are read when a step is
+traced, never later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tlcore.errors import TlcoreError
+from tlcore.interfaces import Batch, StepState
+from tlcore.recipe import StageSpec
+from tlcore_keras.model import TransferModel, live_models
+
+FEATURE_CHUNK = 256
+# torch's defaults, so that one recipe means the same optimiser on both backends.
+ADAM_EPSILON = 1e-8
+RMSPROP_RHO = 0.99
+
+
+@dataclass(eq=False)
+class StageOptimizer:
+    """A Keras optimiser for one stage, bound to the variables it trains.
+
+    Attributes:
+        optimizer: the ``keras.optimizers.Optimizer``, built on ``variables``.
+        variables: what trains in this stage, in the optimiser's order.
+        l2: an L2 penalty added to the gradients (``adam``, ``sgd`` and ``rmsprop`` weight
+            decay, as ``torch.optim`` applies it; ``adamw`` decays in the optimiser instead).
+        backbone_training: the ``training`` flag the backbone runs with in this stage.
+        freeze_version: the model's freeze count when this optimiser was made.
+        steps: the compiled train steps, by input kind (``True`` for cached features).
+    """
+
+    optimizer: Any
+    variables: list[Any]
+    l2: float
+    backbone_training: bool
+    freeze_version: int
+    steps: dict[bool, Callable[..., Any]] = field(default_factory=dict)
+
+
+def make_optimizer(model: TransferModel, stage: StageSpec) -> StageOptimizer:
+    """The stage's optimiser over the variables trainable now, built so its state exists.
+
+    ``adamw`` (decoupled weight decay), ``adam`` and ``rmsprop`` (L2 weight decay; RMSprop with
+    ``stage.momentum``), ``sgd`` (``stage.momentum``, no Nesterov). Epsilon and RMSprop's rho
+    are torch's defaults.
+    """
+    variables = list(model.train_variables)
+    if not variables:
+        raise TlcoreError("no parameter is trainable", "the freeze policy left nothing to train")
+    lr, decay = stage.lr, stage.weight_decay
+    optimizers = keras.optimizers
+    l2 = decay
+    if stage.optimizer == "adamw":
+        optimizer = optimizers.AdamW(learning_rate=lr, weight_decay=decay, epsilon=ADAM_EPSILON)
+        l2 = 0.0
+    elif stage.optimizer == "adam":
+        optimizer = optimizers.Adam(learning_rate=lr, epsilon=ADAM_EPSILON)
+    elif stage.optimizer == "sgd":
+        optimizer = optimizers.SGD(learning_rate=lr, momentum=stage.momentum, nesterov=False)
+    elif stage.optimizer == "rmsprop":
+        optimizer = optimizers.RMSprop(
+            learning_rate=lr, rho=RMSPROP_RHO, momentum=stage.momentum, epsilon=ADAM_EPSILON
+        )
+    else:
+        raise TlcoreError(
+            f"unknown optimizer {stage.optimizer!r}", "valid: adamw, adam, sgd, rmsprop"
+        )
+    optimizer.build(variables)
+    return StageOptimizer(
+        optimizer, variables, float(l2), model.backbone_training, model.freeze_version
+    )
+
+
+def smoothed_cross_entropy(logits: Any, labels: Any, smoothing: Any) -> Any:
+    """Mean softmax cross-entropy of integer ``labels`` with label smoothing (as torch's
+    ``F.cross_entropy(label_smoothing=...)``: ``smoothing / K`` on every class)."""
+    classes = tf.shape(logits)[1]
+    one_hot = tf.one_hot(labels, classes, dtype=tf.float32)
+    target = one_hot * (1.0 - smoothing) + smoothing / tf.cast(classes, tf.float32)
+    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=1)
+    return tf.reduce_mean(-tf.reduce_sum(target * log_probs, axis=1))
+
+
+def _image_spec(model: TransferModel) -> tf.TensorSpec:
+    height, width = model.preprocessing.size
+    return tf.TensorSpec((None, height, width, 3), tf.uint8, name="images")
+
+
+def _feature_spec(model: TransferModel) -> tf.TensorSpec:
+    return tf.TensorSpec((None, model.num_features), tf.float32, name="features")
+
+
+def _build_train_step(model: TransferModel, opt: StageOptimizer, features: bool) -> Any:
+    optimizer, variables, l2 = opt.optimizer, opt.variables, opt.l2
+    backbone_training = opt.backbone_training
+    signature = [
+        _feature_spec(model) if features else _image_spec(model),
+        tf.TensorSpec((None,), tf.int32, name="labels"),
+        tf.TensorSpec((), tf.float32, name="lr"),
+        tf.TensorSpec((), tf.float32, name="smoothing"),
+    ]
+
+    @tf.function(input_signature=signature)
+    def step(x: Any, y: Any, lr: Any, smoothing: Any) -> tuple[Any, Any]:
+        optimizer.learning_rate.assign(lr)
+        with tf.GradientTape() as tape:
+            pooled = x if features else model.features(x, training=backbone_training)
+            logits = model.classifier(pooled, training=True)
+            loss = smoothed_cross_entropy(logits, y, smoothing)
+        grads = tape.gradient(loss, variables)
+        if l2:
+            grads = [g if g is None else g + l2 * v for g, v in zip(grads, variables, strict=True)]
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        hits = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y)
+        return loss, tf.reduce_mean(tf.cast(hits, tf.float32))
+
+    return step
+
+
+def _inputs(model: TransferModel, batch: Batch) -> np.ndarray:
+    if batch.features:
+        return np.asarray(batch.x, dtype=np.float32)
+    x = np.asarray(batch.x)
+    if x.dtype != np.uint8:
+        raise TlcoreError(
+            f"images must be uint8, got {x.dtype}", "pass raw 0..255 RGB pixels, NHWC"
+        )
+    height, width = model.preprocessing.size
+    if x.ndim != 4 or x.shape[1:] != (height, width, 3):
+        raise TlcoreError(
+            f"images have shape {x.shape}, the model takes (N, {height}, {width}, 3)",
+            "resize the images to the backbone's input size",
+        )
+    return x
+
+
+def train_step(model: TransferModel, batch: Batch, state: StepState) -> dict[str, float]:
+    """One step: set the learning rate, forward, cross-entropy, backward, update.
+
+    Returns:
+        ``{"loss": float, "accuracy": float}`` of this batch, before the update.
+
+    Raises:
+        TlcoreError: the optimiser is not this backend's, or was made before the last freeze.
+    """
+    opt = state.optimizer
+    if not isinstance(opt, StageOptimizer):
+        raise TlcoreError(
+            f"the optimiser is a {type(opt).__name__}, not the keras backend's",
+            "make it with tl_make_optimizer(backend='keras', ...)",
+        )
+    if opt.freeze_version != model.freeze_version:
+        raise TlcoreError(
+            "the freeze policy changed after this optimiser was made",
+            "call tl_make_optimizer after every tl_freeze",
+        )
+    step = opt.steps.get(batch.features)
+    if step is None:
+        step = opt.steps[batch.features] = _build_train_step(model, opt, batch.features)
+    labels = np.asarray(batch.y).astype(np.int32, copy=False)
+    loss, accuracy = step(
+        _inputs(model, batch),
+        labels,
+        np.float32(state.lr),
+        np.float32(state.label_smoothing),
+    )
+    return {"loss": float(loss), "accuracy": float(accuracy)}
+
+
+def _compiled(model: TransferModel, kind: str) -> Any:
+    """The model's compiled inference function ``kind``: ``logits`` (images → logits),
+    ``head`` (features → logits) or ``features`` (images → pooled features)."""
+    fn = model.compiled.get(kind)
+    if fn is not None:
+        return fn
+    if kind == "head":
+        fn = tf.function(
+            lambda x: model.classifier(x, training=False), input_signature=[_feature_spec(model)]
+        )
+    elif kind == "features":
+        fn = tf.function(
+            lambda x: model.features(x, training=False), input_signature=[_image_spec(model)]
+        )
+    else:
+        fn = tf.function(
+            lambda x: model.full(x, training=False), input_signature=[_image_spec(model)]
+        )
+    model.compiled[kind] = fn
+    return fn
+
+
+def eval_step(model: TransferModel, batch: Batch) -> np.ndarray:
+    """Logits of one batch in inference mode, float32 ``(batch, num_classes)``."""
+    fn = _compiled(model, "head" if batch.features else "logits")
+    return np.asarray(fn(_inputs(model, batch)), dtype=np.float32)
+
+
+def extract_features(model: TransferModel, images: np.ndarray) -> np.ndarray:
+    """Pooled backbone features of uint8 NHWC images in inference mode, float32."""
+    fn = _compiled(model, "features")
+    chunks = []
+    for start in range(0, len(images), FEATURE_CHUNK):
+        x = _inputs(model, Batch(images[start : start + FEATURE_CHUNK], np.zeros(0)))
+        chunks.append(np.asarray(fn(x), dtype=np.float32))
+    if not chunks:
+        return np.zeros((0, model.num_features), dtype=np.float32)
+    return np.concatenate(chunks)
+
+
+def seed(value: int) -> None:
+    """Seed Keras, TensorFlow, numpy and Python, and restart the dropout generators of every
+    live model from ``value`` (so a resumed run draws the masks an uninterrupted one draws)."""
+    keras.utils.set_random_seed(value)
+    for model in live_models():
+        model.reseed(value)
