@@ -315,3 +315,64 @@ def test_a_model_over_the_protobuf_limit_keeps_its_tensors_beside_it(
         fh.write(b"\0\0\0\0")
     with pytest.raises(TlcoreError, match=r"model\.onnx\.data does not match the sha256"):
         Predictor(cnn_run)
+
+
+def test_predictor_converts_any_image_mode_and_resizes_like_training(train_run, tmp_path):
+    predictor = Predictor(train_run("simple_cnn"))
+    rgb = np.stack([np.linspace(0, 255, 32, dtype=np.uint8)] * 32)
+    rgb = np.dstack([rgb, rgb.T, np.full_like(rgb, 90)])
+    gray = rgb[..., 0]
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    Image.fromarray(gray).save(folder / "gray.png")
+    Image.fromarray(np.dstack([gray, gray, gray, np.full_like(gray, 255)])).save(
+        folder / "rgba.png"
+    )
+    Image.fromarray(gray.astype(np.uint16) * 257).save(folder / "gray16.png")
+    with Image.open(folder / "gray16.png") as image:
+        assert image.mode.startswith("I")
+    as_gray = predictor.predict(np.dstack([gray] * 3), top_k=3)[0].top
+    for name in ("gray.png", "rgba.png", "gray16.png"):
+        assert predictor.predict(folder / name, top_k=3)[0].top == as_gray, name
+    assert predictor.predict(gray.astype(np.uint16) * 257, top_k=3)[0].top == as_gray
+    assert predictor.predict(np.dstack([gray, gray]), top_k=3)[0].top == as_gray  # gray + alpha
+
+    # Another size: resized exactly as the training data reader resizes it.
+    classes = tmp_path / "sized"
+    (classes / "a").mkdir(parents=True)
+    (classes / "b").mkdir()
+    Image.fromarray(rgb).resize((53, 71)).save(classes / "a" / "odd.png")
+    Image.fromarray(rgb).save(classes / "b" / "plain.png")
+    trained_view = scan_folder(classes).images([0], predictor.size)
+    expected = predictor.probabilities(trained_view)[0]
+    got = predictor.predict(classes / "a" / "odd.png", top_k=10)[0]
+    want = dict(zip(predictor.labels, expected.tolist(), strict=True))
+    assert dict(got.top) == pytest.approx(want)
+
+
+def test_unreadable_images_are_named_and_can_be_skipped(train_run, small_digits, tmp_path):
+    run = train_run("simple_cnn")
+    folder = tmp_path / "new"
+    folder.mkdir()
+    good = sorted((small_digits / "4").iterdir())[:2]
+    for path in good:
+        shutil.copy(path, folder / path.name)
+    (folder / "a-broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (folder / "b-cut.png").write_bytes(good[0].read_bytes()[:60])
+
+    with pytest.raises(TlcoreError, match=r"cannot decode image .*a-broken\.png"):
+        Predictor(run).predict(folder)
+    skipped: list[str] = []
+    kept = Predictor(run).predict(folder, on_error=lambda source, error: skipped.append(source))
+    assert skipped == [str(folder / "a-broken.png"), str(folder / "b-cut.png")]
+    assert [p.source for p in kept] == [str(folder / p.name) for p in good]
+
+    out = run_tl("predict", run, folder, check=False)
+    assert out.returncode == 2 and out.stdout == ""
+    error, hint = out.stderr.strip().splitlines()
+    assert error.startswith("error:") and "a-broken.png" in error
+    assert hint.startswith("hint:") and "--skip-bad" in hint
+    out = run_tl("predict", run, folder, "--skip-bad", "--json")
+    assert [p["source"] for p in json.loads(out.stdout)] == [p.source for p in kept]
+    warnings = out.stderr.strip().splitlines()
+    assert len(warnings) == 2 and "a-broken.png" in warnings[0] and "b-cut.png" in warnings[1]

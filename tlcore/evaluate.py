@@ -10,10 +10,13 @@ import numpy as np
 
 from tlcore.bundle import MODEL_FILE
 from tlcore.data import scan_folder
-from tlcore.errors import DataError
+from tlcore.errors import DataError, TlcoreError
 from tlcore.interfaces import Batch
 from tlcore.metrics import classification_report
 from tlcore.plugins import hook
+from tlcore.runfolder import write_json
+
+REPORT_FILE = "report.json"
 
 
 def evaluate_run(
@@ -21,16 +24,17 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Accuracy, per-class precision/recall and confusion matrix of ``run`` on ``data``.
 
-    The model is the bundle's ``model.onnx`` on onnxruntime whenever there is one (``run``
-    may also be a bare ``.onnx`` file): what is shipped is what is measured, and no framework
-    is needed. Otherwise, or with ``native``, the framework model is rebuilt from the run's
-    weights. The folder's class names must be among the run's; images are resized as in
-    training.
+    The model is the bundle's default model (``model.onnx``, or its int8 model when that was
+    accepted) on onnxruntime whenever there is one (``run`` may also be a bare ``.onnx``
+    file): what is shipped is what is measured, and no framework is needed. Otherwise, or with
+    ``native``, the framework model is rebuilt from the run's weights. The folder's class names
+    must be among the run's; images are resized as in training. The report names the
+    ``engine`` and the ``model`` file it measured.
     """
     if not native and (Path(run).is_file() or (Path(run) / MODEL_FILE).is_file()):
-        classes, size, scores, engine = _onnx_model(run)
+        classes, size, scores, engine, model = _onnx_model(run)
     else:
-        classes, size, scores, engine = _native_model(run)
+        classes, size, scores, engine, model = _native_model(run)
     dataset = scan_folder(data)
     unknown = sorted(set(dataset.class_names) - set(classes))
     if unknown:
@@ -51,17 +55,47 @@ def evaluate_run(
         "run": str(run),
         "data": str(data),
         "engine": engine,
+        "model": model,
     }
 
 
-_Model = tuple[tuple[str, ...], tuple[int, int], Callable[[np.ndarray], np.ndarray], str]
+def report_folder(run: str | Path, data: str | Path) -> Path:
+    """Where ``tl eval`` writes its files by default: ``eval/<data folder name>`` in the run
+    folder (beside a bare ``.onnx`` file: in its folder)."""
+    bundle = Path(run).parent if Path(run).is_file() else Path(run)
+    return bundle / "eval" / (Path(data).resolve().name or "data")
+
+
+def write_report(report: dict[str, Any], folder: str | Path) -> list[Path]:
+    """Write ``report.json`` and the confusion matrix ``confusion.png`` (when matplotlib is
+    installed) into ``folder``; returns the files written."""
+    from tlcore.plots import CONFUSION_FILE, plot_confusion
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / REPORT_FILE, report)
+    except OSError as exc:
+        raise TlcoreError(
+            f"cannot write the evaluation report into {folder}: {exc.strerror or exc}",
+            "choose another folder with --out",
+        ) from None
+    title = f"accuracy {report['accuracy']:.4f} on {report['count']} images ({report['model']})"
+    picture = plot_confusion(
+        report["confusion"], report["class_names"], folder / CONFUSION_FILE, title=title
+    )
+    return [folder / REPORT_FILE, *([picture] if picture else [])]
+
+
+_Model = tuple[tuple[str, ...], tuple[int, int], Callable[[np.ndarray], np.ndarray], str, str]
 
 
 def _onnx_model(run: str | Path) -> _Model:
     from tlcore.runtime import Predictor
 
     predictor = Predictor(run)
-    return predictor.labels, predictor.size, predictor.probabilities, "onnxruntime"
+    model = predictor.model_file.name
+    return predictor.labels, predictor.size, predictor.probabilities, "onnxruntime", model
 
 
 def _native_model(run: str | Path) -> _Model:
@@ -73,4 +107,5 @@ def _native_model(run: str | Path) -> _Model:
         batch = Batch(images, np.zeros(len(images), dtype=np.int64))
         return np.asarray(hook().tl_eval_step(backend=recipe.backend, model=model, batch=batch))
 
-    return classes, tuple(prep.size), logits, recipe.backend  # type: ignore[return-value]
+    weights = "native/weights.npz"
+    return classes, tuple(prep.size), logits, recipe.backend, weights  # type: ignore[return-value]

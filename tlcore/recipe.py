@@ -144,11 +144,20 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ExportSpec:
-    """What the end of training writes: formats, ONNX opset, quantisation, parity tolerance."""
+    """What the end of training writes: formats, ONNX opset, quantisation, parity tolerance.
+
+    ``quantize``: ``none``, ``static`` (int8 weights and activations, calibrated on
+    ``calibration_images`` training images; the one that speeds up CNNs on CPU) or
+    ``dynamic`` (int8 weights only). The int8 model becomes the bundle's default model only
+    if its validation accuracy is at most ``max_accuracy_drop`` (a fraction: 0.01 is one
+    point) below the float model's; ``model.onnx`` is always kept.
+    """
 
     formats: tuple[str, ...] = ("native", "onnx")
     opset: int = field(default=17, metadata=_range(9, 30))
     quantize: str = field(default="none", metadata=_choice("none", "static", "dynamic"))
+    max_accuracy_drop: float = field(default=0.01, metadata=_range(0.0, 1.0))
+    calibration_images: int = field(default=300, metadata=_range(1, 100_000))
     tolerance: float = field(default=1e-4, metadata=_range(0.0, 1.0))
 
 
@@ -236,6 +245,7 @@ SHORTCUTS: dict[str, str] = {
     "export": "export.formats",
     "opset": "export.opset",
     "quantize": "export.quantize",
+    "max_drop": "export.max_accuracy_drop",
 }
 
 
@@ -279,7 +289,8 @@ def build_recipe(
         else:
             known = ", ".join(sorted([*SHORTCUTS, "epochs", "lr"]))
             raise RecipeError(name, value, f"a recipe shortcut: {known}")
-    return _build(Recipe, data, "")
+    # Overrides may bring partial sections (``train.stages=[{epochs: 3}]``): fill defaults again.
+    return _build(Recipe, _merge_defaults(Recipe, data, ""), "")
 
 
 def _set_base_lr(stages: list[dict[str, Any]], lr: Any) -> None:
@@ -480,6 +491,10 @@ def _check_consistency(obj: Any, path: str) -> None:
         for i, fmt in enumerate(obj.formats):
             if not fmt or not fmt.replace("_", "").isalnum():
                 raise RecipeError(f"{prefix}formats.{i}", fmt, "a format name such as onnx")
+        if obj.quantize != "none" and "onnx" not in obj.formats:
+            raise RecipeError(
+                prefix + "quantize", obj.quantize, "none, unless export.formats includes onnx"
+            )
 
 
 def _unknown_key(cls: type, key: str, path: str) -> None:

@@ -5,11 +5,15 @@ Layout::
     RUN/
       run.json          the resolved recipe, the class names, the backend (written first)
       history.json      one row per epoch of every stage
+      history.png       its curves (written at the end, with matplotlib)
       checkpoints/
         latest          name of the newest complete checkpoint (replaced atomically)
         0007/           weights.npz, optimizer.npz, best.npz, state.json
       native/           weights.npz (framework-neutral) + the backend's own format
-      tlcore.json       the bundle description (labels, input spec, metrics, versions)
+      model.onnx        the verified float model; model.int8.onnx when quantised
+      tlcore.json       the bundle description (labels, input spec, metrics, versions,
+                        checksums, default_model)
+      eval/<data>/      report.json and confusion.png of ``tl eval``
 
 Every file is written to a temporary name in the same folder and renamed into place, and a
 checkpoint becomes visible only when ``latest`` points at its complete folder, so a run

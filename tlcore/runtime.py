@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,10 @@ if TYPE_CHECKING:
 
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 """One input to :meth:`Predictor.predict`: an image file or folder, a Pillow image, or a uint8
-array ``(H, W)``, ``(H, W, C)`` or a batch ``(N, H, W, C)``."""
+(or uint16) array ``(H, W)``, ``(H, W, C)`` or a batch ``(N, H, W, C)``."""
+
+OnError = Callable[[str, DataError], None]
+"""What :meth:`Predictor.iter_predict` calls for an image it skips: its source and the error."""
 
 
 @dataclass(frozen=True)
@@ -85,16 +88,24 @@ class Predictor:
         path: a bundle folder (``model.onnx`` with its ``tlcore.json``), or a bare ``.onnx``
             file written by tlcore (labels and input spec come from its metadata).
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+        model: which model file of a bundle folder to open, e.g. ``model.onnx`` for the
+            float model; default: the bundle's ``default_model`` (the int8 model when its
+            quantisation was accepted), else ``model.onnx``.
 
     Raises:
-        TlcoreError: no model there; ``model.onnx`` does not match the sha256 recorded in
+        TlcoreError: no model there; the model file does not match the sha256 recorded in
             ``tlcore.json``; the bundle needs a newer tlcore; the file is not a tlcore model;
             onnxruntime is missing or cannot load it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        threads: int | None = None,
+        model: str | None = None,
+    ) -> None:
         self.path = Path(path)
-        self.model_file, self.info = _locate(self.path)
+        self.model_file, self.info = _locate(self.path, model)
         if self.info:
             _check_schema(self.info.get("schema_version"), self.path / INFO_FILE)
             _check_sha256(self.model_file, self.info)
@@ -127,29 +138,43 @@ class Predictor:
         return self.session.run([PROBABILITIES], {INPUT: images})[0]
 
     def predict(
-        self, inputs: ImageInput | Iterable[ImageInput], top_k: int = 1, batch_size: int = 32
+        self,
+        inputs: ImageInput | Iterable[ImageInput],
+        top_k: int = 1,
+        batch_size: int = 32,
+        on_error: OnError | None = None,
     ) -> list[Prediction]:
         """Classify images; see :meth:`iter_predict`, which this collects into a list."""
-        return list(self.iter_predict(inputs, top_k=top_k, batch_size=batch_size))
+        return list(
+            self.iter_predict(inputs, top_k=top_k, batch_size=batch_size, on_error=on_error)
+        )
 
     def iter_predict(
-        self, inputs: ImageInput | Iterable[ImageInput], top_k: int = 1, batch_size: int = 32
+        self,
+        inputs: ImageInput | Iterable[ImageInput],
+        top_k: int = 1,
+        batch_size: int = 32,
+        on_error: OnError | None = None,
     ) -> Iterator[Prediction]:
         """Classify images, decoding and running ``batch_size`` of them at a time.
 
         Args:
             inputs: one input or many: image files, folders (every image under them, sorted),
-                Pillow images, uint8 arrays ``(H, W)``, ``(H, W, C)`` or ``(N, H, W, C)``.
-                Each is resized to the model's input size as in training.
+                Pillow images, arrays ``(H, W)``, ``(H, W, C)`` or ``(N, H, W, C)`` (uint8, or
+                uint16 scaled down like 16-bit PNGs). Grayscale, palette, alpha and 16-bit
+                images become RGB, and each is resized to the model's input size, as in
+                training.
             top_k: how many classes to give per image (at most the number of classes).
             batch_size: images decoded and run together.
+            on_error: called with the source and the error of an image that cannot be
+                decoded, which is then skipped; without it that error is raised.
 
         Yields:
             One :class:`Prediction` per image, in input order.
 
         Raises:
-            DataError: a path is missing, a folder holds no images, a file cannot be decoded,
-                or an array is not uint8 images.
+            DataError: a path is missing, a folder holds no images, a file cannot be decoded
+                (names the file), or an array is not an image.
         """
         if top_k < 1 or batch_size < 1:
             raise TlcoreError(
@@ -158,9 +183,19 @@ class Predictor:
         k = min(top_k, len(self.labels))
         items = _expand(inputs)
         for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            images = np.stack([_decode(item, self.size) for _, item in chunk])
-            for (source, _), row in zip(chunk, self.probabilities(images), strict=True):
+            sources, decoded = [], []
+            for source, item in items[start : start + batch_size]:
+                try:
+                    decoded.append(_decode(item, self.size))
+                except DataError as exc:
+                    if on_error is None:
+                        raise
+                    on_error(source, exc)
+                    continue
+                sources.append(source)
+            if not decoded:
+                continue
+            for source, row in zip(sources, self.probabilities(np.stack(decoded)), strict=True):
                 best = np.argsort(-row, kind="stable")[:k]
                 yield Prediction(source, tuple((self.labels[i], float(row[i])) for i in best))
 
@@ -193,20 +228,29 @@ def open_session(
         ) from None
 
 
-def _locate(path: Path) -> tuple[Path, dict[str, Any]]:
-    """The model file and the bundle's ``tlcore.json`` (empty for a bare ``.onnx`` file)."""
+def _locate(path: Path, name: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """The model file and the bundle's ``tlcore.json`` (empty for a bare ``.onnx`` file).
+
+    In a folder the file is ``name``, else the bundle's ``default_model``, else ``model.onnx``.
+    """
     if path.is_file():
         return path, {}
     if not path.is_dir():
         raise TlcoreError(f"no bundle at {path}", "pass a run folder or a model.onnx file")
-    model = path / MODEL_FILE
-    if not model.is_file():
-        raise TlcoreError(
-            f"no {MODEL_FILE} in {path}",
-            f"export it with 'tl export {path}', or pass a folder that holds one",
-        )
     info_file = path / INFO_FILE
     info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
+    chosen = name or info.get("default_model") or MODEL_FILE
+    if Path(chosen).name != chosen:
+        raise TlcoreError(
+            f"model {chosen!r} is not a file name inside the bundle",
+            f"name a file in {path}, e.g. {MODEL_FILE}",
+        )
+    model = path / chosen
+    if not model.is_file():
+        raise TlcoreError(
+            f"no {chosen} in {path}",
+            f"export it with 'tl export {path}', or pass a folder that holds one",
+        )
     return model, info
 
 
@@ -221,10 +265,13 @@ def _check_schema(value: Any, where: Path) -> None:
 
 
 def _check_sha256(model: Path, info: dict[str, Any]) -> None:
-    section = info.get("onnx") or {}
+    """Verify ``model`` (and its external data) against the ``tlcore.json`` section that
+    records it: ``onnx`` for the float model, ``quantized`` for the int8 one."""
+    sections = [info.get(key) or {} for key in ("onnx", "quantized")]
+    section = next((s for s in sections if s.get("file", MODEL_FILE) == model.name), {})
     if not section.get("sha256"):
         raise TlcoreError(
-            f"{INFO_FILE} beside {model} records no {MODEL_FILE}, so it cannot be verified",
+            f"{INFO_FILE} beside {model} records no {model.name}, so it cannot be verified",
             f"export it again with 'tl export {model.parent}'",
         )
     files = {model: section["sha256"]}
@@ -285,13 +332,16 @@ def _decode(item: Any, size: tuple[int, int]) -> np.ndarray:
         return load_image(item, size)
     if isinstance(item, Image.Image):
         return image_array(item, size)
-    if item.dtype != np.uint8 or item.ndim not in (2, 3) or (
-        item.ndim == 3 and item.shape[-1] not in (1, 3, 4)
+    if item.dtype not in (np.uint8, np.uint16) or item.ndim not in (2, 3) or (
+        item.ndim == 3 and item.shape[-1] not in (1, 2, 3, 4)
     ):
         raise DataError(
-            f"an image array must be uint8 (H, W), (H, W, C) or (N, H, W, C) with 1, 3 or 4 "
+            f"an image array must be uint8 (H, W), (H, W, C) or (N, H, W, C) with 1 to 4 "
             f"channels; got {item.dtype} {item.shape}",
             "convert it: np.clip(x * 255, 0, 255).astype(np.uint8) for floats in [0, 1]",
         )
-    gray = item.ndim == 3 and item.shape[-1] == 1
-    return image_array(Image.fromarray(item[..., 0] if gray else item), size)
+    if item.dtype == np.uint16:  # like a 16-bit PNG: 0..65535 to 0..255
+        item = np.clip(np.rint(item / 257.0), 0, 255).astype(np.uint8)
+    if item.ndim == 3 and item.shape[-1] <= 2:  # gray, or gray and alpha
+        item = item[..., 0]
+    return image_array(Image.fromarray(item), size)

@@ -28,8 +28,10 @@ from tlcore.interfaces import (
     RunInfo,
     StepState,
 )
+from tlcore.plots import HISTORY_FILE, plot_history
 from tlcore.plugins import hook, require_backend
 from tlcore.progress import Progress
+from tlcore.quantize import Quantized
 from tlcore.recipe import Recipe, StageSpec, build_recipe
 from tlcore.runfolder import RunFolder, read_arrays, write_arrays, write_json
 from tlcore.schedule import learning_rate
@@ -47,6 +49,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     metrics: dict[str, float]
     recipe: Recipe
+    quantized: Quantized | None = None
 
 
 @dataclass
@@ -307,6 +310,7 @@ class Trainer:
         example = self.val_set if len(self.val_set) else self.train_set
         images = example.images(parity_indices(len(example)), self.size)
         write_json(self.folder.path / "history.json", self.history)
+        plot_history(self.history, self.folder.path / HISTORY_FILE, warn=self.progress.warn)
         info = self._bundle_info(val_metrics)
         # Written before the exports too: a failed export still leaves a usable native run.
         write_json(self.folder.path / INFO_FILE, info)
@@ -314,6 +318,7 @@ class Trainer:
             written = self._export(fmt, images, info)
             self.hook.tl_on_export(run=self.info, fmt=fmt, path=written)
         write_json(self.folder.path / INFO_FILE, info)
+        quantized = self._quantize(info)
         return TrainResult(
             path=self.folder.path,
             model=self.model,
@@ -323,7 +328,31 @@ class Trainer:
             history=self.history,
             metrics=val_metrics,
             recipe=self.recipe,
+            quantized=quantized,
         )
+
+    def _quantize(self, info: dict[str, Any]) -> Quantized | None:
+        """``export.quantize``: an int8 model beside the verified ``model.onnx``, calibrated on
+        the training images and measured on the validation images; recorded in ``info``."""
+        spec = self.recipe.export
+        if spec.quantize == "none":
+            return None
+        from tlcore.quantize import quantize_bundle, record
+
+        evaluation, name = (self.val_set, "validation") if len(self.val_set) else (
+            self.train_set, "training"
+        )
+        self.progress.message(f"quantising model.onnx ({spec.quantize})")
+        result = quantize_bundle(
+            self.folder.path, spec.quantize,
+            calibration=self.train_set, evaluation=evaluation, size=self.size,
+            labels=self.class_names, max_drop=spec.max_accuracy_drop,
+            calibration_images=spec.calibration_images, evaluated_on=name,
+        )
+        record(info, result)
+        write_json(self.folder.path / INFO_FILE, info)
+        (self.progress.message if result.accepted else self.progress.warn)(result.summary())
+        return result
 
     def _export(self, fmt: str, images: np.ndarray, info: dict[str, Any]) -> Path:
         """Write one export format; ONNX goes through the core's bundle layer, which records
@@ -336,6 +365,9 @@ class Trainer:
                 opset=spec.opset, tolerance=spec.tolerance,
             )
             info["onnx"] = onnx.to_dict()
+            from tlcore.quantize import discard
+
+            discard(self.folder.path, info)  # an int8 file left by an earlier model
             return onnx.path
         target = self.folder.path / "native" if fmt == "native" else self.folder.path
         written = self.hook.tl_export(

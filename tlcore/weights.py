@@ -93,6 +93,12 @@ def align_names(current: Iterable[str], incoming: Iterable[str]) -> dict[str, st
     to two leading components of the current names; keeps the identity unless another choice
     matches strictly more names.
 
+    A prefix is only ever *replaced* (stripped on one side and another added) above a layer:
+    the part of the name that stays must hold more than the weight's own last component. So
+    ``model.encoder.w`` may become ``resnet.encoder.w``, but ``fc.weight`` never becomes
+    ``head.weight``: that would load one layer's weights into another layer that merely has
+    weights of the same names and shapes.
+
     Returns:
         ``{current_name: incoming_name}`` for every name found on both sides.
     """
@@ -104,7 +110,11 @@ def align_names(current: Iterable[str], incoming: Iterable[str]) -> dict[str, st
     for strip in _prefixes(incoming_list):
         stripped = {n[len(strip) :]: n for n in incoming_list if n.startswith(strip)}
         for add in _prefixes(current_set):
-            found = {add + rest: src for rest, src in stripped.items() if add + rest in current_set}
+            found = {
+                add + rest: src
+                for rest, src in stripped.items()
+                if add + rest in current_set and (not (strip and add) or "." in rest)
+            }
             if len(found) > len(best):
                 best = found
     return best

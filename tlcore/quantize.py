@@ -1,0 +1,345 @@
+"""Quantise a bundle's ``model.onnx`` to int8 with onnxruntime, and decide whether to ship it.
+
+Two modes:
+
+- ``static``: weights *and* activations int8 (QDQ format, per-channel weights), activation
+  ranges calibrated on real training images after onnxruntime's pre-processing (shape
+  inference and graph optimisation). The uint8 image input stays uint8; the normalisation
+  in front of the first layer stays float. This is the mode that makes CNNs faster on CPU.
+- ``dynamic``: int8 weights, activations quantised on the fly at run time; smaller files,
+  rarely faster for convolutional networks.
+
+The int8 model is written beside ``model.onnx`` as ``model.int8.onnx`` and measured against
+the float model through onnxruntime on the same labelled images. It becomes the bundle's
+``default_model`` only if it loses at most ``max_drop`` of accuracy; the float model is always
+kept. Backend-neutral: only numpy and onnxruntime (imported when called).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tlcore.bundle import (
+    DATA_FILE,
+    INPUT,
+    MODEL_FILE,
+    PROBABILITIES,
+    file_sha256,
+    parity_indices,
+)
+from tlcore.errors import TlcoreError
+from tlcore.runfolder import atomic_path
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+    from tlcore.data import Dataset
+
+QUANTIZED_FILE = "model.int8.onnx"
+MODES = ("static", "dynamic")
+DEFAULT_MAX_DROP = 0.01
+"""One point of accuracy."""
+DEFAULT_CALIBRATION_IMAGES = 300
+
+_CALIBRATION_BATCH = 16
+_CALIBRATION_CHUNKS = 2  # batches whose activations are held before their ranges are merged
+_EVAL_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """An int8 model and how it compares with the float model it was made from.
+
+    Attributes:
+        mode: ``static`` or ``dynamic``.
+        path: the written file (``model.int8.onnx``).
+        sha256: its sha256.
+        float_accuracy: accuracy of ``model.onnx`` on the evaluation images (onnxruntime).
+        accuracy: accuracy of the int8 model on the same images (onnxruntime).
+        images: how many images were evaluated.
+        evaluated_on: which images: ``validation``, ``training`` or a folder.
+        max_drop: the largest accuracy loss accepted (a fraction).
+        calibration_images: images the static ranges were calibrated on (0 for dynamic).
+        calibrated_on: which images: ``training`` or a folder (``None`` for dynamic).
+    """
+
+    mode: str
+    path: Path
+    sha256: str
+    float_accuracy: float
+    accuracy: float
+    images: int
+    evaluated_on: str
+    max_drop: float
+    calibration_images: int = 0
+    calibrated_on: str | None = None
+
+    @property
+    def drop(self) -> float:
+        """Accuracy lost by quantising (negative when the int8 model did better)."""
+        return self.float_accuracy - self.accuracy
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the loss is within :attr:`max_drop`, making this the default model."""
+        return self.drop <= self.max_drop + 1e-12
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``quantized`` section of ``tlcore.json``."""
+        calibration = (
+            {"images": self.calibration_images, "data": self.calibrated_on}
+            if self.mode == "static"
+            else None
+        )
+        return {
+            "mode": self.mode,
+            "file": self.path.name,
+            "sha256": self.sha256,
+            "format": "QDQ" if self.mode == "static" else "integer-ops",
+            "accuracy": {
+                "float": self.float_accuracy,
+                "quantized": self.accuracy,
+                "drop": self.drop,
+                "images": self.images,
+                "data": self.evaluated_on,
+            },
+            "max_accuracy_drop": self.max_drop,
+            "accepted": self.accepted,
+            "calibration": calibration,
+        }
+
+    def summary(self) -> str:
+        """One line a person reads: both accuracies and the verdict."""
+        line = (
+            f"{self.mode} int8 {self.path.name}: accuracy {self.accuracy:.4f} vs float "
+            f"{self.float_accuracy:.4f} on {self.images} {self.evaluated_on} images "
+            f"(drop {self.drop * 100:+.2f} points, {self.max_drop * 100:g} allowed)"
+        )
+        if self.accepted:
+            return f"{line}; it is the default model now"
+        return f"{line}: too much lost, {MODEL_FILE} stays the default model"
+
+
+def quantize_bundle(
+    folder: str | Path,
+    mode: str,
+    *,
+    calibration: Dataset,
+    evaluation: Dataset,
+    size: tuple[int, int],
+    labels: tuple[str, ...] | list[str],
+    max_drop: float = DEFAULT_MAX_DROP,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    calibrated_on: str = "training",
+    evaluated_on: str = "validation",
+) -> Quantized:
+    """Quantise ``folder/model.onnx`` into ``folder/model.int8.onnx`` and measure both.
+
+    Args:
+        folder: a bundle folder holding a verified ``model.onnx``.
+        mode: ``static`` or ``dynamic``.
+        calibration: images for the static ranges (the run's training set); up to
+            ``calibration_images`` of them, spread evenly over the set, are used.
+        evaluation: labelled images both models are measured on (the validation set).
+        size: the model's input size ``(height, width)``.
+        labels: the bundle's class names, in output order; ``evaluation``'s classes are
+            mapped onto them by name.
+        max_drop: the largest accuracy loss (a fraction) for the int8 model to be accepted.
+        calibration_images: how many calibration images to use.
+        calibrated_on, evaluated_on: how ``tlcore.json`` names the two image sets.
+
+    Returns:
+        The written file, its checksum, both accuracies and the verdict (:attr:`accepted`).
+        The caller records it with :func:`record`.
+
+    Raises:
+        TlcoreError: bad mode, no ``model.onnx``, a model with external data, no images to
+            calibrate or evaluate on, or onnxruntime fails to quantise or to run the result.
+    """
+    if mode not in MODES:
+        raise TlcoreError(f"unknown quantisation mode {mode!r}", f"use one of: {', '.join(MODES)}")
+    folder = Path(folder)
+    source = folder / MODEL_FILE
+    if not source.is_file():
+        raise TlcoreError(f"no {MODEL_FILE} in {folder} to quantise", f"run 'tl export {folder}'")
+    if (folder / DATA_FILE).is_file():
+        raise TlcoreError(
+            f"{source} keeps its tensors in {DATA_FILE} (over 2 GB); quantising such models "
+            "is not supported yet",
+            "ship the float model, or quantise it with onnxruntime.quantization yourself",
+        )
+    if not len(evaluation):
+        raise TlcoreError(
+            "no labelled images to measure the quantised model on", "give the run validation data"
+        )
+    samples = None
+    if mode == "static":
+        if not len(calibration):
+            raise TlcoreError("no images to calibrate on", "give the run training data")
+        samples = calibration.images(parity_indices(len(calibration), calibration_images), size)
+    target = folder / QUANTIZED_FILE
+    with (
+        tempfile.TemporaryDirectory(prefix=".quantize-", dir=folder) as work,
+        atomic_path(target) as tmp,
+    ):
+        quantize_model(source, tmp, mode, samples, Path(work))
+        from tlcore.runtime import open_session
+
+        float_acc, quant_acc = (
+            accuracy(open_session(path), evaluation, size, labels) for path in (source, tmp)
+        )
+        digest = file_sha256(tmp)
+    return Quantized(
+        mode=mode,
+        path=target,
+        sha256=digest,
+        float_accuracy=float_acc,
+        accuracy=quant_acc,
+        images=len(evaluation),
+        evaluated_on=evaluated_on,
+        max_drop=float(max_drop),
+        calibration_images=0 if samples is None else len(samples),
+        calibrated_on=calibrated_on if samples is not None else None,
+    )
+
+
+def quantize_model(
+    source: Path, target: Path, mode: str, samples: np.ndarray | None, work: Path
+) -> None:
+    """Write an int8 copy of the ONNX model ``source`` to ``target``.
+
+    Args:
+        source: a float model with one uint8 NHWC input named ``images``.
+        target: the file to write.
+        mode: ``static`` (``samples`` required: uint8 NHWC calibration images) or ``dynamic``.
+        work: a folder for intermediate files.
+
+    Raises:
+        TlcoreError: onnxruntime's quantisation tools are missing or fail.
+    """
+    quantization = _require_quantization()
+    prepared = work / "prepared.onnx"
+    _pre_process(quantization, source, prepared)
+    try:
+        if mode == "static":
+            assert samples is not None
+            quantization.quantize_static(
+                str(prepared),
+                str(target),
+                _Calibration(samples),
+                quant_format=quantization.QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=quantization.QuantType.QInt8,
+                weight_type=quantization.QuantType.QInt8,
+                calibrate_method=quantization.CalibrationMethod.MinMax,
+                extra_options={"CalibMaxIntermediateOutputs": _CALIBRATION_CHUNKS},
+            )
+        else:
+            quantization.quantize_dynamic(
+                str(prepared), str(target), weight_type=quantization.QuantType.QInt8
+            )
+    except Exception as exc:  # onnxruntime's tools raise all kinds; all mean "cannot quantise"
+        raise TlcoreError(
+            f"onnxruntime cannot quantise {source} ({mode}): {type(exc).__name__}: {exc}",
+            "ship the float model (export.quantize: none), or try the other mode",
+        ) from None
+
+
+def accuracy(
+    session: onnxruntime.InferenceSession,
+    dataset: Dataset,
+    size: tuple[int, int],
+    labels: tuple[str, ...] | list[str],
+) -> float:
+    """Top-1 accuracy of an onnxruntime session on a labelled dataset (classes by name)."""
+    index = {name: i for i, name in enumerate(labels)}
+    unknown = sorted(set(dataset.class_names) - set(index))
+    if unknown:
+        raise TlcoreError(
+            f"the evaluation images have classes the model does not know: {', '.join(unknown)}",
+            f"the model knows: {', '.join(labels)}",
+        )
+    truth = np.array([index[dataset.class_names[y]] for y in dataset.labels], dtype=np.int64)
+    correct = 0
+    for start in range(0, len(dataset), _EVAL_BATCH):
+        rows = np.arange(start, min(start + _EVAL_BATCH, len(dataset)))
+        probabilities = session.run([PROBABILITIES], {INPUT: dataset.images(rows, size)})[0]
+        correct += int((probabilities.argmax(axis=1) == truth[rows]).sum())
+    return correct / len(dataset)
+
+
+def record(info: dict[str, Any], result: Quantized | None) -> None:
+    """Write ``result`` into a ``tlcore.json`` dict: the ``quantized`` section and
+    ``default_model`` (the int8 file when accepted, else ``model.onnx``). ``None`` removes
+    both, for a bundle whose float model was written again without quantisation."""
+    if result is None:
+        info.pop("quantized", None)
+        info.pop("default_model", None)
+        return
+    info["quantized"] = result.to_dict()
+    info["default_model"] = result.path.name if result.accepted else MODEL_FILE
+
+
+def discard(folder: str | Path, info: dict[str, Any]) -> None:
+    """Forget a bundle's int8 model: delete the file and remove it from ``info``.
+
+    Called whenever ``model.onnx`` is written again, so an int8 model made from an older
+    float model is never shipped beside it.
+    """
+    section = info.get("quantized") or {}
+    (Path(folder) / section.get("file", QUANTIZED_FILE)).unlink(missing_ok=True)
+    record(info, None)
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader protocol (``get_next``) over uint8 NHWC images."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+        self.start = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next batch as an input feed, or ``None`` when all were given."""
+        if self.start >= len(self.images):
+            return None
+        batch = self.images[self.start : self.start + _CALIBRATION_BATCH]
+        self.start += _CALIBRATION_BATCH
+        return {INPUT: np.ascontiguousarray(batch)}
+
+    def rewind(self) -> None:
+        """Start again from the first image (some calibrators read the data twice)."""
+        self.start = 0
+
+
+def _pre_process(quantization: Any, source: Path, target: Path) -> None:
+    """onnxruntime's recommended pre-processing; without symbolic shape inference when that
+    fails (it does not know every operator)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(source), str(target))
+    except Exception:  # symbolic shape inference gives up on some graphs; ONNX's own suffices
+        try:
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+        except Exception as exc:
+            raise TlcoreError(
+                f"onnxruntime cannot prepare {source} for quantisation: {exc}",
+                "ship the float model (export.quantize: none)",
+            ) from None
+
+
+def _require_quantization() -> Any:
+    try:
+        from onnxruntime import quantization
+    except ImportError:
+        raise TlcoreError(
+            "onnxruntime (with onnxruntime.quantization) is not installed; it quantises "
+            "the model",
+            "pip install 'tlcore[onnx]'",
+        ) from None
+    return quantization
