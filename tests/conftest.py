@@ -52,3 +52,32 @@ def small_digits(tmp_path_factory) -> Path:
     from tlcore.demo import write_demo
 
     return write_demo(tmp_path_factory.mktemp("small") / "digits", size=32, per_class=40)
+
+
+
+class DemoRuns:
+    """``tl demo DIR`` once, then ``tl train DIR --recipe DIR/recipe.yaml --backend NAME`` once
+    per backend asked for, as a user runs them; the full digits take a while to train."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "demo-data"
+        run_tl("demo", self.data)
+        self.stdout: dict[str, str] = {}
+
+    def __call__(self, backend: str) -> Path:
+        """The run folder of the demo trained with ``backend`` (trained on first use)."""
+        out = self.root / f"run-{backend}"
+        if backend not in self.stdout:
+            result = run_tl("train", self.data, "--recipe", self.data / "recipe.yaml",
+                            "--backend", backend, "--out", out, "--quiet")
+            self.stdout[backend] = result.stdout
+        return out
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> DemoRuns:
+    """The real demo, trained by the real ``tl`` command: ``demo_run("torch")`` is its run
+    folder; ``demo_run.data`` the dataset, ``demo_run.stdout[backend]`` what ``tl train``
+    printed."""
+    return DemoRuns(tmp_path_factory.mktemp("demo-runs"))

@@ -35,12 +35,10 @@ def test_help_loads_no_framework_and_shows_an_example(command):
     assert "Example" in out
 
 
-def test_demo_train_eval_end_to_end(tmp_path):
-    data = tmp_path / "demo-data"
-    run_tl("demo", data)
-    run = tmp_path / "runs" / "demo"
-    out = run_tl("train", data, "--recipe", data / "recipe.yaml", "--out", run, "--quiet")
-    accuracy = float(out.stdout.split("val_accuracy ")[1].rstrip(")\n"))
+def test_demo_train_eval_end_to_end(demo_run):
+    """``tl demo``, ``tl train`` with its recipe (shared with ``test_backends``), ``tl eval``."""
+    data, run = demo_run.data, demo_run("torch")
+    accuracy = float(demo_run.stdout["torch"].split("val_accuracy ")[1].rstrip(")\n"))
     assert accuracy >= 0.9
     history = json.loads((run / "history.json").read_text())
     assert history and all("val_accuracy" in row for row in history)

@@ -1,4 +1,8 @@
-"""The PyTorch backend through the real plugin manager: real torch, real transformers models."""
+"""The PyTorch backend through the real plugin manager: real torch, real transformers models.
+
+What every backend does alike (the builtin, freezing, heads, state, export, the driver) is
+tested once for all backends in ``test_backends.py``; this file keeps what is torch's own.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from torch import nn
 
 import tlcore_torch
 from tlcore.errors import TlcoreError
-from tlcore.interfaces import Backbone, Batch, FreezeReport, LoadReport, StepState
+from tlcore.interfaces import Backbone, Batch, FreezeReport, StepState
 from tlcore.plugins import hook
 from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec, StageSpec
 from tlcore_torch.blocks import find_blocks
@@ -136,13 +140,9 @@ def test_importing_the_plugin_imports_no_framework():
     assert result.returncode == 0, result.stderr
 
 
-def test_registered_backbones_and_builtin_parameter_count():
+def test_registered_backbones():
     infos = {}
     hook().tl_register_backbones(backend="torch", register=lambda i: infos.setdefault(i.source, i))
-    simple = infos["builtin:simple_cnn"]
-    network = load(source="builtin:simple_cnn").network
-    assert simple.params == sum(p.numel() for p in network.parameters()) == sum(BLOCK_PARAMS)
-    assert simple.input_size == 32
     assert "hf:<dir or hub id>" in infos and "file:<torchscript.pt>" in infos
     for kind in ("torchvision", "timm"):
         info = infos[f"{kind}:<name>"]
@@ -171,23 +171,6 @@ def test_hooks_answer_none_for_other_backends_and_objects():
 
 
 # --- loading backbones -------------------------------------------------------------------
-
-
-def test_builtin_simple_cnn():
-    backbone = load(source="builtin:simple_cnn", weights="pretrained")
-    assert backbone.preprocessing.size == (32, 32)
-    assert backbone.preprocessing.mean == (0.5, 0.5, 0.5)
-    assert backbone.extra["blocks"] == ["blocks.0", "blocks.1", "blocks.2"]
-    out = backbone.network(torch.zeros(2, 3, 32, 32))
-    assert out.shape == (2, W2, 4, 4)
-    assert load(source="builtin:simple_cnn", input_size=64).preprocessing.size == (64, 64)
-    assert load(source=None).name == "builtin:simple_cnn"
-
-
-def test_unknown_builtin_name_is_a_tlcore_error():
-    with pytest.raises(TlcoreError) as info:
-        load(source="builtin:simple_cn")
-    assert "simple_cnn" in info.value.hint
 
 
 def test_hf_resnet_folder(tmp_path):
@@ -280,70 +263,16 @@ def test_file_errors(tmp_path):
     assert "weights" in info.value.hint
 
 
-def test_user_module_needs_input_size():
-    with pytest.raises(TlcoreError, match="input_size"):
-        load(source=None, model=Net(2))
-    backbone = load(source=None, model=Net(2), input_size=8)
-    assert backbone.name == "user:Net"
-    assert backbone.extra["blocks"] == ["hidden", "out"]
-    model = hook().tl_attach_head(
-        backend="torch", backbone=backbone, head=HeadSpec(), num_classes=4
-    )
-    assert model.num_features == 2
-    assert model(torch.zeros(3, 8, 8, 3, dtype=torch.uint8)).shape == (3, 4)
-
-
-def test_weights_file_loads_partially_into_a_user_network(tmp_path):
-    """The seed example: a 10-class Net's state dict into a 2-class Net."""
-    torch.manual_seed(1)
-    trained = Net(10)
-    path = tmp_path / "net10.pt"
-    torch.save(trained.state_dict(), path)
-    torch.manual_seed(2)
-    target = Net(2)
-    initial_out = target.out.weight.detach().clone()
-
-    backbone = load(source=None, model=target, input_size=8, weights=str(path))
-    report = backbone.extra["weights_report"]
-    assert isinstance(report, LoadReport)
-    assert report.loaded == ("hidden.weight", "hidden.bias")
-    assert report.mismatched == ("out.weight", "out.bias")
-    assert report.missing == () and report.unexpected == ()
-    assert torch.equal(target.hidden.weight, trained.hidden.weight)
-    assert torch.equal(target.out.weight, initial_out)
-
-
-def test_weights_file_formats_and_prefixes(tmp_path):
-    """A full model's native export loads into a bare backbone; safetensors and npz too."""
-    source = build()
-    exported = hook().tl_export(
-        backend="torch", model=source, fmt="native", path=tmp_path, example=images(2), opset=17
-    )
-    backbone = load(source="builtin:simple_cnn", weights=str(exported))
-    report = backbone.extra["weights_report"]
-    assert len(report.loaded) == len(backbone.network.state_dict())
-    assert set(report.unexpected) == {"head.0.weight", "head.0.bias"}
-    expected = source.backbone.state_dict()
-    assert_same(expected, backbone.network.state_dict())
-
+def test_safetensors_weights_file(tmp_path):
+    """A backbone's safetensors file loads like a state dict (native and .npz files are
+    covered for every backend in ``test_backends``)."""
     from safetensors.torch import save_file
 
-    st = tmp_path / "w.safetensors"
-    save_file({k: v.contiguous() for k, v in source.backbone.state_dict().items()}, str(st))
-    npz = tmp_path / "w.npz"
-    np.savez(npz, **hook().tl_get_weights(backend="torch", model=source))
-    for path in (st, npz):
-        network = load(source="builtin:simple_cnn", weights=str(path)).network
-        assert_same(expected, network.state_dict())
-
-
-def test_weights_file_that_fits_nothing(tmp_path):
-    path = tmp_path / "net.pt"
-    torch.save(Net(2).state_dict(), path)
-    with pytest.raises(TlcoreError, match="no weight"):
-        load(source="builtin:simple_cnn", weights=str(path))
-    with pytest.raises(TlcoreError, match="not found"):
-        load(source="builtin:simple_cnn", weights=str(tmp_path / "missing.pt"))
+    source = build()
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in source.backbone.state_dict().items()}, str(path))
+    network = load(source="builtin:simple_cnn", weights=str(path)).network
+    assert_same(source.backbone.state_dict(), network.state_dict())
 
 
 @pytest.mark.parametrize("kind", ["torchvision", "timm"])
@@ -423,22 +352,6 @@ def test_last_n_trains_params_after_the_blocks_but_not_the_stem():
 # --- head --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("pooling", "width"), [("avg", W2), ("max", W2), ("flatten", W2 * 4 * 4)]
-)
-def test_pooling_widths_on_a_feature_map(pooling, width):
-    model = build(head=HeadSpec(pooling=pooling), num_classes=5)
-    assert model.num_features == width
-    x = torch.from_numpy(images(4))
-    model.eval()
-    with torch.no_grad():
-        fmap = model.backbone(model.preprocess(x))
-        feats = model.features(x)
-    expected = {"avg": fmap.mean((2, 3)), "max": fmap.amax((2, 3)), "flatten": fmap.flatten(1)}
-    torch.testing.assert_close(feats, expected[pooling])
-    assert model(x).shape == (4, 5)
-
-
 @pytest.mark.parametrize(("pooling", "width"), [("avg", 32), ("max", 32), ("flatten", 17 * 32)])
 def test_pooling_widths_on_tokens(tmp_path, pooling, width):
     folder = save_hf(tmp_path, "vit")
@@ -447,106 +360,38 @@ def test_pooling_widths_on_tokens(tmp_path, pooling, width):
     assert model(torch.from_numpy(images(2))).shape == (2, 3)
 
 
-def test_hidden_layers_activation_and_dropout():
-    model = build(head=HeadSpec(hidden=(16, 8), dropout=0.25, activation="gelu"), num_classes=4)
-    kinds = [type(m).__name__ for m in model.head]
-    assert kinds == ["Linear", "GELU", "Dropout", "Linear", "GELU", "Dropout", "Linear"]
-    assert [(m.in_features, m.out_features) for m in model.head if isinstance(m, nn.Linear)] == [
-        (W2, 16),
-        (16, 8),
-        (8, 4),
-    ]
-    plain = build(head=HeadSpec(dropout=0.5))
-    assert [type(m).__name__ for m in plain.head] == ["Dropout", "Linear"]
-
-
-def test_preprocessing_is_inside_the_model():
-    model = build()
-    x = torch.from_numpy(images(2))
-    expected = ((x.float() / 255 - 0.5) / 0.5).permute(0, 3, 1, 2)
-    torch.testing.assert_close(model.preprocess(x), expected)
-    assert not any(k.startswith("input_") for k in model.state_dict())
-
-    from tlcore.interfaces import Preprocessing
-
-    bgr = Preprocessing((32, 32), (1.0, 2.0, 3.0), (1.0, 1.0, 1.0), 1.0, "BGR")
-    network = load(source="builtin:simple_cnn").network
-    model = hook().tl_attach_head(
-        backend="torch", backbone=Backbone(network, bgr, "bgr"), head=HeadSpec(), num_classes=2
-    )
-    expected = (x.float()[..., [2, 1, 0]] - torch.tensor([1.0, 2.0, 3.0])).permute(0, 3, 1, 2)
-    torch.testing.assert_close(model.preprocess(x), expected)
-
-
-def test_probe_failure_is_a_tlcore_error():
-    with pytest.raises(TlcoreError, match="cannot run on 32x32"):
-        build(source=None, model=Net(2), input_size=32)
-
-
 # --- freezing ----------------------------------------------------------------------------
 
 
-def test_freeze_policy_counts():
-    model = build(num_classes=3)
-    head = W2 * 3 + 3
-    total = sum(BLOCK_PARAMS)
-    cases = {
-        "all": ({}, 0, ()),
-        "none": ({}, total, ("blocks.0", "blocks.1", "blocks.2")),
-        "last_n": ({"n": 2}, BLOCK_PARAMS[1] + BLOCK_PARAMS[2], ("blocks.1", "blocks.2")),
-        "pattern": (
-            {"pattern": r"\.1\.(weight|bias)$"},
-            total - (W0 + W1 + W2) * 2,
-            ("blocks.0", "blocks.1", "blocks.2"),
-        ),
-    }
-    for policy, (extra, backbone, blocks) in cases.items():
-        report = freeze(model, policy=policy, **extra)
-        assert report == FreezeReport(head + backbone, total - backbone, backbone, blocks), policy
-        frozen_bn = [
-            not p.requires_grad
-            for n, p in model.backbone.named_parameters()
-            if n.endswith((".1.weight", ".1.bias"))
-        ]
-        assert all(frozen_bn) == (policy in ("all", "pattern")), policy
-    report = freeze(model, policy="last_n", n=0)
-    assert report.backbone_frozen
-    assert freeze(model, policy="last_n", n=10).backbone_trainable == total
-
-
-def test_frozen_backbone_is_bit_identical_after_training_steps():
-    model = build(num_classes=2)
-    report = freeze(model, policy="all")
-    assert report.backbone_frozen
-    before = backbone_state(model)
-    head_before = model.head[0].weight.detach().clone()
-    opt = optimizer(model, optimizer="adamw", weight_decay=0.1)
-    x, y = separable(16)
-    for _ in range(3):
-        step(model, opt, x, y)
-    assert model.training and not model.backbone.training
-    assert_same(before, backbone_state(model))
-    assert not torch.equal(head_before, model.head[0].weight)
-
-
 @pytest.mark.parametrize("batchnorm", ["frozen", "follow", "train"])
-def test_batchnorm_modes_with_a_partly_trainable_backbone(batchnorm):
+def test_a_plain_train_call_does_not_undo_the_batchnorm_policy(batchnorm):
+    """torch's own ``model.train()`` (a user's, between steps) keeps the modules the policy
+    froze in inference mode; the modes themselves are tested in ``test_backends``."""
     model = build(num_classes=2)
     freeze(model, policy="last_n", n=1, batchnorm=batchnorm)
     before = backbone_state(model)
     opt = optimizer(model, optimizer="sgd")
     x, y = separable(16)
     step(model, opt, x, y)
-    model.train()  # a plain train() must not undo the policy
+    model.train()
+    assert model.training
+    for block in range(3):
+        changes = batchnorm == "train" or (batchnorm == "follow" and block == 2)
+        assert model.backbone.blocks[block][1].training == changes, (batchnorm, block)
     step(model, opt, x, y)
     after = backbone_state(model)
     for block in range(3):
         stats = f"blocks.{block}.1.running_mean"
         changes = batchnorm == "train" or (batchnorm == "follow" and block == 2)
         assert torch.equal(before[stats], after[stats]) != changes, (batchnorm, stats)
-        weight = f"blocks.{block}.0.weight"
-        assert torch.equal(before[weight], after[weight]) == (block != 2), weight
-    assert not torch.equal(before["blocks.2.1.weight"], after["blocks.2.1.weight"])
+
+
+def test_a_frozen_backbone_stays_in_eval_mode_while_the_head_trains():
+    model = build(num_classes=2, head=HeadSpec(dropout=0.5))
+    freeze(model, policy="all")
+    step(model, optimizer(model), *separable(8))
+    model.train()
+    assert model.training and model.head.training and not model.backbone.training
 
 
 def test_freeze_on_hf_models(tmp_path):
@@ -570,49 +415,6 @@ def test_freeze_on_hf_models(tmp_path):
 # --- training ----------------------------------------------------------------------------
 
 
-def cross_entropy(logits, y):
-    z = logits - logits.max(1, keepdims=True)
-    return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))).mean())
-
-
-def test_training_steps_reduce_the_loss():
-    tlcore_torch.tl_seed(backend="torch", seed=0)
-    model = build(num_classes=2)
-    freeze(model, policy="none")
-    x, y = separable(32)
-    before = cross_entropy(hook().tl_eval_step(backend="torch", model=model, batch=Batch(x, y)), y)
-    opt = optimizer(model, optimizer="adamw", lr=1e-2)
-    results = [step(model, opt, x, y, lr=1e-2, smoothing=0.1) for _ in range(8)]
-    assert all(set(r) == {"loss", "accuracy"} for r in results)
-    assert all(isinstance(v, float) for r in results for v in r.values())
-    logits = hook().tl_eval_step(backend="torch", model=model, batch=Batch(x, y))
-    assert logits.dtype == np.float32 and logits.shape == (32, 2)
-    assert cross_entropy(logits, y) < before / 2
-    assert (logits.argmax(1) == y).mean() == 1.0
-
-
-def test_features_path_matches_the_full_model():
-    model = build(num_classes=3, head=HeadSpec(hidden=(8,)))
-    x = images(6)
-    feats = hook().tl_extract_features(backend="torch", model=model, images=x)
-    assert feats.dtype == np.float32 and feats.shape == (6, W2)
-    full = hook().tl_eval_step(backend="torch", model=model, batch=Batch(x, np.zeros(6)))
-    from_features = hook().tl_eval_step(
-        backend="torch", model=model, batch=Batch(feats, np.zeros(6), features=True)
-    )
-    np.testing.assert_allclose(from_features, full, rtol=1e-5, atol=1e-6)
-    with torch.no_grad():
-        direct = model.classify(model.features(torch.from_numpy(x)))
-    torch.testing.assert_close(direct, model(torch.from_numpy(x)))
-
-    freeze(model, policy="all")
-    opt = optimizer(model)
-    before = backbone_state(model)
-    result = step(model, opt, feats, np.array([0, 1, 2, 0, 1, 2]), features=True)
-    assert np.isfinite(result["loss"])
-    assert_same(before, backbone_state(model))
-
-
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd", "rmsprop"])
 def test_optimizers_cover_only_trainable_parameters(name):
     model = build()
@@ -633,77 +435,6 @@ def test_optimizers_cover_only_trainable_parameters(name):
 # --- state -------------------------------------------------------------------------------
 
 
-def test_weights_round_trip_and_strictness():
-    tlcore_torch.tl_seed(backend="torch", seed=0)
-    source = build(num_classes=3)
-    freeze(source, policy="none", batchnorm="train")
-    step(source, optimizer(source), *separable(8))
-    weights = hook().tl_get_weights(backend="torch", model=source)
-    assert weights["backbone.blocks.0.1.running_mean"].any()
-    assert weights["backbone.blocks.0.1.num_batches_tracked"].dtype == np.int64
-    weights_copy = {k: v.copy() for k, v in weights.items()}
-    step(source, optimizer(source), *separable(8))  # the copies must not follow the model
-    for key, value in weights.items():
-        np.testing.assert_array_equal(value, weights_copy[key])
-
-    target = build(num_classes=3)
-    report = hook().tl_set_weights(backend="torch", model=target, weights=weights, strict=True)
-    assert len(report.loaded) == len(weights)
-    for key, value in hook().tl_get_weights(backend="torch", model=target).items():
-        np.testing.assert_array_equal(value, weights[key])
-
-    other = build(num_classes=5)
-    with pytest.raises(TlcoreError, match=r"head\.0\.weight"):
-        hook().tl_set_weights(backend="torch", model=other, weights=weights, strict=True)
-    report = hook().tl_set_weights(backend="torch", model=other, weights=weights, strict=False)
-    assert report.mismatched == ("head.0.weight", "head.0.bias")
-    assert len(report.loaded) == len(weights) - 2
-
-
-@pytest.mark.parametrize("name", ["adamw", "sgd", "rmsprop"])
-def test_optimizer_state_round_trip_repeats_the_next_step(name):
-    x, y = separable(8)
-
-    def fresh(seed):
-        tlcore_torch.tl_seed(backend="torch", seed=seed)
-        model = build(num_classes=2)
-        freeze(model, policy="last_n", n=1)
-        return model, optimizer(model, optimizer=name, lr=1e-2)
-
-    model, opt = fresh(0)
-    for _ in range(3):
-        step(model, opt, x, y)
-    weights = hook().tl_get_weights(backend="torch", model=model)
-    state = hook().tl_get_optimizer_state(backend="torch", optimizer=opt)
-    assert state and all(isinstance(v, np.ndarray) for v in state.values())
-    if name == "adamw":
-        assert {k.split(".", 1)[1] for k in state} == {"step", "exp_avg", "exp_avg_sq"}
-    step(model, opt, x, y)
-    expected = hook().tl_get_weights(backend="torch", model=model)
-
-    resumed, resumed_opt = fresh(1)
-    hook().tl_set_weights(backend="torch", model=resumed, weights=weights, strict=True)
-    assert hook().tl_set_optimizer_state(backend="torch", optimizer=resumed_opt, state=state)
-    step(resumed, resumed_opt, x, y)
-    got = hook().tl_get_weights(backend="torch", model=resumed)
-    for key in expected:
-        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
-
-
-def test_optimizer_state_that_does_not_fit():
-    model = build()
-    freeze(model, policy="all")
-    opt = optimizer(model)
-    with pytest.raises(TlcoreError, match="does not fit"):
-        hook().tl_set_optimizer_state(
-            backend="torch", optimizer=opt, state={"99.exp_avg": np.zeros(3)}
-        )
-    with pytest.raises(TlcoreError, match="shape"):
-        hook().tl_set_optimizer_state(
-            backend="torch", optimizer=opt, state={"0.exp_avg": np.zeros(3)}
-        )
-
-
 def test_native_export_is_an_atomic_safe_state_dict(tmp_path):
     model = build()
     path = hook().tl_export(
@@ -716,11 +447,3 @@ def test_native_export_is_an_atomic_safe_state_dict(tmp_path):
     assert_same(model.state_dict(), state)
 
 
-def test_seed_makes_initialisation_repeatable():
-    tlcore_torch.tl_seed(backend="torch", seed=7)
-    a = build().head[0].weight.detach().clone()
-    hook().tl_seed(backend="torch", seed=7)
-    b = build().head[0].weight.detach().clone()
-    hook().tl_seed(backend="torch", seed=8)
-    c = build().head[0].weight.detach().clone()
-    assert torch.equal(a, b) and not torch.equal(a, c)

@@ -1,4 +1,8 @@
-"""The training driver on real data with the real PyTorch backend."""
+"""The training driver on real data with the real PyTorch backend.
+
+The default two-stage recipe, resuming and the ONNX bundle's parity are tested on every backend
+in ``test_backends.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import numpy as np
 import pytest
 
 import tlcore
-from tlcore import plugins
 from tlcore.runfolder import read_arrays
 
 SMALL = {
@@ -33,39 +36,6 @@ def test_feature_cache_matches_the_uncached_path(small_digits, tmp_path):
     assert wa.keys() == wb.keys()
     for key in wa:
         np.testing.assert_allclose(wa[key], wb[key], rtol=1e-4, atol=1e-5, err_msg=key)
-
-
-class _StopAfter:
-    """An observer plugin that interrupts the run after its N-th checkpoint, like Ctrl-C."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    @tlcore.hookimpl
-    def tl_on_checkpoint(self, run, path):
-        self.count -= 1
-        if self.count == 0:
-            raise KeyboardInterrupt
-
-
-def test_resume_ends_where_an_uninterrupted_run_ends(small_digits, tmp_path):
-    recipe = _stages(
-        {"name": "head", "epochs": 2, "lr": 3e-3, "freeze": {"policy": "all"}},
-        {"name": "tune", "epochs": 2, "lr": 3e-4, "freeze": {"policy": "last_n", "n": 1}},
-    )
-    whole = tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "whole")
-    with plugins.plugin_registered(_StopAfter(3), "stopper"), pytest.raises(KeyboardInterrupt):
-        tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "cut")
-    assert not (tmp_path / "cut" / "native").exists()
-    resumed = tlcore.fit(small_digits, out=tmp_path / "cut", resume=True)
-    assert [r["epoch"] for r in resumed.history] == [1, 2, 1, 2]
-    for a, b in zip(whole.history, resumed.history, strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
-        assert a["val_accuracy"] == pytest.approx(b["val_accuracy"])
-    wa = read_arrays(tmp_path / "whole" / "native" / "weights.npz")
-    wb = read_arrays(tmp_path / "cut" / "native" / "weights.npz")
-    for key in wa:
-        np.testing.assert_allclose(wa[key], wb[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 def test_same_seed_same_run_other_seed_other_run(small_digits, tmp_path):
@@ -96,18 +66,6 @@ def test_early_stopping_stops_the_stage(small_digits, tmp_path):
     )
     result = tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "run")
     assert len(result.history) < 6
-
-
-def test_default_recipe_two_stages_and_run_folder(small_digits, tmp_path):
-    result = tlcore.fit(small_digits, recipe=SMALL, out=tmp_path / "run", epochs=1)
-    assert [r["stage"] for r in result.history] == ["head", "fine_tune"]
-    assert result.history[1]["lr"] < result.history[0]["lr"]
-    info = json.loads((tmp_path / "run" / "tlcore.json").read_text())
-    assert info["labels"] == [str(i) for i in range(10)]
-    assert info["input"]["size"] == [32, 32] and info["input"]["dtype"] == "uint8"
-    assert (tmp_path / "run" / "native" / "model.pt").is_file()
-    with pytest.raises(tlcore.TlcoreError, match="already exists"):
-        tlcore.fit(small_digits, recipe=SMALL, out=tmp_path / "run", epochs=1)
 
 
 def test_weights_from_another_task_load_where_they_fit(tmp_path, capfd):

@@ -54,6 +54,12 @@ def test_prefixes_are_aligned_only_when_they_help():
         "model.embed.w": "resnet.embed.w",
     }
     assert align_names(["a.w", "b.w"], ["a.w", "x.b.w"]) == {"a.w": "a.w"}
+    # One layer's weights never go into another layer that only shares their leaf names.
+    assert align_names(["head.weight", "head.bias"], ["fc.weight", "fc.bias"]) == {}
+    assert align_names(["weight", "bias"], ["backbone.weight", "backbone.bias"]) == {
+        "weight": "backbone.weight",
+        "bias": "backbone.bias",
+    }
     _, report = match_weights(arrays(a__w=(1,)), arrays(module__a__w=(1,)), strict=False)
     assert report.loaded == ("a.w",) and report.unexpected == ()
     with pytest.raises(TlcoreError):

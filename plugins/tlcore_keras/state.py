@@ -191,6 +191,15 @@ def structural_variables(model: Any) -> dict[str, Any]:
     return out
 
 
+_LEAF_JOIN = "::"
+
+
+def _one_leaf(path: str) -> str:
+    """``layers/dense/vars/0`` → ``layers/dense/vars::0``: the weight's leaf as one part."""
+    head, sep, index = path.rpartition("/")
+    return f"{head}{_LEAF_JOIN}{index}" if sep and head.rpartition("/")[2] == "vars" else path
+
+
 def load_weights_file(network: Any, path: Path) -> LoadReport:
     """Load a weights file into a Keras network where names (or structure) and shapes fit.
 
@@ -204,8 +213,11 @@ def load_weights_file(network: Any, path: Path) -> LoadReport:
     stable = {e.name: e.variable for e in weight_entries(network)}
     if by_structure:
         named = {id(v): name for name, v in stable.items()}
-        current = {p: v for p, v in structural_variables(network).items() if id(v) in named}
-        report = assign(current, incoming, strict=False)
+        structural = structural_variables(network)
+        # ``vars/0`` is one weight's name: kept as one component, prefix alignment never
+        # strips the layer's own path from it (which would match layers by position alone).
+        current = {_one_leaf(p): v for p, v in structural.items() if id(v) in named}
+        report = assign(current, {_one_leaf(p): a for p, a in incoming.items()}, strict=False)
 
         def rename(items: tuple[str, ...]) -> tuple[str, ...]:
             return tuple(named[id(current[p])] for p in items)
@@ -214,7 +226,7 @@ def load_weights_file(network: Any, path: Path) -> LoadReport:
             rename(report.loaded),
             rename(report.mismatched),
             rename(report.missing),
-            report.unexpected,
+            tuple(p.replace(_LEAF_JOIN, "/") for p in report.unexpected),
         )
     else:
         report = assign(stable, incoming, strict=False)
