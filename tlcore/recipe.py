@@ -2,9 +2,9 @@
 
 Every field is validated when the recipe is built, before any framework is imported; a bad
 value raises :class:`~tlcore.errors.RecipeError` naming the field's path, the value and what
-is valid. Values come in as nested dicts (from a file), dotted overrides (``train.lr=1e-4``,
-from ``tl train --set``) or keyword arguments (``tlcore.train(epochs=3)``), merged in that
-order onto the defaults.
+is valid. Values come in as nested dicts (from a file), dotted overrides
+(``train.stages.1.lr=1e-5``, from ``tl train --set``) or keyword shortcuts
+(``tlcore.fit(data, epochs=3)``), merged in that order onto the defaults.
 """
 
 from __future__ import annotations
