@@ -1,7 +1,7 @@
 """The Keras backend through the real plugin manager: real Keras 3 on TensorFlow, real models.
 
-What every backend does alike (the builtin, freezing, heads, state, export, the driver) is
-tested once for all backends in ``test_backends.py``; this file keeps what is Keras' own.
+What every backend does alike (the builtin, freezing, heads, state, export, the driver) is the
+conformance suite (``test_conformance.py``); this file keeps what is Keras' own.
 """
 
 from __future__ import annotations
@@ -13,97 +13,38 @@ import numpy as np
 import pytest
 
 from tlcore.errors import TlcoreError
-from tlcore.interfaces import Backbone, Batch, FreezeReport, Preprocessing, StepState
+from tlcore.interfaces import Preprocessing
 from tlcore.plugins import hook
-from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec, StageSpec
+from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec
+from tlcore.testing import BackendUnderTest, images, separable
+from tlcore.testing.backend import backbone_part
+from tlcore.testing.simple_cnn import BLOCK_PARAMS, WIDTHS
+
+from .adapters import KerasAdapter
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 import tlcore_keras  # noqa: E402
-from tlcore.builtins import SIMPLE_CNN_WIDTHS  # noqa: E402
-from tlcore_keras.model import TransferModel  # noqa: E402
 
 BACKEND = "keras"
 # Keras' saving code under numpy 2 (the tests' own model.save calls); harmless.
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
-# simple_cnn: conv 3x3 (no bias) + BatchNorm per block.
-W0, W1, W2 = SIMPLE_CNN_WIDTHS
-BLOCK_PARAMS = (3 * W0 * 9 + 2 * W0, W0 * W1 * 9 + 2 * W1, W1 * W2 * 9 + 2 * W2)
+W2 = WIDTHS[-1]
 
 
-def load(backend=BACKEND, **spec) -> Backbone:
-    return hook().tl_load_backbone(backend=backend, spec=BackboneSpec(**spec))
-
-
-def attach(backbone, num_classes=3, head=None, backend=BACKEND) -> TransferModel:
-    return hook().tl_attach_head(
-        backend=backend, backbone=backbone, head=head or HeadSpec(), num_classes=num_classes
-    )
-
-
-def build(num_classes=3, head=None, backend=BACKEND, **spec) -> TransferModel:
-    spec.setdefault("source", "builtin:simple_cnn")
-    return attach(load(backend, **spec), num_classes, head, backend)
-
-
-def freeze(model, backend=BACKEND, **policy) -> FreezeReport:
-    return hook().tl_freeze(backend=backend, model=model, policy=FreezeSpec(**policy))
-
-
-def optimizer(model, backend=BACKEND, **stage):
-    return hook().tl_make_optimizer(backend=backend, model=model, stage=StageSpec(**stage))
-
-
-def step(model, opt, x, y, lr=1e-2, features=False, smoothing=0.0, backend=BACKEND):
-    return hook().tl_train_step(
-        backend=backend,
-        model=model,
-        batch=Batch(x, y, features=features),
-        state=StepState(opt, lr=lr, label_smoothing=smoothing),
-    )
-
-
-def logits(model, x, features=False, backend=BACKEND):
-    batch = Batch(x, np.zeros(len(x), np.int64), features=features)
-    return hook().tl_eval_step(backend=backend, model=model, batch=batch)
-
-
-def weights(model, backend=BACKEND):
-    return hook().tl_get_weights(backend=backend, model=model)
-
-
-def export(model, fmt, path, backend=BACKEND):
-    return hook().tl_export(
-        backend=backend, model=model, fmt=fmt, path=path, example=images(2), opset=17
-    )
-
-
-def images(n=8, size=32, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-
-
-def separable(n=32, size=32, seed=0):
-    """Class 1 is bright, class 0 dark: any working trainer separates them within a few steps."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    low = rng.integers(0, 110, (n, size, size, 3))
-    x = np.where(y[:, None, None, None] == 1, 255 - low, low).astype(np.uint8)
-    return x, y
+KERAS = BackendUnderTest(BACKEND)
+load, attach, build, freeze = KERAS.load, KERAS.attach, KERAS.build, KERAS.freeze
+optimizer, step, logits, weights, export = (
+    KERAS.optimizer, KERAS.step, KERAS.logits, KERAS.weights, KERAS.export
+)
+user_net = KerasAdapter().user_network
 
 
 def backbone_state(model):
-    return {k: v for k, v in weights(model).items() if k.startswith("backbone/")}
-
-
-def user_net(outputs: int, size: int = 8) -> keras.Model:
-    """A user's own network: input → hidden → outputs (auto-named layers included)."""
-    inputs = keras.Input((size, size, 3))
-    x = keras.layers.Flatten()(inputs)
-    x = keras.layers.Dense(16, activation="relu", name="hidden")(x)
-    return keras.Model(inputs, keras.layers.Dense(outputs, name="out")(x))
+    return backbone_part(weights(model))
 
 
 # --- the plugin as a plugin ---------------------------------------------------------------
@@ -302,7 +243,7 @@ def test_builtin_preprocessing_networks_take_raw_pixels():
 )
 def test_keras_own_trainable_weights_follow_the_policy(policy):
     """What ``model.trainable_weights`` says (and a later ``model.fit`` would train) never goes
-    beyond what the policy trains; the policies' counts are tested in ``test_backends``."""
+    beyond what the policy trains; the policies' counts are tested in the conformance suite."""
     model = build(num_classes=3)
     freeze(model, **policy)
     keras_view = {id(v) for v in model.full.trainable_weights}
@@ -405,6 +346,16 @@ def test_native_export_is_an_atomic_safe_keras_file(tmp_path):
     np.testing.assert_allclose(loaded(x, training=False).numpy(), model(x), rtol=1e-6)
 
 
-# --- end to end --------------------------------------------------------------------------
-
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_optimizer_state_is_named_by_index_and_kind(name):
+    """``{"<index>.<kind>": array}``: the iteration count first, then the slots."""
+    model = build(num_classes=2)
+    freeze(model, policy="all")
+    opt = optimizer(model, optimizer=name)
+    for _ in range(3):
+        step(model, opt, *separable(8))
+    state = KERAS.optimizer_state(opt)
+    assert state["0.iteration"] == 3
+    if name == "adamw":
+        assert {k.split(".", 1)[1] for k in state} == {"iteration", "momentum", "velocity"}
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 import tlcore
 from tlcore import plugins
 from tlcore.errors import PluginError, TlcoreError
+from tlcore.testing import separable
 
 from .conftest import run_tl
 
@@ -46,7 +50,39 @@ def test_trace_prints_hook_calls(plugin_site):
     out = run_tl("backbones", "--backend", "torch",
                  env=_env(plugin_site, TLCORE_TRACE_PLUGINS="1"))
     assert "[tlcore] tl_register_backbones(backend='torch'" in out.stderr
+    assert "'tinynet'" in out.stderr  # the plugins the call reaches
+    assert "[tlcore] tl_register_backbones => " in out.stderr  # and what it returned
     assert "tinynet:<width>" in out.stdout
+
+
+def test_trace_in_process_shows_arguments_and_results(monkeypatch, capsys):
+    class Answer:
+        @tlcore.hookimpl
+        def tl_seed(self, backend, seed):
+            return f"seeded {seed}"
+
+    monkeypatch.setenv("TLCORE_TRACE_PLUGINS", "1")
+    plugins.reset()
+    try:
+        with plugins.plugin_registered(Answer(), "answer"):
+            plugins.hook().tl_seed(backend="nothing", seed=42)
+    finally:
+        plugins.reset()
+    err = capsys.readouterr().err
+    assert "[tlcore] tl_seed(backend='nothing', seed=42) -> " in err and "'answer'" in err
+    assert "[tlcore] tl_seed => ['seeded 42']" in err
+
+
+def test_empty_tlcore_plugins_loads_nothing(monkeypatch):
+    monkeypatch.setenv("TLCORE_PLUGINS", "")
+    plugins.reset()
+    try:
+        assert plugins.backends() == {}
+        assert plugins.plugin_table() == []
+    finally:
+        monkeypatch.undo()
+        plugins.reset()
+    assert "torch" in plugins.backends()
 
 
 def test_third_party_backbone_trains_through_tl_train(plugin_site, digits_folder, tmp_path):
@@ -73,6 +109,18 @@ def test_misspelt_hook_is_an_error_naming_it():
     assert not plugins.get_manager().has_plugin("typo")
 
 
+def test_misspelt_hook_argument_is_an_error_naming_it(tl_plugin):
+    class Plugin:
+        @tlcore.hookimpl
+        def tl_freeze(self, backend, model, polcy):
+            return None
+
+    with pytest.raises(PluginError, match="polcy") as info:
+        tl_plugin(Plugin(), "typo")
+    assert "tl_freeze" in info.value.message
+    assert not plugins.get_manager().has_plugin("typo")
+
+
 def test_plugin_registered_for_one_block():
     seen = []
 
@@ -88,6 +136,7 @@ def test_plugin_registered_for_one_block():
     assert seen == ["torch"]
 
 
+@pytest.mark.tlcore_hooks("tl_register_backends")
 def test_unknown_and_uninstalled_backends_are_clear_errors():
     with pytest.raises(TlcoreError, match="unknown backend 'jax'"):
         plugins.require_backend("jax")
@@ -102,3 +151,105 @@ def test_unknown_and_uninstalled_backends_are_clear_errors():
     with plugins.plugin_registered(Fake(), "fake"), pytest.raises(TlcoreError) as info:
         plugins.require_backend("mx")
     assert "not installed" in info.value.message and info.value.hint == "pip install mxnet"
+
+
+class Recorder:
+    """An observer plugin: every event, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    @tlcore.hookimpl
+    def tl_on_epoch_end(self, run, stage, epoch, metrics):
+        self.events.append(("epoch", stage, epoch, sorted(metrics)))
+
+    @tlcore.hookimpl
+    def tl_on_checkpoint(self, run, path):
+        self.events.append(("checkpoint", path.exists()))
+
+    @tlcore.hookimpl
+    def tl_on_stage_end(self, run, stage, metrics):
+        self.events.append(("stage", stage, "val_accuracy" in metrics))
+
+    @tlcore.hookimpl
+    def tl_on_export(self, run, fmt, path):
+        self.events.append(("export", run.backend, fmt, path.name, path.is_file()))
+
+
+@pytest.mark.tlcore_hooks("tl_on_epoch_end", "tl_on_checkpoint", "tl_on_stage_end", "tl_on_export")
+def test_event_hooks_follow_the_run(tl_plugin, tmp_path):
+    pytest.importorskip("torch")
+    recorder = Recorder()
+    tl_plugin(recorder)
+    recipe = {
+        "backend": "torch",
+        "backbone": {"source": "builtin:simple_cnn", "weights": "none"},
+        "train": {"batch_size": 16, "stages": [
+            {"name": "head", "epochs": 1, "freeze": {"policy": "all"}},
+            {"name": "tune", "epochs": 1, "freeze": {"policy": "none"}},
+        ]},
+        "export": {"formats": ["native"]},
+    }
+    tlcore.fit(separable(32), recipe=recipe, out=tmp_path / "run")
+    metrics = ["accuracy", "loss", "lr", "val_accuracy", "val_loss"]
+    assert recorder.events == [
+        ("epoch", "head", 1, metrics), ("checkpoint", True), ("stage", "head", True),
+        ("epoch", "tune", 1, metrics), ("checkpoint", True), ("stage", "tune", True),
+        ("export", "torch", "native", "model.pt", True),
+    ]  # fmt: skip
+
+
+# --- tlcore.testing: what a plugin author's tests use ---------------------------------------
+
+
+def test_importing_tlcore_testing_imports_no_framework():
+    code = (
+        "import sys, tlcore.testing, tlcore.testing.pytest_plugin, tlcore.testing.backend\n"
+        "bad = [m for m in ('torch', 'tensorflow', 'keras', 'numpy') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_plugin_authors_tests_get_the_fixtures(tmp_path):
+    """A third party's test file, run by pytest in a fresh process: the fixtures come from the
+    ``pytest11`` entry point, and ``tl_plugin`` removes its plugin after the test."""
+    (tmp_path / "test_mine.py").write_text(textwrap.dedent("""
+        import tlcore
+        from tlcore.plugins import backbones, get_manager
+
+        class Lister:
+            @tlcore.hookimpl
+            def tl_register_backbones(self, backend, register):
+                from tlcore.interfaces import BackboneInfo
+                register(BackboneInfo("mine:net"))
+
+        def test_registered(tl_plugin, tl_image_folder):
+            assert tl_plugin(Lister(), "mine") == "mine"
+            assert "mine:net" in [b.source for b in backbones("torch")]
+            assert sorted(p.name for p in tl_image_folder.iterdir()) == ["blue", "green", "red"]
+            assert len(list((tl_image_folder / "red").glob("*.png"))) == 16
+
+        def test_removed_after():
+            assert not get_manager().has_plugin("mine")
+    """))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+def test_one_command_runs_the_conformance_suite_on_a_backend():
+    """``python -m tlcore.testing torch``, as a third-party backend's author runs it (two
+    tests of it here, one of which needs the adapter)."""
+    root = os.path.dirname(os.path.dirname(__file__))
+    args = ["torch", "--adapter", "tests.adapters:TorchAdapter", "-q", "-p", "no:cacheprovider",
+            "-k", "unknown_builtin or users_own_network"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "tlcore.testing", *args], capture_output=True, text=True, cwd=root
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout

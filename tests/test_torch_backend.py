@@ -1,7 +1,7 @@
 """The PyTorch backend through the real plugin manager: real torch, real transformers models.
 
-What every backend does alike (the builtin, freezing, heads, state, export, the driver) is
-tested once for all backends in ``test_backends.py``; this file keeps what is torch's own.
+What every backend does alike (the builtin, freezing, heads, state, export, the driver) is the
+conformance suite (``test_conformance.py``); this file keeps what is torch's own.
 """
 
 from __future__ import annotations
@@ -10,19 +10,20 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import tlcore_torch
 from tlcore.errors import TlcoreError
-from tlcore.interfaces import Backbone, Batch, FreezeReport, StepState
+from tlcore.interfaces import Backbone
 from tlcore.plugins import hook
-from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec, StageSpec
+from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec
+from tlcore.testing import BackendUnderTest, images, separable
+from tlcore.testing.simple_cnn import BLOCK_PARAMS, WIDTHS
 from tlcore_torch.blocks import find_blocks
-from tlcore_torch.builtin import SIMPLE_CNN_WIDTHS
-from tlcore_torch.model import TransferModel
+
+from .adapters import TorchAdapter
 
 torch.set_num_threads(2)
 # TorchScript is what file: sources load; torch 2.13 marks it deprecated in favour of export.
@@ -30,9 +31,7 @@ pytestmark = pytest.mark.filterwarnings(
     r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning"
 )
 
-# simple_cnn: conv 3x3 (no bias) + BatchNorm per block.
-W0, W1, W2 = SIMPLE_CNN_WIDTHS
-BLOCK_PARAMS = (3 * W0 * 9 + 2 * W0, W0 * W1 * 9 + 2 * W1, W1 * W2 * 9 + 2 * W2)
+W2 = WIDTHS[-1]
 TINY_RESNET = {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "num_channels": 3}
 TINY_VIT = {
     "image_size": 32,
@@ -44,45 +43,10 @@ TINY_VIT = {
 }
 
 
-def load(**spec) -> Backbone:
-    return hook().tl_load_backbone(backend="torch", spec=BackboneSpec(**spec))
-
-
-def build(num_classes=3, head=None, **spec) -> TransferModel:
-    spec.setdefault("source", "builtin:simple_cnn")
-    return hook().tl_attach_head(
-        backend="torch", backbone=load(**spec), head=head or HeadSpec(), num_classes=num_classes
-    )
-
-
-def freeze(model, **policy) -> FreezeReport:
-    return hook().tl_freeze(backend="torch", model=model, policy=FreezeSpec(**policy))
-
-
-def optimizer(model, **stage):
-    return hook().tl_make_optimizer(backend="torch", model=model, stage=StageSpec(**stage))
-
-
-def step(model, opt, x, y, lr=1e-2, features=False, smoothing=0.0):
-    return hook().tl_train_step(
-        backend="torch",
-        model=model,
-        batch=Batch(x, y, features=features),
-        state=StepState(opt, lr=lr, label_smoothing=smoothing),
-    )
-
-
-def images(n=8, size=32, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-
-
-def separable(n=32, size=32, seed=0):
-    """Class 1 is bright, class 0 dark: any working trainer separates them within a few steps."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    low = rng.integers(0, 110, (n, size, size, 3))
-    x = np.where(y[:, None, None, None] == 1, 255 - low, low).astype(np.uint8)
-    return x, y
+TORCH = BackendUnderTest("torch")
+load, build, freeze, optimizer, step = (
+    TORCH.load, TORCH.build, TORCH.freeze, TORCH.optimizer, TORCH.step
+)
 
 
 def backbone_state(model):
@@ -108,18 +72,6 @@ def save_hf(tmp_path, kind, preprocessor=None):
     if preprocessor is not None:
         (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
     return folder
-
-
-class Net(nn.Module):
-    """A user's own network: input → hidden → outputs."""
-
-    def __init__(self, outputs: int) -> None:
-        super().__init__()
-        self.hidden = nn.Linear(3 * 8 * 8, 16)
-        self.out = nn.Linear(16, outputs)
-
-    def forward(self, x):
-        return self.out(torch.relu(self.hidden(x.flatten(1))))
 
 
 # --- the plugin as a plugin ---------------------------------------------------------------
@@ -166,8 +118,8 @@ def test_hooks_answer_none_for_other_backends_and_objects():
         )
         is None
     )
-    assert load(source="keras:mobilenet_v2") is None
-    assert load(source=None, model=object()) is None
+    for spec in (BackboneSpec("keras:mobilenet_v2"), BackboneSpec(model=object())):
+        assert hook().tl_load_backbone(backend="torch", spec=spec) is None
 
 
 # --- loading backbones -------------------------------------------------------------------
@@ -257,7 +209,7 @@ def test_file_errors(tmp_path):
     with pytest.raises(TlcoreError, match="not found"):
         load(source=f"file:{tmp_path / 'missing.pt'}", input_size=32)
     plain = tmp_path / "state.pt"
-    torch.save(Net(2).state_dict(), plain)
+    torch.save(TorchAdapter().user_network(2).state_dict(), plain)
     with pytest.raises(TlcoreError, match="not a TorchScript file") as info:
         load(source=f"file:{plain}", input_size=32)
     assert "weights" in info.value.hint
@@ -265,7 +217,7 @@ def test_file_errors(tmp_path):
 
 def test_safetensors_weights_file(tmp_path):
     """A backbone's safetensors file loads like a state dict (native and .npz files are
-    covered for every backend in ``test_backends``)."""
+    covered for every backend in the conformance suite)."""
     from safetensors.torch import save_file
 
     source = build()
@@ -366,7 +318,7 @@ def test_pooling_widths_on_tokens(tmp_path, pooling, width):
 @pytest.mark.parametrize("batchnorm", ["frozen", "follow", "train"])
 def test_a_plain_train_call_does_not_undo_the_batchnorm_policy(batchnorm):
     """torch's own ``model.train()`` (a user's, between steps) keeps the modules the policy
-    froze in inference mode; the modes themselves are tested in ``test_backends``."""
+    froze in inference mode; the modes themselves are tested in the conformance suite."""
     model = build(num_classes=2)
     freeze(model, policy="last_n", n=1, batchnorm=batchnorm)
     before = backbone_state(model)
@@ -447,3 +399,15 @@ def test_native_export_is_an_atomic_safe_state_dict(tmp_path):
     assert_same(model.state_dict(), state)
 
 
+@pytest.mark.parametrize("name", ["adamw", "rmsprop"])
+def test_optimizer_state_is_named_by_parameter_index_and_key(name):
+    """``{"<parameter index>.<torch's state key>": array}``, the step count included."""
+    model = build(num_classes=2)
+    freeze(model, policy="all")
+    opt = optimizer(model, optimizer=name)
+    for _ in range(3):
+        step(model, opt, *separable(8))
+    state = TORCH.optimizer_state(opt)
+    assert state["0.step"] == 3
+    if name == "adamw":
+        assert {k.split(".", 1)[1] for k in state} == {"step", "exp_avg", "exp_avg_sq"}

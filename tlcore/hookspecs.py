@@ -1,25 +1,64 @@
 """The hooks: everything a tlcore plugin may do, read top to bottom.
 
-A plugin is a module (or object) with functions decorated ``@tlcore.hookimpl`` whose names
-are hook names below; it is found through the ``tlcore`` entry-point group::
+**A plugin** is a module (or any object) with functions decorated ``@tlcore.hookimpl`` whose
+names are hook names below, published under the ``tlcore`` entry-point group. A whole plugin
+that adds a backbone source to the PyTorch backend::
 
+    # pyproject.toml
     [project.entry-points.tlcore]
-    my_plugin = "my_package.plugin"
+    tinynet = "tl_tinynet"
 
-**Backend hooks** are ``firstresult``: the core calls every implementation in turn and stops at
-the first answer that is not ``None``. Each takes ``backend`` first; a plugin returns ``None``
-for a backend (or a case) that is not its own, so one plugin may add, say, one backbone source
-for ``backend == "torch"`` and nothing else. Arrays cross the boundary as numpy; models and
-optimisers are the backend's own objects, opaque to the core.
+    # tl_tinynet.py
+    import tlcore
+    from tlcore.interfaces import Backbone, Preprocessing
 
-**Discovery hooks** (``tl_register_*``) take a ``register`` callback: call it once per thing
-provided. **Event hooks** (``tl_on_*``) are called on every plugin and their results ignored.
+    @tlcore.hookimpl
+    def tl_load_backbone(backend, spec):
+        if backend != "torch" or not (spec.source or "").startswith("tinynet:"):
+            return None  # not ours: another plugin answers
+        from torch import nn  # import the framework inside the hook, never at module level
 
-The call order in a run: ``tl_load_backbone`` → ``tl_attach_head`` → (optionally
-``tl_set_weights`` to start from another task's weights) → for each stage: ``tl_freeze`` →
-``tl_make_optimizer`` → [``tl_extract_features`` once, when the backbone is frozen] →
-per epoch ``tl_seed``, ``tl_train_step`` per batch, ``tl_eval_step`` per validation batch,
-``tl_get_weights`` / ``tl_get_optimizer_state`` for checkpoints → finally ``tl_export``.
+        width = int(spec.source.split(":", 1)[1])
+        net = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU())
+        return Backbone(net, Preprocessing((32, 32)).with_size(spec.input_size), spec.source)
+
+After ``pip install``, ``tl plugins`` lists it and ``tl train --backbone tinynet:8`` uses it.
+
+**The rules.**
+
+- *Who answers.* Hooks marked *firstresult* are called plugin by plugin until one returns
+  something other than ``None``; that answer wins. Return ``None`` for a backend, a source, a
+  format or an object that is not yours. The other hooks call every implementation.
+- *Arguments.* Hooks are called with keyword arguments; an implementation may declare only
+  the ones it uses (``def tl_export(backend, model, fmt, path)`` ignores ``example`` and
+  ``opset``), but never one that the spec does not have: a misspelt hook or argument name
+  makes the plugin *broken* (``tl plugins`` says why) instead of silently never called.
+- *Data.* Arrays cross the boundary as numpy: images are uint8 RGB, NHWC; labels integer.
+  Models and optimisers are the backend's own objects, opaque to the core.
+- *Imports.* ``import tlcore`` imports no framework. A plugin imports its framework inside
+  its hooks, after checking that the call is for its backend.
+- *Errors.* A user's mistake (missing file, unknown name, wrong shape) raises
+  :class:`~tlcore.errors.TlcoreError` with a hint, never a framework traceback.
+- *Weight names* (``tl_get_weights``): the backbone's weights are named ``backbone``, a
+  separator, then their name inside the backbone (``backbone.blocks.0.0.weight``,
+  ``backbone/block_0_conv/kernel``); the head's start with ``head`` and a separator. A freeze
+  ``pattern`` sees the names inside the backbone.
+- *A backend* provides ``builtin:simple_cnn`` as :mod:`tlcore.builtins` defines it; the
+  conformance suite (:mod:`tlcore.testing`) builds it to check a backend through these hooks:
+  ``python -m tlcore.testing mybackend``.
+
+**Order of calls in a run.** ``tl_seed`` → ``tl_load_backbone`` → ``tl_attach_head`` →
+(``tl_set_weights`` when resuming) → for each stage: ``tl_freeze`` →
+``tl_make_optimizer`` → [``tl_extract_features`` once per sample when the backbone is frozen]
+→ per epoch: ``tl_seed``, ``tl_train_step`` per batch, ``tl_eval_step`` per validation batch,
+``tl_get_weights`` / ``tl_get_optimizer_state`` for the checkpoint, ``tl_on_epoch_end``,
+``tl_on_checkpoint`` → ``tl_on_stage_end`` → finally ``tl_export`` and ``tl_on_export`` per
+format. ``tl_register_backends`` and ``tl_register_backbones`` answer ``tl plugins`` and
+``tl backbones``.
+
+**Debugging.** ``TLCORE_TRACE_PLUGINS=1`` prints every hook call, the plugins it reaches,
+its arguments and its result to stderr; ``TLCORE_PLUGINS=name,other`` loads only those
+installed plugins (empty: none).
 """
 
 from __future__ import annotations
@@ -46,6 +85,7 @@ if TYPE_CHECKING:
 PROJECT = "tlcore"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+"""Decorate a plugin's hook implementations: ``@tlcore.hookimpl``."""
 
 
 # --- Discovery ----------------------------------------------------------------------------------
@@ -55,19 +95,29 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def tl_register_backends(register: Register) -> None:
     """Declare the backends this plugin provides.
 
-    :param register: call ``register(BackendInfo(...))`` once per backend. ``BackendInfo``
-        names the packages the backend needs, so the core can say "not installed" before
-        importing anything.
+    Called whenever the core needs the list of backends (``tl plugins``, checking a recipe's
+    ``backend`` before training); it must not import a framework. Every implementation is
+    called.
+
+    :param register: call ``register(BackendInfo(...))`` once per backend. The
+        :class:`~tlcore.interfaces.BackendInfo` names the packages the backend needs, so the
+        core can say "not installed" (with its ``install_hint``) before importing anything.
+    :return: nothing; what counts is what was registered.
     """
 
 
 @hookspec
 def tl_register_backbones(backend: str, register: Register) -> None:
-    """List the backbones this plugin can load for ``backend`` (for ``tl backbones``).
+    """List the backbones this plugin can load for ``backend``.
 
-    :param backend: the backend asked about.
-    :param register: call ``register(BackboneInfo(...))`` once per backbone. Source kinds
-        that take any path or hub id (``hf:<dir or id>``) register one example entry.
+    Called by ``tl backbones``; it must not import a framework. Every implementation is
+    called.
+
+    :param backend: the backend asked about; register nothing for another one.
+    :param register: call ``register(BackboneInfo(...))`` once per backbone (a
+        :class:`~tlcore.interfaces.BackboneInfo`). Source kinds that take any path or hub id
+        (``hf:<dir or id>``) register one example entry.
+    :return: nothing; what counts is what was registered.
     """
 
 
@@ -76,28 +126,43 @@ def tl_register_backbones(backend: str, register: Register) -> None:
 
 @hookspec(firstresult=True)
 def tl_load_backbone(backend: str, spec: BackboneSpec) -> Backbone | None:
-    """Build or load a backbone; first non-``None`` answer wins.
+    """Build or load a backbone.
+
+    Called once per run, before the head is attached. The first non-``None`` answer wins.
 
     :param backend: the recipe's backend.
-    :param spec: the recipe's ``backbone`` section: ``spec.source`` is ``kind:name``
-        (``hf:``, ``file:``, ``keras:`` ...) or ``None`` with ``spec.model`` set to a user's own
-        network; ``spec.weights`` is ``pretrained``/``imagenet``, ``none`` or a weights path;
+    :param spec: the recipe's ``backbone`` section (:class:`~tlcore.recipe.BackboneSpec`):
+        ``spec.source`` is ``kind:name`` (``builtin:``, ``hf:``, ``file:``, ``keras:`` ...), or
+        ``None`` with ``spec.model`` set to a user's own network, or ``None`` for the backend's
+        default; ``spec.weights`` is ``pretrained``/``imagenet``, ``none`` or a weights file;
         ``spec.input_size`` overrides the network's own input size.
-    :return: a :class:`~tlcore.interfaces.Backbone` carrying its preprocessing, or ``None``
-        when the source is not this plugin's. Raise :class:`~tlcore.errors.TlcoreError` when
-        it is yours but cannot be loaded (missing file, unknown name).
+    :return: a :class:`~tlcore.interfaces.Backbone` carrying its preprocessing; when weights
+        came from a file, its ``extra["weights_report"]`` is the
+        :class:`~tlcore.interfaces.LoadReport`, which the core reports. ``None`` when the
+        source is not this plugin's. Raise :class:`~tlcore.errors.TlcoreError` when it is yours
+        but cannot be loaded (missing file, unknown name, weights that fit nothing).
     """
 
 
 @hookspec(firstresult=True)
 def tl_attach_head(backend: str, backbone: Backbone, head: HeadSpec, num_classes: int) -> Any:
-    """Put a new classification head on a backbone; first non-``None`` answer wins.
+    """Put a new classification head on a backbone.
 
-    The returned model takes uint8 RGB NHWC images and applies ``backbone.preprocessing``
-    itself, then the backbone, the pooling of ``head.pooling``, optional hidden layers with
-    ``head.dropout``, and a linear classifier of ``num_classes`` logits.
+    Called once per run, after ``tl_load_backbone`` (with the backbone it returned, or a
+    user's). The first non-``None`` answer wins.
 
-    :return: the backend's model object, or ``None`` for another backend.
+    The model takes uint8 RGB NHWC images and applies ``backbone.preprocessing`` itself, then
+    the backbone, the pooling of ``head.pooling`` (``avg``, ``max``, or ``flatten`` in the
+    backbone's own layout), per width in ``head.hidden`` a dense layer, ``head.activation`` and
+    ``head.dropout``, then (after ``head.dropout`` when there are no hidden layers) a linear
+    classifier of ``num_classes`` logits.
+
+    :param backend: the recipe's backend.
+    :param backbone: what ``tl_load_backbone`` returned.
+    :param head: the recipe's ``head`` section (:class:`~tlcore.recipe.HeadSpec`).
+    :param num_classes: the number of classes in the data.
+    :return: the backend's model object, or ``None`` for another backend (or a network of
+        another framework).
     """
 
 
@@ -105,43 +170,69 @@ def tl_attach_head(backend: str, backbone: Backbone, head: HeadSpec, num_classes
 def tl_freeze(backend: str, model: Any, policy: FreezeSpec) -> FreezeReport | None:
     """Apply a freeze policy to the backbone of ``model`` for the next stage.
 
-    Called at the start of every stage, so it must also *unfreeze* what the policy leaves
-    trainable. BatchNorm layers follow ``policy.batchnorm`` (see :class:`FreezeSpec`).
+    Called at the start of every stage, before ``tl_make_optimizer``; so it must also
+    *unfreeze* what the policy leaves trainable. The head always trains. The first
+    non-``None`` answer wins.
 
+    :param backend: the recipe's backend.
+    :param model: what ``tl_attach_head`` returned.
+    :param policy: the stage's ``freeze`` section (:class:`~tlcore.recipe.FreezeSpec`):
+        ``all``, ``none``, ``last_n`` blocks or a name ``pattern`` (the helpers of
+        :mod:`tlcore.freezing` decide which names train); BatchNorm layers follow
+        ``policy.batchnorm``, and their statistics never change while they are frozen.
     :return: a :class:`~tlcore.interfaces.FreezeReport` with trainable and frozen parameter
-        counts (``backbone_trainable == 0`` lets the core train on cached features), or
-        ``None`` for another backend.
+        counts and the trainable blocks (``backbone_trainable == 0`` lets the core train on
+        cached features), or ``None`` for another backend or model.
     """
 
 
 @hookspec(firstresult=True)
 def tl_make_optimizer(backend: str, model: Any, stage: StageSpec) -> Any:
-    """Make the optimiser for one stage, over the parameters that are trainable now.
+    """Make the optimiser for one stage, over the parameters that train now.
 
-    Called after ``tl_freeze`` at the start of each stage. ``stage.optimizer`` is one of
-    ``adamw``, ``adam``, ``sgd`` (with ``stage.momentum``), ``rmsprop``; ``stage.lr`` and
-    ``stage.weight_decay`` apply. The core sets the learning rate of every step itself.
+    Called after ``tl_freeze`` at the start of each stage. The first non-``None`` answer wins.
 
-    :return: an opaque optimiser object handed back in ``StepState.optimizer``.
+    :param backend: the recipe's backend.
+    :param model: what ``tl_attach_head`` returned, frozen for this stage.
+    :param stage: the stage (:class:`~tlcore.recipe.StageSpec`): ``stage.optimizer`` is one of
+        ``adamw``, ``adam``, ``sgd`` (with ``stage.momentum``), ``rmsprop``; ``stage.lr`` and
+        ``stage.weight_decay`` apply. The core sets each step's learning rate itself.
+    :return: an optimiser object, handed back in ``StepState.optimizer``; ``None`` for another
+        backend or model.
     """
 
 
 @hookspec(firstresult=True)
-def tl_train_step(backend: str, model: Any, batch: Batch, state: StepState) -> dict | None:
+def tl_train_step(
+    backend: str, model: Any, batch: Batch, state: StepState
+) -> dict[str, float] | None:
     """Run one optimisation step on one batch.
 
-    :param batch: uint8 NHWC images, or cached pooled features when ``batch.features`` (then
-        only the head runs); ``batch.y`` holds integer labels.
-    :param state: the optimiser, this step's learning rate and the label smoothing.
-    :return: ``{"loss": float, "accuracy": float}`` for the batch (plain floats), or ``None``
-        for another backend.
+    Called for every training batch, after ``tl_make_optimizer``. The first non-``None``
+    answer wins.
+
+    :param backend: the recipe's backend.
+    :param model: what ``tl_attach_head`` returned.
+    :param batch: a :class:`~tlcore.interfaces.Batch`: ``batch.x`` is uint8 NHWC images, or
+        cached pooled features when ``batch.features`` (then only the head runs); ``batch.y``
+        holds integer labels.
+    :param state: a :class:`~tlcore.interfaces.StepState`: the optimiser, this step's learning
+        rate and the label smoothing of the cross-entropy loss.
+    :return: ``{"loss": float, "accuracy": float}`` on the batch *before* the update (plain
+        floats), or ``None`` for another backend or model.
     """
 
 
 @hookspec(firstresult=True)
 def tl_eval_step(backend: str, model: Any, batch: Batch) -> np.ndarray | None:
-    """Run the model in inference mode on one batch.
+    """Run the model in inference mode on one batch (dropout off, BatchNorm statistics used).
 
+    Called for validation, evaluation and the export parity check. The first non-``None``
+    answer wins.
+
+    :param backend: the recipe's backend.
+    :param model: what ``tl_attach_head`` returned.
+    :param batch: images, or cached features when ``batch.features``; ``batch.y`` is unused.
     :return: the logits as a float32 numpy array ``(batch, num_classes)``, or ``None``.
     """
 
@@ -150,11 +241,14 @@ def tl_eval_step(backend: str, model: Any, batch: Batch) -> np.ndarray | None:
 def tl_extract_features(backend: str, model: Any, images: np.ndarray) -> np.ndarray | None:
     """Run the preprocessing, the backbone and the pooling in inference mode.
 
-    Used to cache features once per sample when a stage's backbone is frozen; training the
-    head on them must match running the whole model within float tolerance.
+    Called once per sample at the start of a stage whose backbone is frozen, to train the
+    head on cached features; the head on these features must give the model's own logits
+    within float tolerance. The first non-``None`` answer wins.
 
-    :param images: uint8 RGB NHWC.
-    :return: float32 array ``(batch, features)``, or ``None`` for another backend.
+    :param backend: the recipe's backend.
+    :param model: what ``tl_attach_head`` returned.
+    :param images: uint8 RGB NHWC, possibly zero of them.
+    :return: float32 array ``(batch, features)``, or ``None`` for another backend or model.
     """
 
 
@@ -164,15 +258,21 @@ def tl_export(
 ) -> Path | None:
     """Write the model in format ``fmt`` into the folder ``path``.
 
-    ``native``: the framework's own file (a state dict, a ``.keras`` file). ``onnx``: a *raw*
-    graph with one uint8 NHWC image input (dynamic batch) and one output, the logits; the core
-    then adds the softmax, names and metadata, and checks parity (``tlcore.bundle``). Other
-    formats (TFLite, TorchScript, ...) are for plugins to add.
+    Called at the end of a run for each of the recipe's ``export.formats``, and by
+    ``tl export``. The first non-``None`` answer wins, so a plugin adds a format (TFLite,
+    TorchScript, ...) by answering for it.
 
-    :param path: the folder to write into (created by the core).
+    ``native``: the framework's own file (a state dict, a ``.keras`` file), which
+    ``tl_load_backbone`` accepts back as ``weights``. ``onnx``: a *raw* graph with one uint8
+    NHWC image input (dynamic batch) and one output, the logits; the core then adds the
+    softmax, names and metadata, and checks parity against ``tl_eval_step``.
+
+    :param backend: the recipe's backend.
+    :param model: what ``tl_attach_head`` returned, trained.
+    :param fmt: the format's name, as written in ``export.formats``.
+    :param path: the folder to write into (it exists). Write atomically.
     :param example: a few real uint8 NHWC input images, for tracing.
-    :param opset: the ONNX opset asked for (``export.opset`` of the recipe); other formats
-        ignore it. An implementation may leave out arguments it does not use.
+    :param opset: the ONNX opset asked for (``export.opset``); other formats ignore it.
     :return: the path of the main file written, or ``None`` when this plugin cannot write
         ``fmt`` for ``backend``.
     """
@@ -185,8 +285,14 @@ def tl_export(
 def tl_get_weights(backend: str, model: Any) -> dict[str, np.ndarray] | None:
     """Return every weight and buffer of ``model`` as numpy arrays, by stable name.
 
-    The core keeps these for the best epoch and writes them into checkpoints (``.npz``, no
-    pickle); ``tl_set_weights`` must accept the same names back.
+    Called for every checkpoint and for the best epoch's weights, which the core writes as
+    ``.npz`` (no pickle). The first non-``None`` answer wins.
+
+    :param backend: the recipe's backend.
+    :param model: what ``tl_attach_head`` returned.
+    :return: copies (not views) of every weight, BatchNorm statistics included, named
+        ``backbone<sep>...`` and ``head<sep>...`` (see the module's rules) the same way in
+        every process, so ``tl_set_weights`` takes them back; ``None`` for another backend.
     """
 
 
@@ -196,32 +302,63 @@ def tl_set_weights(
 ) -> LoadReport | None:
     """Load numpy weights by name into ``model``.
 
-    :param strict: ``True`` for the run's own checkpoints (every name and shape must match);
+    Called when a run resumes, restores its best epoch at the end of a stage, or is loaded
+    again from its folder (``tl export``, ``tl eval``), always with ``strict=True``; code that
+    embeds tlcore may start a model from another task's weights with ``strict=False``. The
+    first non-``None`` answer wins.
+
+    :param backend: the recipe's backend.
+    :param model: what ``tl_attach_head`` returned.
+    :param weights: names and arrays as ``tl_get_weights`` returns them.
+    :param strict: ``True`` for the run's own checkpoints: every name and shape must match,
+        else raise :class:`~tlcore.errors.TlcoreError` naming the first that does not.
         ``False`` to start from another task's weights: what fits is loaded, what does not is
-        left as initialised and listed in the report, which the core turns into a warning.
+        left as initialised and listed in the report.
     :return: a :class:`~tlcore.interfaces.LoadReport`, or ``None`` for another backend.
     """
 
 
 @hookspec(firstresult=True)
 def tl_get_optimizer_state(backend: str, optimizer: Any) -> dict[str, np.ndarray] | None:
-    """Return the optimiser's state (moments, step counts) as numpy arrays, for resuming."""
+    """Return the optimiser's state (moments, step counts) as numpy arrays, for resuming.
+
+    Called for every checkpoint. The first non-``None`` answer wins.
+
+    :param backend: the recipe's backend.
+    :param optimizer: what ``tl_make_optimizer`` returned.
+    :return: arrays by names of the plugin's choosing, or ``None`` for another backend or
+        optimiser.
+    """
 
 
 @hookspec(firstresult=True)
 def tl_set_optimizer_state(
     backend: str, optimizer: Any, state: dict[str, np.ndarray]
 ) -> bool | None:
-    """Restore what ``tl_get_optimizer_state`` returned; return ``True`` when done."""
+    """Restore what ``tl_get_optimizer_state`` returned into a new optimiser.
+
+    Called when a run resumes, right after ``tl_make_optimizer``; the next step must then be
+    exactly the one the interrupted run would have taken. The first non-``None`` answer wins.
+
+    :param backend: the recipe's backend.
+    :param optimizer: a fresh optimiser from ``tl_make_optimizer`` over the same parameters.
+    :param state: what ``tl_get_optimizer_state`` returned. An entry this optimiser does not
+        have, or of another shape, raises :class:`~tlcore.errors.TlcoreError` naming it.
+    :return: ``True`` when restored, ``None`` for another backend or optimiser.
+    """
 
 
 @hookspec
 def tl_seed(backend: str, seed: int) -> None:
-    """Seed the framework's random generators (dropout, initialisation).
+    """Seed the framework's random generators (initialisation, dropout).
 
-    Called before the model is built and at the start of every epoch with a seed derived from
-    the recipe's seed, the stage and the epoch, so that a resumed run repeats an
-    uninterrupted one exactly.
+    Called before the backbone is loaded and at the start of every epoch with a seed derived
+    from the recipe's seed, the stage and the epoch, so that a resumed run repeats an
+    uninterrupted one exactly. Every implementation is called; ignore other backends.
+
+    :param backend: the recipe's backend.
+    :param seed: a non-negative 31-bit integer.
+    :return: nothing.
     """
 
 
@@ -230,19 +367,57 @@ def tl_seed(backend: str, seed: int) -> None:
 
 @hookspec
 def tl_on_epoch_end(run: RunInfo, stage: str, epoch: int, metrics: dict[str, float]) -> None:
-    """Called after every epoch with its training and validation metrics."""
+    """Observe the end of an epoch.
+
+    Called after every epoch, before its checkpoint is announced. Every implementation is
+    called; an exception stops the run (``KeyboardInterrupt`` interrupts it resumably).
+
+    :param run: the run (:class:`~tlcore.interfaces.RunInfo`): folder, backend, classes,
+        recipe.
+    :param stage: the stage's name.
+    :param epoch: the epoch within the stage, from 1.
+    :param metrics: ``loss``, ``accuracy``, ``lr`` and the validation metrics (``val_loss``,
+        ``val_accuracy``, ...), as floats.
+    :return: nothing.
+    """
 
 
 @hookspec
 def tl_on_stage_end(run: RunInfo, stage: str, metrics: dict[str, float]) -> None:
-    """Called when a stage ends, with the metrics of the epoch it kept."""
+    """Observe the end of a stage.
+
+    Called once per stage, after its last epoch (or early stop). Every implementation is
+    called.
+
+    :param run: the run (:class:`~tlcore.interfaces.RunInfo`).
+    :param stage: the stage's name.
+    :param metrics: the metrics of the epoch the stage kept (its best), or empty.
+    :return: nothing.
+    """
 
 
 @hookspec
 def tl_on_checkpoint(run: RunInfo, path: Path) -> None:
-    """Called after a checkpoint has been written (atomically) to ``path``."""
+    """Observe a checkpoint.
+
+    Called after each epoch's checkpoint has been written (atomically). Every implementation
+    is called; raising ``KeyboardInterrupt`` here stops the run where ``resume`` picks it up.
+
+    :param run: the run (:class:`~tlcore.interfaces.RunInfo`).
+    :param path: the checkpoint written.
+    :return: nothing.
+    """
 
 
 @hookspec
 def tl_on_export(run: RunInfo, fmt: str, path: Path) -> None:
-    """Called after the model has been exported in format ``fmt`` to ``path``."""
+    """Observe an export.
+
+    Called after the model has been written in format ``fmt`` (and, for ``onnx``, checked).
+    Every implementation is called.
+
+    :param run: the run (:class:`~tlcore.interfaces.RunInfo`).
+    :param fmt: the format's name.
+    :param path: the main file written.
+    :return: nothing.
+    """

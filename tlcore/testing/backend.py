@@ -1,0 +1,182 @@
+"""A backend under test: every hook called by name, with the backend filled in and checked.
+
+``BackendUnderTest("torch").build()`` is ``tl_load_backbone`` then ``tl_attach_head`` through
+the real plugin manager. A ``firstresult`` hook that no plugin answers is an
+:class:`AssertionError` naming the hook, the most common mistake in a new backend.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tlcore import plugins
+from tlcore.interfaces import Batch, StepState
+from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec, StageSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tlcore.interfaces import Backbone, BackboneInfo, BackendInfo, FreezeReport, LoadReport
+
+_BACKBONE = re.compile(r"^backbone\W")
+_HEAD = re.compile(r"^head\W")
+
+
+class BackendUnderTest:
+    """The hooks of one backend, as methods; arguments default to what most tests want.
+
+    Attributes:
+        name: the backend's name, as users pass ``--backend``.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"BackendUnderTest({self.name!r})"
+
+    def info(self) -> BackendInfo:
+        """What the plugin declared through ``tl_register_backends``."""
+        return plugins.backends()[self.name]
+
+    def backbones(self) -> dict[str, BackboneInfo]:
+        """``tl_register_backbones``: what the backend lists, by source."""
+        return {info.source: info for info in plugins.backbones(self.name)}
+
+    def load(self, **spec: Any) -> Backbone:
+        """``tl_load_backbone`` with ``BackboneSpec(**spec)``."""
+        return self._call("tl_load_backbone", spec=BackboneSpec(**spec))
+
+    def attach(self, backbone: Backbone, num_classes: int = 3, head: HeadSpec | None = None) -> Any:
+        """``tl_attach_head`` (the default head: average pooling and a linear classifier)."""
+        head = head or HeadSpec()
+        return self._call("tl_attach_head", backbone=backbone, head=head, num_classes=num_classes)
+
+    def build(self, num_classes: int = 3, head: HeadSpec | None = None, **spec: Any) -> Any:
+        """Load a backbone (``builtin:simple_cnn`` unless ``source`` is given), attach a head."""
+        spec.setdefault("source", "builtin:simple_cnn")
+        return self.attach(self.load(**spec), num_classes, head)
+
+    def freeze(self, model: Any, **policy: Any) -> FreezeReport:
+        """``tl_freeze`` with ``FreezeSpec(**policy)``."""
+        return self._call("tl_freeze", model=model, policy=FreezeSpec(**policy))
+
+    def optimizer(self, model: Any, **stage: Any) -> Any:
+        """``tl_make_optimizer`` with ``StageSpec(**stage)``."""
+        return self._call("tl_make_optimizer", model=model, stage=StageSpec(**stage))
+
+    def step(
+        self,
+        model: Any,
+        optimizer: Any,
+        x: np.ndarray,
+        y: np.ndarray,
+        lr: float = 1e-2,
+        features: bool = False,
+        smoothing: float = 0.0,
+    ) -> dict[str, float]:
+        """``tl_train_step`` on one batch of images (or of cached features)."""
+        batch = Batch(x, y, features=features)
+        state = StepState(optimizer, lr=lr, label_smoothing=smoothing)
+        return self._call("tl_train_step", model=model, batch=batch, state=state)
+
+    def logits(self, model: Any, x: np.ndarray, features: bool = False) -> np.ndarray:
+        """``tl_eval_step``: the logits on images (or cached features)."""
+        import numpy as np
+
+        batch = Batch(x, np.zeros(len(x), np.int64), features=features)
+        return self._call("tl_eval_step", model=model, batch=batch)
+
+    def features(self, model: Any, x: np.ndarray) -> np.ndarray:
+        """``tl_extract_features``: pooled backbone features."""
+        return self._call("tl_extract_features", model=model, images=x)
+
+    def weights(self, model: Any) -> dict[str, np.ndarray]:
+        """``tl_get_weights``: every weight and buffer, by name."""
+        return self._call("tl_get_weights", model=model)
+
+    def set_weights(
+        self, model: Any, weights: dict[str, np.ndarray], strict: bool = True
+    ) -> LoadReport:
+        """``tl_set_weights``."""
+        return self._call("tl_set_weights", model=model, weights=weights, strict=strict)
+
+    def optimizer_state(self, optimizer: Any) -> dict[str, np.ndarray]:
+        """``tl_get_optimizer_state``."""
+        return self._call("tl_get_optimizer_state", optimizer=optimizer)
+
+    def set_optimizer_state(self, optimizer: Any, state: dict[str, np.ndarray]) -> bool:
+        """``tl_set_optimizer_state``."""
+        return self._call("tl_set_optimizer_state", optimizer=optimizer, state=state)
+
+    def trains(self, model: Any, x: np.ndarray, y: np.ndarray) -> set[str]:
+        """The names one AdamW step (weight decay 0.1) changes: what the model trains now.
+
+        Weight decay moves every trained weight, whatever its gradient. BatchNorm statistics
+        change only where BatchNorm runs in training mode.
+        """
+        before = self.weights(model)
+        optimizer = self.optimizer(model, optimizer="adamw", lr=1e-2, weight_decay=0.1)
+        self.step(model, optimizer, x, y)
+        return changed(before, self.weights(model))
+
+    def seed(self, seed: int) -> None:
+        """``tl_seed`` (every implementation is called)."""
+        plugins.hook().tl_seed(backend=self.name, seed=seed)
+
+    def export(
+        self, model: Any, fmt: str, path: Path, example: np.ndarray | None = None, opset: int = 17
+    ) -> Path:
+        """``tl_export`` into the folder ``path`` (two random images as the example)."""
+        from tlcore.testing.data import images
+
+        example = images(2) if example is None else example
+        return self._call(
+            "tl_export", model=model, fmt=fmt, path=Path(path), example=example, opset=opset
+        )
+
+    def _call(self, hook_name: str, **kwargs: Any) -> Any:
+        result = getattr(plugins.hook(), hook_name)(backend=self.name, **kwargs)
+        if result is None:
+            raise AssertionError(
+                f"no plugin answered {hook_name} for backend {self.name!r} "
+                f"(arguments: {', '.join(kwargs)}); see 'tl plugins' and tlcore.hookspecs"
+            )
+        return result
+
+
+# --- weight names ---------------------------------------------------------------------------
+
+
+def is_backbone(name: str) -> bool:
+    """Whether a ``tl_get_weights`` name is the backbone's (``backbone`` + a separator)."""
+    return bool(_BACKBONE.match(name))
+
+
+def is_head(name: str) -> bool:
+    """Whether a ``tl_get_weights`` name is the head's (``head`` + a separator)."""
+    return bool(_HEAD.match(name))
+
+
+def backbone_part(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The backbone's weights and buffers."""
+    return {k: v for k, v in weights.items() if is_backbone(k)}
+
+
+def head_part(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The head's weights."""
+    return {k: v for k, v in weights.items() if is_head(k)}
+
+
+def within_backbone(name: str) -> str:
+    """A backbone weight's name inside the backbone, as a freeze ``pattern`` sees it."""
+    return _BACKBONE.sub("", name)
+
+
+def changed(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> set[str]:
+    """The names whose values differ between two ``tl_get_weights`` results."""
+    import numpy as np
+
+    return {name for name in before if not np.array_equal(before[name], after[name])}
