@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,25 +89,21 @@ def test_backbones_lists_sources_with_sizes():
 
 
 def test_ctrl_c_then_resume_finishes_like_an_uninterrupted_run(small_digits, tmp_path):
-    import os
-    import signal
-    import time
-
+    site = tmp_path / "site"  # a plugin that sends the SIGINT after the first checkpoint
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(site), str(Path(__file__).parent / "plugin_packages" / "tl_interrupt")],
+        check=True, capture_output=True,
+    )
     args = ["train", small_digits, "--backbone", "builtin:simple_cnn", "--weights", "none",
             "--epochs", "3", "--seed", "5"]
     run_tl(*args, "--out", tmp_path / "whole", "--quiet")
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tlcore.cli", *map(str, args), "--out", str(cut)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 300
-    while not (cut / "checkpoints" / "latest").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
-    assert f"tl train --resume {cut}" in err
+    err = run_tl(*args, "--out", cut, check=False, env={
+        "PYTHONPATH": str(site), "TL_INTERRUPT_AFTER_CHECKPOINT": "1"})
+    assert err.returncode == 130, err.stderr
+    assert f"tl train --resume {cut}" in err.stderr
+    assert len(json.loads((cut / "history.json").read_text())) == 1  # stopped after epoch 1
     run_tl("train", "--resume", cut, "--quiet")
     whole = json.loads((tmp_path / "whole" / "history.json").read_text())
     resumed = json.loads((cut / "history.json").read_text())

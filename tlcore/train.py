@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -409,12 +410,7 @@ class Trainer:
 
     def _bundle_info(self, metrics: dict[str, float]) -> dict[str, Any]:
         info = require_backend(self.backend)
-        versions = {}
-        for package in info.packages:
-            try:
-                versions[package] = importlib.metadata.version(package)
-            except importlib.metadata.PackageNotFoundError:
-                versions[package] = None
+        versions = {package: _version(package) for package in info.packages}
         assert self.preprocessing is not None
         return {
             **self._run_info(),
@@ -502,6 +498,18 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     z = z - z.max(axis=1, keepdims=True)
     log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def _version(package: str) -> str | None:
+    """The version of an imported package (its ``__version__``: distributions such as
+    ``tensorflow-cpu`` install under another name), else its distribution's, else ``None``."""
+    module = sys.modules.get(package)
+    if module is not None and isinstance(getattr(module, "__version__", None), str):
+        return module.__version__
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def load_run(path: str | Path) -> tuple[Recipe, tuple[str, ...], Any, Preprocessing]:
