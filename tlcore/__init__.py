@@ -1,7 +1,7 @@
 """tlcore: transfer learning on Keras and PyTorch with one recipe, shipped as verified ONNX.
 
-``import tlcore`` loads no framework (and not even numpy): the training functions are
-imported on first use, and each backend plugin imports its framework only when one of its
+``import tlcore`` loads no framework (and not even numpy or pluggy): the API is imported on
+first use, and each backend plugin imports its framework only when one of its
 hooks is called for its backend.
 
 Example:
@@ -12,11 +12,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlcore.errors import DataError, PluginError, RecipeError, TlcoreError
-from tlcore.hookspecs import hookimpl
-from tlcore.recipe import Recipe, build_recipe
+
+if TYPE_CHECKING:
+    from tlcore.api import fit, make_recipe
+    from tlcore.hookspecs import hookimpl
+    from tlcore.recipe import Recipe, build_recipe
 
 __version__ = "0.1.0"
 
@@ -33,7 +36,15 @@ __all__ = [
     "make_recipe",
 ]
 
-_LAZY = {"fit": "tlcore.api", "make_recipe": "tlcore.api"}
+# Imported on first use, so that ``import tlcore`` (and ``tl --help``) stays cheap: pluggy and
+# the recipe's dataclasses cost more than the rest of the package's start-up.
+_LAZY = {
+    "fit": "tlcore.api",
+    "make_recipe": "tlcore.api",
+    "hookimpl": "tlcore.hookspecs",
+    "Recipe": "tlcore.recipe",
+    "build_recipe": "tlcore.recipe",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -9,8 +9,8 @@ of logits. :func:`export_onnx` turns it into the bundle's ``model.onnx``:
    alone is enough to use it;
 3. ``onnx.checker.check_model``;
 4. parity: onnxruntime against the framework (``tl_eval_step``) on real samples, at batch 1
-   and at batch ``len(samples)``; a difference above the tolerance, or any top-1
-   disagreement, is an error, never a warning;
+   and at batch ``len(samples)``; a difference above the tolerance, or a top-1
+   disagreement that is not a tie within it, is an error, never a warning;
 5. written atomically; the figures and the file's sha256 go into ``tlcore.json``.
 
 Backend-neutral: it imports ``onnx`` and ``onnxruntime`` when called, never a framework.
@@ -31,7 +31,6 @@ import numpy as np
 from tlcore import __version__
 from tlcore.errors import PluginError, TlcoreError
 from tlcore.interfaces import Batch, Preprocessing
-from tlcore.plugins import hook
 from tlcore.runfolder import atomic_path
 
 if TYPE_CHECKING:
@@ -149,6 +148,8 @@ def export_onnx(
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    from tlcore.plugins import hook  # here: the runtime imports this module without pluggy
+
     with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=folder) as raw_dir:
         written = hook().tl_export(
             backend=backend,
@@ -303,7 +304,8 @@ def verify_parity(
 
     Raises:
         TlcoreError: onnxruntime fails on a batch, a probability differs by more than
-            ``tolerance``, or a top-1 class differs; names the worst sample and the difference.
+            ``tolerance``, or a top-1 class differs (beyond a tie within ``tolerance``); names
+            the worst sample and the difference.
     """
     batch_sizes = (1, len(samples)) if len(samples) > 1 else (1,)
     worst, worst_sample, worst_batch = -1.0, 0, 1
@@ -321,9 +323,13 @@ def verify_parity(
         diff = np.abs(ours.astype(np.float64) - theirs).max(axis=1)
         if diff.max() > worst:
             worst, worst_sample, worst_batch = float(diff.max()), int(diff.argmax()), size
-        same = ours.argmax(axis=1) == theirs.argmax(axis=1)
-        if not same.all():
-            bad = int(np.flatnonzero(~same)[0])
+        picked = ours.argmax(axis=1)
+        same = picked == theirs.argmax(axis=1)
+        # Near-equal top classes (an untrained head) may swap by rounding: only a swap the
+        # framework itself sees beyond the tolerance is a different answer.
+        tied = theirs.max(axis=1) - theirs[np.arange(len(picked)), picked] <= tolerance
+        if not (same | tied).all():
+            bad = int(np.flatnonzero(~(same | tied))[0])
             raise TlcoreError(
                 f"ONNX export does not match the {backend} model: sample {bad} (batch of "
                 f"{size}) gets class {int(ours[bad].argmax())} from onnxruntime but "
@@ -362,6 +368,8 @@ def _run_onnx(session: onnxruntime.InferenceSession, images: np.ndarray) -> np.n
 
 
 def _run_framework(backend: str, model: Any, images: np.ndarray) -> np.ndarray:
+    from tlcore.plugins import hook
+
     labels = np.zeros(len(images), dtype=np.int64)
     logits = hook().tl_eval_step(backend=backend, model=model, batch=Batch(images, labels))
     if logits is None:

@@ -45,6 +45,11 @@ ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 """One input to :meth:`Predictor.predict`: an image file or folder, a Pillow image, or a uint8
 (or uint16) array ``(H, W)``, ``(H, W, C)`` or a batch ``(N, H, W, C)``."""
 
+PREDICT_BATCH = 8
+"""Images decoded and run together by default. onnxruntime's peak memory grows with the batch
+(a float MobileNetV2 at 224 px takes about 10 MB per image, 32 images about 300 MB), while on
+CPU larger batches gain little speed per image (``benchmarks/``, item 7)."""
+
 OnError = Callable[[str, DataError], None]
 """What :meth:`Predictor.iter_predict` calls for an image it skips: its source and the error."""
 
@@ -141,7 +146,7 @@ class Predictor:
         self,
         inputs: ImageInput | Iterable[ImageInput],
         top_k: int = 1,
-        batch_size: int = 32,
+        batch_size: int = PREDICT_BATCH,
         on_error: OnError | None = None,
     ) -> list[Prediction]:
         """Classify images; see :meth:`iter_predict`, which this collects into a list."""
@@ -153,7 +158,7 @@ class Predictor:
         self,
         inputs: ImageInput | Iterable[ImageInput],
         top_k: int = 1,
-        batch_size: int = 32,
+        batch_size: int = PREDICT_BATCH,
         on_error: OnError | None = None,
     ) -> Iterator[Prediction]:
         """Classify images, decoding and running ``batch_size`` of them at a time.
@@ -165,7 +170,8 @@ class Predictor:
                 images become RGB, and each is resized to the model's input size, as in
                 training.
             top_k: how many classes to give per image (at most the number of classes).
-            batch_size: images decoded and run together.
+            batch_size: images decoded and run together; peak memory grows with it (see
+                :data:`PREDICT_BATCH`).
             on_error: called with the source and the error of an image that cannot be
                 decoded, which is then skipped; without it that error is raised.
 
