@@ -10,6 +10,27 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core (pytest -n auto): each worker's frameworks use one thread, so the
+    # workers do not fight over the cores. Set before torch or TensorFlow is imported.
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ.setdefault(_variable, "1")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group tests for ``pytest -n auto --dist loadgroup``: each module's tests run on one
+    worker, so its module-scoped fixtures are built once; the modules that train the demo
+    (the session fixture ``demo_run``) share one worker; a module that names a fixture in
+    ``XDIST_SPLIT_BY`` runs each of that fixture's parameters on a worker of its own."""
+    demo = {item.module.__name__ for item in items if "demo_run" in item.fixturenames}
+    for item in items:
+        module = item.module.__name__
+        group = "demo" if module in demo else module
+        split = getattr(item.module, "XDIST_SPLIT_BY", None)
+        if split and hasattr(item, "callspec"):
+            group = f"{module}[{item.callspec.params[split]}]"
+        item.add_marker(pytest.mark.xdist_group(group))
 TL = [sys.executable, "-m", "tlcore.cli"]
 
 

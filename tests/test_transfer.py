@@ -51,6 +51,7 @@ WIDTHS = (32, 64, 128)  # one ConvNeXt block per stage; a 2x2 patchify stem
 PRETRAIN_EPOCHS, PRETRAIN_BATCH, PRETRAIN_LR = 40, 64, 2e-3
 ROTATION, ZOOM, SHIFT = 12, 0.1, 0.075  # degrees, fraction, fraction of the side
 
+XDIST_SPLIT_BY = "task"  # the two backends' pretraining may run in parallel (tests/conftest.py)
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.filterwarnings(  # Keras' saving code under numpy 2; harmless
