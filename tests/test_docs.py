@@ -16,8 +16,8 @@ comment on the line before a block changes what happens to it:
   appended to) PATH, for any language; this is how the plugin tutorial's files are assembled.
 
 ``<!-- setup: COMMAND -->`` on its own runs COMMAND at that point: invisible preparation,
-such as the stand-in for "your own images". Blocks in other languages (``text``, ``yaml``,
-``javascript``) are not run.
+such as the stand-in for "your own images". Blocks in other languages (``text``, ``yaml``) are not
+run; the deploy page's ``javascript`` block runs under Node.js in a test of its own.
 """
 
 from __future__ import annotations
@@ -335,3 +335,30 @@ def test_every_hook_is_documented_with_its_exact_signature(site, name, spec):
     assert expected in _reference().hook_reference()
     html = (site / "reference" / "hooks" / "index.html").read_text(encoding="utf-8")
     assert f'id="{name}"' in html
+
+
+NODE_MODULES = os.environ.get("TLDOCS_NODE_MODULES")  # onnxruntime-node and sharp (.ci/run)
+
+
+@pytest.mark.skipif(
+    not (NODE_MODULES and Path(NODE_MODULES).is_dir()),
+    reason="set TLDOCS_NODE_MODULES to a node_modules holding onnxruntime-node and sharp "
+    "(.ci/run installs them from the npm registry)",
+)
+def test_the_javascript_example_answers_as_tl_predict_does(demo_run, tmp_path):
+    """The deploy page's Node.js example, run on the demo bundle, gives tl predict's answer."""
+    blocks = re.findall(r"```javascript\n(.*?)```", (DOCS / "deploy.md").read_text(), re.S)
+    assert len(blocks) == 1
+    (tmp_path / "predict.mjs").write_text(blocks[0], encoding="utf-8")
+    (tmp_path / "node_modules").symlink_to(Path(NODE_MODULES).resolve())  # ESM resolves here
+    run = demo_run("torch")
+    images = sorted((demo_run.data / "7").iterdir())[:3]
+    for image in images:
+        node = subprocess.run(
+            ["node", "predict.mjs", str(run), str(image)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )
+        assert node.returncode == 0, node.stderr
+        label, score = node.stdout.split()
+        expected = run_tl("predict", run, image).stdout.split()
+        assert expected[1:] == [label, score], (node.stdout, expected)
