@@ -50,6 +50,18 @@ def test_demo_train_eval_end_to_end(demo_run):
     assert "precision" in run_tl("eval", run, data).stdout
 
 
+def test_predict_into_a_reader_that_stops_early_is_not_an_error(demo_run):
+    """``tl predict RUN FOLDER | head -1``: the closed pipe ends the command quietly."""
+    predict = subprocess.Popen(
+        [sys.executable, "-m", "tlcore.cli", "predict", str(demo_run("torch")), str(demo_run.data)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert predict.stdout.readline().count("\t") == 1
+    predict.stdout.close()  # as head does after its first line
+    assert predict.wait(timeout=300) == 0
+    assert predict.stderr.read() == ""
+
+
 @pytest.mark.parametrize(
     ("args", "message", "hint"),
     [

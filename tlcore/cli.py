@@ -33,6 +33,9 @@ class _Group(click.Group):
             raise
         except TlcoreError as exc:
             _fail(ctx, f"error: {exc.message}", exc.hint, code=2)
+        except BrokenPipeError:  # the reader went away (tl predict ... | head): not an error
+            _quiet_stdout()
+            ctx.exit(0)
         except KeyboardInterrupt:
             _fail(ctx, "interrupted", _resume_hint(ctx), code=130)
         except Exception as exc:  # a bug or a framework error: one line, not a traceback
@@ -51,6 +54,14 @@ def _fail(ctx: click.Context, message: str, hint: str, code: int) -> None:
     if hint:
         click.echo(f"hint: {hint}", err=True)
     ctx.exit(code)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second BrokenPipeError."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _resume_hint(ctx: click.Context) -> str:
