@@ -6,7 +6,10 @@ the widths below. There are no published weights for it.
 
 from __future__ import annotations
 
-from tlcore.interfaces import Preprocessing
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from tlcore.interfaces import BackboneInfo, Preprocessing
 
 SIMPLE_CNN_WIDTHS = (16, 32, 64)
 SIMPLE_CNN_PREPROCESSING = Preprocessing(
@@ -21,3 +24,29 @@ def simple_cnn_params(widths: tuple[int, ...] = SIMPLE_CNN_WIDTHS, in_channels: 
         total += previous * width * 9 + 2 * width
         previous = width
     return total
+
+
+@dataclass(frozen=True)
+class BuiltinBackbone:
+    """What every backend's ``builtin:<name>`` is, before any framework builds it."""
+
+    preprocessing: Preprocessing  # its input size included
+    params: int
+    description: str
+
+
+BUILTIN_BACKBONES = {
+    "simple_cnn": BuiltinBackbone(
+        SIMPLE_CNN_PREPROCESSING,
+        simple_cnn_params(),
+        "3 conv blocks (16/32/64 wide, BatchNorm) for small images; "
+        "random init (no published weights)",
+    ),
+}
+
+
+def builtin_infos() -> Iterator[BackboneInfo]:
+    """One ``tl backbones`` entry per built-in backbone, for a backend that builds them all."""
+    for name, builtin in BUILTIN_BACKBONES.items():
+        size = builtin.preprocessing.size[0]
+        yield BackboneInfo(f"builtin:{name}", size, builtin.params, builtin.description)

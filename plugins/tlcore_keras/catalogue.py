@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tlcore.builtins import SIMPLE_CNN_PREPROCESSING, simple_cnn_params
+from tlcore.builtins import builtin_infos
 from tlcore.interfaces import BackboneInfo, Preprocessing
 
 KERAS_KIND = "keras"
@@ -101,18 +101,6 @@ APPLICATIONS: dict[str, Application] = {
 }
 
 
-#: name -> (input size, parameter count, description, preprocessing); built in ``builtin.py``.
-BUILTIN_BACKBONES = {
-    "simple_cnn": (
-        32,
-        simple_cnn_params(),
-        "3 conv blocks (16/32/64 wide, BatchNorm) for small images; "
-        "random init (no published weights)",
-        SIMPLE_CNN_PREPROCESSING,
-    ),
-}
-
-
 def backbone_infos() -> Iterator[BackboneInfo]:
     """One entry per built-in backbone and Keras application, and one for ``file:``.
 
@@ -120,8 +108,7 @@ def backbone_infos() -> Iterator[BackboneInfo]:
     without allocating weights) takes over half a minute, so the counts are recorded in
     :data:`APPLICATIONS` and checked by the tests.
     """
-    for name, (size, params, description, _) in BUILTIN_BACKBONES.items():
-        yield BackboneInfo(f"{BUILTIN_KIND}:{name}", size, params, description)
+    yield from builtin_infos()
     for name, app in APPLICATIONS.items():
         description = (
             f"keras.applications.{app.constructor}(include_top=False), {app.style} preprocessing"

@@ -23,6 +23,7 @@ from typing import Any
 
 import keras
 
+from tlcore.builtins import BUILTIN_BACKBONES
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Backbone, Preprocessing
 from tlcore.recipe import BackboneSpec
@@ -132,8 +133,8 @@ def _builtin(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
             f"unknown builtin backbone {name!r}",
             "known: " + ", ".join(f"builtin:{n}" for n in BUILDERS) + _close(name, BUILDERS),
         )
-    size, _, _, preprocessing = catalogue.BUILTIN_BACKBONES[name]
-    size = spec.input_size or size
+    preprocessing = BUILTIN_BACKBONES[name].preprocessing
+    size = spec.input_size or preprocessing.size[0]
     return BUILDERS[name](size), preprocessing.with_size(size)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator
 
-from tlcore.builtins import simple_cnn_params
+from tlcore.builtins import builtin_infos
 from tlcore.interfaces import BackboneInfo
 
 BUILTIN_KIND = "builtin"
@@ -15,17 +15,6 @@ TORCHVISION_KIND = "torchvision"
 TIMM_KIND = "timm"
 KINDS = (BUILTIN_KIND, HF_KIND, FILE_KIND, TORCHVISION_KIND, TIMM_KIND)
 
-#: name -> (input size, parameter count, description); the classes live in ``builtin.py``.
-BUILTIN_BACKBONES = {
-    "simple_cnn": (
-        32,
-        simple_cnn_params(),
-        "3 conv blocks (16/32/64 wide, BatchNorm) for small images; "
-        "random init (no published weights)",
-    ),
-}
-
-
 def installed(package: str) -> bool:
     """True when ``package`` can be imported, checked without importing it."""
     return importlib.util.find_spec(package) is not None
@@ -33,8 +22,7 @@ def installed(package: str) -> bool:
 
 def backbone_infos() -> Iterator[BackboneInfo]:
     """One entry per built-in backbone and one example entry per open-ended source kind."""
-    for name, (size, params, description) in BUILTIN_BACKBONES.items():
-        yield BackboneInfo(f"{BUILTIN_KIND}:{name}", size, params, description)
+    yield from builtin_infos()
     hf = "Hugging Face transformers vision model: a save_pretrained folder or a hub id"
     yield BackboneInfo(f"{HF_KIND}:<dir or hub id>", None, None, _mark(hf, "transformers"))
     yield BackboneInfo(
