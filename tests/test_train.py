@@ -7,11 +7,13 @@ in ``test_backends.py``.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tlcore
+from tlcore.plugins import plugin_registered
 from tlcore.runfolder import read_arrays
 
 SMALL = {
@@ -91,3 +93,55 @@ def test_weights_from_another_task_load_where_they_fit(tmp_path, capfd):
     assert "re-initialised" in err and "3.weight" in err
     # The backbone stayed frozen: its first layer must be the source's, exactly.
     assert torch.equal(result.model.backbone[1].weight.detach(), source[1].weight.detach())
+
+
+class CheckpointWatch:
+    """Notes each checkpoint's files as it is written (inode and array names per file), and
+    interrupts the run like Ctrl-C after checkpoint ``stop_after``."""
+
+    def __init__(self, stop_after: int = 0) -> None:
+        self.stop_after = stop_after
+        self.seen: list[dict[str, tuple[int, set[str]]]] = []
+
+    @tlcore.hookimpl
+    def tl_on_checkpoint(self, run: object, path: Path) -> None:
+        files = sorted(path.glob("*.npz"))
+        self.seen.append({f.name: (f.stat().st_ino, set(read_arrays(f))) for f in files})
+        if len(self.seen) == self.stop_after:
+            raise KeyboardInterrupt
+
+
+def test_frozen_backbone_checkpoints_share_its_weights_and_resume_exactly(small_digits, tmp_path):
+    """While the backbone is frozen, a checkpoint writes only what trains (and the best of it)
+    and links one file of frozen weights; a run stopped there resumes to the same weights."""
+    recipe = _stages(
+        {"name": "head", "epochs": 3, "lr": 3e-3, "freeze": {"policy": "all"},
+         "restore_best": True},
+        {"name": "all", "epochs": 1, "lr": 1e-3, "freeze": {"policy": "none"}},
+    )
+    watch = CheckpointWatch()
+    with plugin_registered(watch, "checkpoint-watch"):
+        tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "whole")
+    final = read_arrays(tmp_path / "whole" / "native" / "weights.npz")
+    head = watch.seen[:3]
+    inode, frozen = head[0]["frozen.npz"]
+    trained = head[0]["weights.npz"][1]
+    assert frozen and trained and not frozen & trained
+    assert frozen | trained == set(final)
+    assert len(trained) < len(frozen)  # the head, against the whole backbone
+    for checkpoint in head:
+        assert checkpoint["frozen.npz"] == (inode, frozen)  # linked, never written again
+        assert checkpoint["weights.npz"][1] == checkpoint["best.npz"][1] == trained
+    tuned = watch.seen[3]  # everything trains: the frozen file is not the head stage's
+    assert tuned.get("frozen.npz", (None,))[0] != inode
+    assert tuned["weights.npz"][1] | tuned.get("frozen.npz", (0, set()))[1] == set(final)
+
+    with plugin_registered(CheckpointWatch(stop_after=2), "stopper"), pytest.raises(
+        KeyboardInterrupt
+    ):
+        tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "cut")
+    tlcore.fit(small_digits, out=tmp_path / "cut", resume=True)
+    again = read_arrays(tmp_path / "cut" / "native" / "weights.npz")
+    assert again.keys() == final.keys()
+    for name, value in final.items():
+        np.testing.assert_array_equal(again[name], value, err_msg=name)

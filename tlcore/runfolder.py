@@ -8,7 +8,7 @@ Layout::
       history.png       its curves (written at the end, with matplotlib)
       checkpoints/
         latest          name of the newest complete checkpoint (replaced atomically)
-        0007/           weights.npz, optimizer.npz, best.npz, state.json
+        0007/           weights.npz, optimizer.npz, best.npz, frozen.npz, state.json
       native/           weights.npz (framework-neutral) + the backend's own format
       model.onnx        the verified float model; model.int8.onnx when quantised
       tlcore.json       the bundle description (labels, input spec, metrics, versions,
@@ -37,6 +37,7 @@ RUN_FILE = "run.json"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 CHECKPOINTS = "checkpoints"
+FROZEN_FILE = "frozen.npz"
 
 
 @contextmanager
@@ -96,6 +97,7 @@ class RunFolder:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._frozen: tuple[Path, dict[str, Any]] | None = None  # the last frozen.npz written
 
     @property
     def run_file(self) -> Path:
@@ -137,22 +139,39 @@ class RunFolder:
         optimizer: dict[str, Any],
         best: dict[str, Any] | None,
         best_changed: bool,
+        frozen: dict[str, Any] | None = None,
     ) -> Path:
         """Write checkpoint number ``state["counter"]`` and point ``latest`` at it.
 
-        ``best`` is written only when ``best_changed``; otherwise the previous checkpoint's
-        ``best.npz`` is linked, so a checkpoint costs one weights file in the common case.
+        ``frozen`` holds the arrays that ``weights`` and ``best`` share unchanged (a frozen
+        backbone): they go to ``frozen.npz``, the rest to ``weights.npz`` and ``best.npz``.
+        When the previous checkpoint of this run stored the very same ``frozen`` arrays (the
+        same objects, so the same values), its file is linked instead of written again, and
+        ``best.npz`` is linked too unless ``best_changed``: while a backbone is frozen a
+        checkpoint costs only what trains.
         """
+        frozen = frozen or {}
         root = self.path / CHECKPOINTS
         previous = self.latest_checkpoint()
+        same_frozen = (
+            previous is not None
+            and self._frozen is not None
+            and self._frozen[0] == previous
+            and self._frozen[1].keys() == frozen.keys()
+            and all(self._frozen[1][k] is v for k, v in frozen.items())
+        )
         name = f"{state['counter']:06d}"
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=_mkdir(root)))
-        write_arrays(staging / "weights.npz", weights)
+        if same_frozen and frozen:
+            _link_or_copy(previous / FROZEN_FILE, staging / FROZEN_FILE)  # type: ignore[operator]
+        elif frozen:
+            write_arrays(staging / FROZEN_FILE, frozen)
+        write_arrays(staging / "weights.npz", _without(weights, frozen))
         write_arrays(staging / "optimizer.npz", optimizer)
-        if best is not None and (best_changed or previous is None):
-            write_arrays(staging / "best.npz", best)
-        elif best is not None and previous is not None:
-            _link_or_copy(previous / "best.npz", staging / "best.npz")
+        if best is not None and same_frozen and not best_changed:
+            _link_or_copy(previous / "best.npz", staging / "best.npz")  # type: ignore[operator]
+        elif best is not None:
+            write_arrays(staging / "best.npz", _without(best, frozen))
         write_json(staging / "state.json", state)
         final = root / name
         if final.exists():
@@ -160,6 +179,7 @@ class RunFolder:
         os.replace(staging, final)
         with atomic_path(root / "latest") as tmp:
             tmp.write_text(name, encoding="utf-8")
+        self._frozen = (final, dict(frozen))
         for old in root.iterdir():
             if old.is_dir() and old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
@@ -182,12 +202,18 @@ class RunFolder:
                 "the run stopped before its first epoch ended; start it again",
             )
         best = folder / "best.npz"
+        frozen_file = folder / FROZEN_FILE
+        frozen = read_arrays(frozen_file) if frozen_file.is_file() else {}
         return {
             "state": read_json(folder / "state.json"),
-            "weights": read_arrays(folder / "weights.npz"),
+            "weights": {**frozen, **read_arrays(folder / "weights.npz")},
             "optimizer": read_arrays(folder / "optimizer.npz"),
-            "best": read_arrays(best) if best.is_file() else None,
+            "best": {**frozen, **read_arrays(best)} if best.is_file() else None,
         }
+
+
+def _without(arrays: dict[str, Any], names: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in arrays.items() if k not in names}
 
 
 def _mkdir(path: Path) -> Path:

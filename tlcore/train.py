@@ -146,6 +146,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.model: Any = None
         self.preprocessing: Preprocessing | None = None
+        self._cached_val: _Feed | None = None  # the last stage's, when it trained on features
 
     # --- the run --------------------------------------------------------------------------------
 
@@ -209,6 +210,8 @@ class Trainer:
         )
         train_feed = _Feed(self, self.train_set, cached)
         val_feed = _Feed(self, self.val_set, cached)
+        self._cached_val = val_feed if cached else None
+        at_start = self._get_weights()
         if cached:
             self.progress.message("backbone frozen: training the head on cached features")
         steps_per_epoch = math.ceil(len(self.train_set) / self.recipe.train.batch_size)
@@ -228,8 +231,9 @@ class Trainer:
             self.history.append(row)
             self.progress.end_epoch(metrics)
             best_changed = self._track_best(stage, progress, metrics)
+            weights = self._get_weights()
             if best_changed or best is None:
-                best = self._get_weights()
+                best = weights
             progress.epoch += 1
             if stage.patience and progress.bad_epochs >= stage.patience:
                 progress.stopped = True
@@ -244,10 +248,11 @@ class Trainer:
                     "progress": vars(progress),
                     "history": self.history,
                 },
-                self._get_weights(),
+                weights,
                 self._call("tl_get_optimizer_state", optimizer=optimizer),
                 best,
                 best_changed,
+                unchanged(at_start, weights, best),
             )
             write_json(self.folder.path / "history.json", self.history)
             self.hook.tl_on_epoch_end(
@@ -304,7 +309,9 @@ class Trainer:
         return False
 
     def _finish(self) -> TrainResult:
-        val_metrics = _Feed(self, self.val_set, cached=False).evaluate()
+        # Cached features stay valid after the stage (its backbone was frozen), so the final
+        # evaluation need not run the backbone again.
+        val_metrics = (self._cached_val or _Feed(self, self.val_set, cached=False)).evaluate()
         native = self.folder.path / "native"
         native.mkdir(exist_ok=True)
         write_arrays(native / "weights.npz", self._get_weights())
@@ -490,6 +497,27 @@ class _Feed:
             "val_loss": cross_entropy(logits, self.dataset.labels),
             "val_accuracy": float(np.mean(logits.argmax(axis=1) == self.dataset.labels)),
         }
+
+
+def unchanged(
+    reference: dict[str, np.ndarray], *states: dict[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """The arrays of ``reference`` that every one of ``states`` (``None`` skipped) holds
+    unchanged, as ``reference``'s own objects: the frozen weights checkpoints can share."""
+    others: list[dict[str, np.ndarray]] = []
+    for state in states:
+        if state is not None and all(state is not other for other in others):
+            others.append(state)
+    return {
+        name: value
+        for name, value in reference.items()
+        if all(
+            name in other
+            and other[name].shape == value.shape
+            and np.array_equal(other[name], value)
+            for other in others
+        )
+    }
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:

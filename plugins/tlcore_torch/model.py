@@ -95,6 +95,7 @@ class TransferModel(nn.Module):
         self.register_buffer("input_std", torch.tensor(preprocessing.std), persistent=False)
         self.num_features = self._probe_width()
         self.head = build_head(self.num_features, head, num_classes)
+        self.train()  # throughout, as a new nn.Module (a loaded backbone may come in eval mode)
 
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 RGB NHWC → the backbone's normalised float NCHW input."""

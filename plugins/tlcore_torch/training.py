@@ -37,6 +37,14 @@ def make_optimizer(model: nn.Module, stage: StageSpec) -> torch.optim.Optimizer:
     raise TlcoreError(f"unknown optimizer {stage.optimizer!r}", "valid: adamw, adam, sgd, rmsprop")
 
 
+def _set_mode(model: nn.Module, training: bool) -> None:
+    """Switch training/inference mode only when it changes: ``train()`` walks every submodule,
+    milliseconds per call on a large backbone, which once dominated a head step on cached
+    features. Modes stay consistent because only ``TransferModel.train`` sets them."""
+    if model.training != training:
+        model.train(training)
+
+
 def _inputs(batch_x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.require(batch_x, requirements=["C", "W"]))
 
@@ -61,7 +69,7 @@ def train_step(model: nn.Module, batch: Batch, state: StepState) -> dict[str, fl
     optimizer = state.optimizer
     for group in optimizer.param_groups:
         group["lr"] = state.lr
-    model.train()
+    _set_mode(model, training=True)
     logits = _logits(model, batch)
     labels = torch.as_tensor(np.asarray(batch.y), dtype=torch.long)
     loss = F.cross_entropy(logits, labels, label_smoothing=state.label_smoothing)
@@ -75,14 +83,14 @@ def train_step(model: nn.Module, batch: Batch, state: StepState) -> dict[str, fl
 
 def eval_step(model: nn.Module, batch: Batch) -> np.ndarray:
     """Logits of one batch in inference mode, float32 ``(batch, num_classes)``."""
-    model.eval()
+    _set_mode(model, training=False)
     with torch.inference_mode():
         return _logits(model, batch).float().numpy()
 
 
 def extract_features(model: nn.Module, images: np.ndarray) -> np.ndarray:
     """Pooled backbone features of uint8 NHWC images in inference mode, float32."""
-    model.eval()
+    _set_mode(model, training=False)
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(images), FEATURE_CHUNK):
