@@ -33,6 +33,8 @@ class Mode:
         startup_runs: process starts timed in 6.
         predict_images: images in the folder ``tl predict`` reads in 7.
         memory_runs: runs of each side in 7.
+        pretrain_per_class: digits per class the MobileNetV2 backbones are pretrained on.
+        pretrain_epochs: epochs of that pretraining.
         models: inference models.
     """
 
@@ -54,6 +56,8 @@ class Mode:
     startup_runs: int
     predict_images: int
     memory_runs: int
+    pretrain_per_class: int = 60
+    pretrain_epochs: int = 3
     models: tuple[str, ...] = field(default=MODELS)
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +85,8 @@ MODES = {
         startup_runs=1,
         predict_images=40,
         memory_runs=1,
+        pretrain_per_class=4,
+        pretrain_epochs=1,
         models=("mobilenet_v2",),
     ),
     "quick": Mode(

@@ -29,3 +29,18 @@ def train_val(count: int, size: int) -> tuple[ArrayDataset, ArrayDataset]:
 def arrays(dataset: ArrayDataset) -> tuple[np.ndarray, np.ndarray]:
     """The images and labels of a split, as the hand-written code gets them."""
     return dataset.array[dataset.source_indices], np.asarray(dataset.labels)
+
+
+PRETRAIN_SIZE = 64
+
+
+def pretraining_digits(per_class: int, size: int = PRETRAIN_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """The last ``per_class`` digits of each class, which :func:`digits` never returns for
+    the sizes the suite uses (at most 100 per class of about 180, ``per_class`` at most 60):
+    what the benchmark backbones are pretrained on, so their features are not random."""
+    images, labels = digits_arrays(size=size)
+    keep = np.concatenate(
+        [np.flatnonzero(labels == c)[-per_class:] for c in range(len(CLASSES))]
+    )
+    keep.sort()
+    return images[keep], labels[keep]

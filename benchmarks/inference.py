@@ -35,7 +35,7 @@ def make_bundle(side: ModuleType, model: str, mode: Mode, work: Path) -> dict[st
     """
     import tlcore
 
-    files = side.backbone_files(model, mode.infer_size, work)
+    files = side.backbone_files(model, mode.infer_size, work, mode)
     trained = model == "mobilenet_v2"
     count = mode.bundle_images if trained else 40
     train, val = train_val(count, 32)
