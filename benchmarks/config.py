@@ -108,6 +108,7 @@ MODES = {
         startup_runs=5,
         predict_images=1000,
         memory_runs=1,
+        pretrain_per_class=50,
         models=("mobilenet_v2",),
     ),
     "full": Mode(

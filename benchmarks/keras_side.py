@@ -85,7 +85,7 @@ def pretrained_mobilenet(work: Path, mode: Mode) -> Path:
         images, labels = pretraining_digits(mode.pretrain_per_class)
         x = preprocess("mobilenet_v2", images)
         network.fit(x, labels, batch_size=32, epochs=mode.pretrain_epochs, shuffle=True, verbose=0)
-        calibrate_batchnorm(base, "mobilenet_v2", PRETRAIN_SIZE, images)
+        calibrate_batchnorm(base, "mobilenet_v2", PRETRAIN_SIZE, images[::3])
         base.save_weights(str(path))
     return path
 
@@ -199,10 +199,12 @@ def finetune(
 
 def frozen(
     files: dict, train: tuple, val: tuple, epochs: int, batch: int, lr: float
-) -> tuple[float, float]:
+) -> tuple[float, float, list[float]]:
     """Hand-written frozen-base training, the whole job; returns the final validation
-    accuracy and the ``perf_counter`` time at which the network was built."""
-    return _fit(files, train, val, epochs, batch, lr, frozen=True)[1:]
+    accuracy, the ``perf_counter`` time at which the network was built, and the seconds of
+    each epoch."""
+    seconds, accuracy, built = _fit(files, train, val, epochs, batch, lr, frozen=True)
+    return accuracy, built, seconds
 
 
 def predictor(files: dict, images: np.ndarray) -> Callable[[], object]:

@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     errors: list[str] = []
     bundles: list[dict[str, Any]] = []
     jobs: dict[str, float] = {}
+    items: dict[str, dict[str, float]] = {}
     try:
         for job in backends:
             result = run_job(job, mode, args.threads, work, None, not args.verbose)
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             errors += result["errors"]
             bundles += result["bundles"]
             jobs[job] = result.get("seconds", 0.0)
+            items[job] = result.get("item_seconds", {})
         bundle_file = work / "bundles.json"
         write_json(bundle_file, bundles)
         for job in ("runtime", "startup"):
@@ -147,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += result["rows"]
             errors += result["errors"]
             jobs[job] = result.get("seconds", 0.0)
+            items[job] = result.get("item_seconds", {})
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -157,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "seconds": time.perf_counter() - started,
         "job_seconds": jobs,
+        "item_seconds": items,
         "bundles": [{k: v for k, v in b.items() if k not in ("path", "files")} for b in bundles],
         "rows": rows,
         "findings": findings(rows),

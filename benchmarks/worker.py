@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -28,19 +29,28 @@ class Job:
         self.rows: list[dict[str, Any]] = []
         self.bundles: list[dict[str, Any]] = []
         self.errors: list[str] = []
+        self.seconds: dict[str, float] = {}
 
     def attempt(self, label: str, fn: Callable[[], Any]) -> Any:
-        """Run one item; on failure record the error and return ``None``."""
+        """Run one item, timing it; on failure record the error and return ``None``."""
+        started = time.perf_counter()
         try:
             return fn()
         except Exception as exc:  # one item failing must not lose the others' results
             traceback.print_exc()
             self.errors.append(f"{self.name}: {label}: {type(exc).__name__}: {exc}"[:2000])
             return None
+        finally:
+            self.seconds[label] = round(time.perf_counter() - started, 1)
 
     def to_dict(self) -> dict[str, Any]:
         """What the job writes for ``run.py``."""
-        return {"rows": self.rows, "bundles": self.bundles, "errors": self.errors}
+        return {
+            "rows": self.rows,
+            "bundles": self.bundles,
+            "errors": self.errors,
+            "item_seconds": self.seconds,
+        }
 
 
 def backend_job(job: Job, backend: str, mode: Mode, threads: int, work: Path) -> None:
@@ -49,6 +59,9 @@ def backend_job(job: Job, backend: str, mode: Mode, threads: int, work: Path) ->
 
     side = importlib.import_module(f"benchmarks.{backend}_side")
     side.set_threads(threads)
+    job.attempt(
+        "pretraining", lambda: side.backbone_files("mobilenet_v2", mode.train_size, work, mode)
+    )
     for label, fn in (("item 1", training.finetune), ("item 2", training.frozen)):
         result = job.attempt(label, lambda fn=fn: fn(side, mode, work))
         if result:
@@ -119,7 +132,9 @@ def startup_job(
     )
     result = job.attempt(
         "item 7",
-        lambda: startup.memory(bundle, photos[0], photos[0].parent, mode.memory_runs, threads),
+        lambda: startup.memory(
+            bundle, photos[0], photos[0].parent, mode.memory_runs, threads, mode.name == "full"
+        ),
     )
     if result:
         job.rows.append(result)
