@@ -19,6 +19,7 @@ from tlcore.bundle import file_sha256
 from tlcore.data import load_datasets
 from tlcore.errors import RecipeError, TlcoreError
 from tlcore.export import quantize_run
+from tlcore.quantize import input_prefix
 from tlcore.recipe import build_recipe
 from tlcore.runfolder import read_arrays, write_arrays
 from tlcore.runtime import Predictor
@@ -108,6 +109,17 @@ def test_static_quantisation_at_train_time_becomes_the_default(trained):
     conv_weights = [n.input[1] for n in model.graph.node if n.op_type == "Conv"]
     assert len(conv_weights) == 3
     assert all(dequantized.get(w) in int8 for w in conv_weights), "conv weights are not int8"
+    # Activations are uint8 (U8S8, what x86 int8 kernels take), and the preprocessing in
+    # front of the first convolution stays float: nothing is quantised before it.
+    zero_points = {t.name: t.data_type for t in model.graph.initializer}
+    activations = [n.input[2] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert activations and {zero_points[z] for z in activations} == {onnx.TensorProto.UINT8}
+    kinds = {n.name: n.op_type for n in model.graph.node}
+    before_conv = [kinds[name] for name in input_prefix(run / "model.int8.onnx")]
+    assert {"Mul", "Add"} <= set(before_conv), before_conv  # the normalisation, in float
+    for op in ("QuantizeLinear", "DequantizeLinear"):  # only the first convolution's input
+        assert before_conv.count(op) == 1, before_conv
+    assert not any(op.startswith("QLinear") for op in before_conv), before_conv
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["tlcore.labels"]) == [str(d) for d in range(10)]
 

@@ -37,6 +37,14 @@ class Preprocessing:
             return self
         return Preprocessing((size, size), self.mean, self.std, self.scale, self.channel_order)
 
+    def affine(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The normalisation as ``x * gain + offset`` per channel (in the order the backbone
+        takes): one multiply and one add, which runtimes fuse and vectorise better than a
+        subtraction and a division."""
+        gain = tuple(self.scale / s for s in self.std)
+        offset = tuple(-m / s for m, s in zip(self.mean, self.std, strict=True))
+        return gain, offset
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, as written into ``tlcore.json`` and the ONNX metadata."""
         return {

@@ -66,13 +66,19 @@ class Preprocess(keras.layers.Layer):
         return cls(p.scale, p.mean, p.std, p.channel_order, name=name)
 
     def call(self, images: Any) -> Any:
-        """Normalise a batch of pixels (any numeric dtype) to float32."""
+        """Normalise a batch of pixels (any numeric dtype) to float32.
+
+        One multiply-add with the per-channel constants repeated along the width (a
+        ``(W, 3)`` operand when the width is known): onnxruntime runs it 15× faster than a
+        ``(3,)`` operand broadcast along the last axis (see
+        ``tlcore_torch.model.TransferModel.preprocess``).
+        """
         x = keras.ops.cast(images, "float32")
         if self.channel_order == "BGR":
             x = keras.ops.take(x, [2, 1, 0], axis=-1)
-        mean = keras.ops.convert_to_tensor(np.asarray(self.mean, dtype=np.float32))
-        std = keras.ops.convert_to_tensor(np.asarray(self.std, dtype=np.float32))
-        return (x * self.scale - mean) / std
+        gain, offset = Preprocessing((1, 1), self.mean, self.std, self.scale).affine()
+        rows = (images.shape[2] or 1, 1)
+        return x * np.tile(np.float32(gain), rows) + np.tile(np.float32(offset), rows)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         """Same shape as the input."""
