@@ -20,6 +20,8 @@ class Mode:
         finetune_epochs: epochs per run in 1; the first (tracing, warm-up) is not counted.
         finetune_rounds: interleaved tlcore / hand-written runs in 1.
         frozen_epochs: epochs of head training in 2 (the issue says 10).
+        frozen_images: digits of 2, 80/20 train/val (more validation images than 1, so that
+            the accuracy comparison can resolve one point).
         frozen_rounds: interleaved runs in 2.
         infer_size: input size of the inference models (3, 4, 5, 8).
         bundle_images: digits the MobileNetV2 bundle's head is trained on (its accuracy is
@@ -45,6 +47,7 @@ class Mode:
     finetune_rounds: int
     frozen_epochs: int
     frozen_rounds: int
+    frozen_images: int
     infer_size: int
     bundle_images: int
     bundle_epochs: int
@@ -74,6 +77,7 @@ MODES = {
         finetune_rounds=1,
         frozen_epochs=2,
         frozen_rounds=1,
+        frozen_images=60,
         infer_size=32,
         bundle_images=60,
         bundle_epochs=1,
@@ -96,7 +100,8 @@ MODES = {
         finetune_epochs=4,
         finetune_rounds=1,
         frozen_epochs=10,
-        frozen_rounds=1,
+        frozen_rounds=2,
+        frozen_images=400,
         infer_size=224,
         bundle_images=200,
         bundle_epochs=10,
@@ -118,7 +123,8 @@ MODES = {
         finetune_epochs=4,
         finetune_rounds=3,
         frozen_epochs=10,
-        frozen_rounds=2,
+        frozen_rounds=3,
+        frozen_images=1000,
         infer_size=224,
         bundle_images=1000,
         bundle_epochs=10,

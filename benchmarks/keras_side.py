@@ -198,11 +198,14 @@ def finetune(
 
 
 def frozen(
-    files: dict, train: tuple, val: tuple, epochs: int, batch: int, lr: float
+    files: dict, train: tuple, val: tuple, epochs: int, batch: int, lr: float, seed: int = 0
 ) -> tuple[float, float, list[float]]:
-    """Hand-written frozen-base training, the whole job; returns the final validation
-    accuracy, the ``perf_counter`` time at which the network was built, and the seconds of
-    each epoch."""
+    """Hand-written frozen-base training, the whole job, seeded
+    (``keras.utils.set_random_seed``); returns the final validation accuracy, the
+    ``perf_counter`` time at which the network was built, and the seconds of each epoch."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
     seconds, accuracy, built = _fit(files, train, val, epochs, batch, lr, frozen=True)
     return accuracy, built, seconds
 

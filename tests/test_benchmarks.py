@@ -49,7 +49,7 @@ def test_the_tiny_suite_writes_every_item(tmp_path: Path) -> None:
         assert row["target"]["op"] in ("<=", ">=") and isinstance(row["met"], bool)
         assert row["a"]["n"] == len(row["a"]["values"]) >= 1
     frozen = next(row for row in data["rows"] if row["item"] == "2")
-    assert set(frozen["accuracy"]) >= {"tlcore", "hand_written", "max_gap_points"}
+    assert set(frozen["accuracy"]) >= {"tlcore", "hand_written", "mean_gap_points", "seeds"}
     table = (results / "tiny.md").read_text()
     assert "| # | comparison |" in table and table.count("\n| ") >= len(data["rows"]) + 1
     assert (results / "tiny.png").stat().st_size > 0
