@@ -28,6 +28,7 @@ class Mode:
             the int8 accuracy check of 5).
         bundle_epochs: head epochs of that bundle.
         calibration_images: static int8 calibration images.
+        int8_accuracy_images: digits (80/20) of the bundle item 5 measures accuracy on.
         latency_calls: batch-1 calls timed per side per round (3, 5).
         throughput_calls: batch-32 calls timed per side per round (4, 8).
         infer_rounds: interleaved rounds of 3 and 5.
@@ -52,6 +53,7 @@ class Mode:
     bundle_images: int
     bundle_epochs: int
     calibration_images: int
+    int8_accuracy_images: int
     latency_calls: int
     throughput_calls: int
     infer_rounds: int
@@ -82,6 +84,7 @@ MODES = {
         bundle_images=60,
         bundle_epochs=1,
         calibration_images=8,
+        int8_accuracy_images=60,
         latency_calls=2,
         throughput_calls=1,
         infer_rounds=1,
@@ -106,6 +109,7 @@ MODES = {
         bundle_images=200,
         bundle_epochs=10,
         calibration_images=40,
+        int8_accuracy_images=1000,
         latency_calls=10,
         throughput_calls=2,
         infer_rounds=3,
@@ -129,6 +133,7 @@ MODES = {
         bundle_images=1000,
         bundle_epochs=10,
         calibration_images=100,
+        int8_accuracy_images=1000,
         latency_calls=15,
         throughput_calls=2,
         infer_rounds=5,
