@@ -245,3 +245,26 @@ def test_no_matplotlib_or_onnxruntime_on_import_or_help():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert "static" in out.stdout and "speeds up CNN" in " ".join(out.stdout.split())
+
+
+def test_static_calibration_takes_the_range_of_every_batch(bundle, tmp_path):
+    """Two calibration batches (16 images each): one all white, one all black. The first
+    convolution's input range must span both; onnxruntime's chunked calibration once kept only
+    the last chunk's range, and failed outright on an even number of batches."""
+    from tlcore.interfaces import Preprocessing
+    from tlcore.quantize import quantize_model
+
+    prep = Preprocessing.from_dict(_info(bundle)["input"])
+    height, width = prep.size
+    white = np.full((16, height, width, 3), 255, np.uint8)
+    samples = np.concatenate([white, np.zeros_like(white)])
+    target = tmp_path / "int8.onnx"
+    quantize_model(bundle / "model.onnx", target, "static", samples, tmp_path)
+    model = onnx.load(str(target))
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    kinds = {n.name: n for n in model.graph.node}
+    (quantize,) = [kinds[n] for n in input_prefix(target) if kinds[n].op_type == "QuantizeLinear"]
+    gain, offset = np.array(prep.affine())
+    normalised = np.concatenate([255 * gain + offset, offset])
+    low, high = min(0.0, normalised.min()), max(0.0, normalised.max())
+    assert float(values[quantize.input[1]]) == pytest.approx((high - low) / 255, rel=1e-3)

@@ -51,7 +51,11 @@ DEFAULT_MAX_DROP = 0.01
 DEFAULT_CALIBRATION_IMAGES = 300
 
 _CALIBRATION_BATCH = 16
-_CALIBRATION_CHUNKS = 2  # batches whose activations are held before their ranges are merged
+_CALIBRATION_STRIDE = 1
+"""Batches whose activations are held before their ranges are merged (min of minima, max of
+maxima: exact). onnxruntime's ``CalibMaxIntermediateOutputs`` is not used: in onnxruntime
+1.32 it discards each full chunk without computing its ranges, so only the last, partial chunk
+counted, and an exact multiple failed with "No data is collected"."""
 _EVAL_BATCH = 64
 
 
@@ -242,7 +246,7 @@ def quantize_model(
                 activation_type=quantization.QuantType.QUInt8,
                 weight_type=quantization.QuantType.QInt8,
                 calibrate_method=quantization.CalibrationMethod.MinMax,
-                extra_options={"CalibMaxIntermediateOutputs": _CALIBRATION_CHUNKS},
+                extra_options={"CalibStridedMinMax": _CALIBRATION_STRIDE},
             )
         else:
             quantization.quantize_dynamic(
@@ -328,23 +332,33 @@ def discard(folder: str | Path, info: dict[str, Any]) -> None:
 
 
 class _Calibration:
-    """onnxruntime's CalibrationDataReader protocol (``get_next``) over uint8 NHWC images."""
+    """onnxruntime's CalibrationDataReader protocol over uint8 NHWC images: ``get_next``, and
+    ``__len__`` and ``set_range`` (in batches) for strided calibration."""
 
     def __init__(self, images: np.ndarray) -> None:
         self.images = images
-        self.start = 0
+        self.batches = -(-len(images) // _CALIBRATION_BATCH)
+        self.set_range(0, self.batches)
+
+    def __len__(self) -> int:
+        """Number of batches."""
+        return self.batches
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Give batches ``start_index`` to ``end_index`` (exclusive) from now on."""
+        self.next, self.end = start_index, min(end_index, self.batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        """The next batch as an input feed, or ``None`` when all were given."""
-        if self.start >= len(self.images):
+        """The next batch as an input feed, or ``None`` when the range is done."""
+        if self.next >= self.end:
             return None
-        batch = self.images[self.start : self.start + _CALIBRATION_BATCH]
-        self.start += _CALIBRATION_BATCH
-        return {INPUT: np.ascontiguousarray(batch)}
+        start = self.next * _CALIBRATION_BATCH
+        self.next += 1
+        return {INPUT: np.ascontiguousarray(self.images[start : start + _CALIBRATION_BATCH])}
 
     def rewind(self) -> None:
         """Start again from the first image (some calibrators read the data twice)."""
-        self.start = 0
+        self.set_range(0, self.batches)
 
 
 def _pre_process(quantization: Any, source: Path, target: Path) -> None:
