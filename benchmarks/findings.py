@@ -42,8 +42,8 @@ EXPLANATIONS: dict[str, str] = {
     ),
     "3": (
         "ResNet50 is compute-bound here: onnxruntime runs it at the machine's measured float32 "
-        "matmul peak (item 8: about 100 %; 75 ms per 224 px image, 8.2 GFLOP, on an idle "
-        "machine). PyTorch eager reaches about 73 % of that peak (106 ms), so no float32 "
+        "matmul peak (item 8: about 100 %; 75–77 ms per 224 px image, 8.2 GFLOP, on an idle "
+        "machine). PyTorch eager reaches 72–77 % of that peak (106–113 ms), so no float32 "
         "runtime can be more than about 1.4× faster than it on this CPU, short of 1.5×. Keras "
         "model.predict adds a fixed ~50 ms per call (MobileNetV2: 59 ms against onnxruntime's "
         "7 ms) to TensorFlow's own ~75 ms, so 5× would need onnxruntime far beyond the "
@@ -51,10 +51,10 @@ EXPLANATIONS: dict[str, str] = {
         "overhead dominates. Fewer bits are the way past the limit: item 5's int8 model"
     ),
     "4": (
-        "Keras ResNet50 at batch 32: model.predict runs 12.6 images/s, about 103 GFLOP/s, "
-        "97 % of the machine's measured float32 matmul peak (TensorFlow's oneDNN kernels are "
-        "at the limit too); onnxruntime runs 14 images/s. With both sides at the hardware's "
-        "limit, 1.3× is out of reach in float32 (it was met on a loaded machine, where "
+        "Keras ResNet50 at batch 32: model.predict runs 12.4–12.6 images/s, about 102 "
+        "GFLOP/s, 97–101 % of the machine's measured float32 matmul peak (TensorFlow's oneDNN "
+        "kernels are at the limit too); onnxruntime runs 14 images/s. With both sides at the "
+        "hardware's limit, 1.3× is out of reach in float32 (it was met on a loaded machine, where "
         "TensorFlow suffered more); int8 (item 5) is the way past it"
     ),
     "5": (
