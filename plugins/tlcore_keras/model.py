@@ -58,6 +58,7 @@ class Preprocess(keras.layers.Layer):
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.channel_order = channel_order.upper()
+        self.affine = Preprocessing(mean=self.mean, std=self.std, scale=self.scale).affine()
 
     @classmethod
     def from_preprocessing(cls, preprocessing: Preprocessing, name: str = "preprocess") -> Any:
@@ -66,17 +67,13 @@ class Preprocess(keras.layers.Layer):
         return cls(p.scale, p.mean, p.std, p.channel_order, name=name)
 
     def call(self, images: Any) -> Any:
-        """Normalise a batch of pixels (any numeric dtype) to float32.
-
-        One multiply-add with the per-channel constants repeated along the width (a
-        ``(W, 3)`` operand when the width is known): onnxruntime runs it 15× faster than a
-        ``(3,)`` operand broadcast along the last axis (see
-        ``tlcore_torch.model.TransferModel.preprocess``).
-        """
+        """Normalise a batch of pixels (any numeric dtype) to float32: the multiply-add of
+        :meth:`~tlcore.interfaces.Preprocessing.affine`, with ``(W, 3)`` constants when the
+        width is known."""
         x = keras.ops.cast(images, "float32")
         if self.channel_order == "BGR":
             x = keras.ops.take(x, [2, 1, 0], axis=-1)
-        gain, offset = Preprocessing((1, 1), self.mean, self.std, self.scale).affine()
+        gain, offset = self.affine
         rows = (images.shape[2] or 1, 1)
         return x * np.tile(np.float32(gain), rows) + np.tile(np.float32(offset), rows)
 

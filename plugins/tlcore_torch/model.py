@@ -98,14 +98,8 @@ class TransferModel(nn.Module):
         self.train()  # throughout, as a new nn.Module (a loaded backbone may come in eval mode)
 
     def preprocess(self, images: Tensor) -> Tensor:
-        """uint8 RGB NHWC → the backbone's normalised float NCHW input.
-
-        The per-channel multiply-add runs on NHWC with its constants repeated along the width,
-        a ``(W, 3)`` operand: onnxruntime broadcasts a ``(3,)`` operand along the last axis
-        slowly (1.2 ms for one 224 px image, a tenth of a MobileNetV2) but a ``(W, 3)`` one at
-        full speed (0.08 ms), and it keeps the normalisation in NHWC in an int8 graph, where
-        it moves the transposes.
-        """
+        """uint8 RGB NHWC → the backbone's normalised float NCHW input (the multiply-add of
+        :meth:`~tlcore.interfaces.Preprocessing.affine`, with ``(W, 3)`` constants)."""
         x = images[..., [2, 1, 0]] if self.bgr else images
         width = x.shape[2]
         x = x.float() * self.input_gain.expand(width, 3) + self.input_offset.expand(width, 3)
