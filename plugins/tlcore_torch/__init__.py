@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tlcore.builtins import DEFAULT_BACKBONE
 from tlcore.hookspecs import hookimpl
 from tlcore.interfaces import BackendInfo, Register
 
@@ -44,7 +45,7 @@ def tl_register_backends(register: Register) -> None:
             name=BACKEND,
             packages=("torch",),
             install_hint="pip install 'tlcore[torch]' -c constraints.txt",
-            default_backbone="builtin:simple_cnn",
+            default_backbone=DEFAULT_BACKBONE,
             description="PyTorch: builtin, hf:, file:, torchvision:, timm: backbones "
             "or your own nn.Module",
         )

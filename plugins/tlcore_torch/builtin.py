@@ -1,16 +1,21 @@
-"""Built-in backbones, defined here in a few lines: ``builtin:simple_cnn``.
+"""Built-in backbones: ``builtin:simple_cnn`` here, EfficientNet-Lite in
+:mod:`tlcore_torch.efficientnet_lite`.
 
-There are no published weights for them: ``weights=pretrained`` and ``weights=none`` both give
+``simple_cnn`` has no published weights: ``weights=pretrained`` and ``weights=none`` both give
 a random initialisation (seeded through ``tl_seed``). Make your own "pretrained" checkpoint by
 training on one task and pass its ``native/model.pt`` as ``weights=<path>`` for the next one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from torch import Tensor, nn
 
-from tlcore.builtins import SIMPLE_CNN_PREPROCESSING, SIMPLE_CNN_WIDTHS
-from tlcore.interfaces import Preprocessing
+from tlcore.builtins import SIMPLE_CNN_WIDTHS
+from tlcore.efficientnet_lite import VARIANTS
+from tlcore_torch import efficientnet_lite
 
 
 class SimpleCNN(nn.Module):
@@ -41,6 +46,8 @@ class SimpleCNN(nn.Module):
         return self.blocks(x)
 
 
-BUILDERS: dict[str, tuple[type[nn.Module], Preprocessing]] = {
-    "simple_cnn": (SimpleCNN, SIMPLE_CNN_PREPROCESSING),
+BUILDERS: dict[str, Callable[[bool], nn.Module]] = {
+    "simple_cnn": lambda pretrained: SimpleCNN(),
+    **{name: partial(efficientnet_lite.build, name) for name in VARIANTS},
 }
+"""``builtin:<name>`` → a builder taking ``pretrained`` (load the published weights)."""

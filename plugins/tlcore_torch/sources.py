@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tlcore.builtins import BUILTIN_BACKBONES, DEFAULT_BACKBONE
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Backbone, Preprocessing
 from tlcore.recipe import BackboneSpec
@@ -39,7 +40,7 @@ from tlcore_torch.state import load_weights_file
 
 IMAGENET = Preprocessing()
 PRETRAINED = ("pretrained", "imagenet")
-DEFAULT_SOURCE = "builtin:simple_cnn"
+DEFAULT_SOURCE = DEFAULT_BACKBONE
 
 Loaded = tuple[nn.Module, Preprocessing, dict[str, Any]]
 
@@ -67,7 +68,8 @@ def load_backbone(spec: BackboneSpec) -> Backbone | None:
     if isinstance(network, HFBackbone):
         network.set_input_size(preprocessing.size)
     extra.setdefault("blocks", find_blocks(network))
-    return Backbone(network, preprocessing, source, extra)
+    random_init = weights.lower() == "none" or not extra.pop("pretrained", True)
+    return Backbone(network, preprocessing, source, extra, pretrained=not random_init)
 
 
 # --- builtin --------------------------------------------------------------------------------
@@ -79,8 +81,10 @@ def _builtin(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
             f"unknown builtin backbone {name!r}",
             "known: " + ", ".join(f"builtin:{n}" for n in BUILDERS) + _close(name, BUILDERS),
         )
-    cls, preprocessing = BUILDERS[name]
-    return cls(), preprocessing, {}
+    builtin = BUILTIN_BACKBONES[name]
+    # simple_cnn ignores ``pretrained``; EfficientNet-Lite without published weights refuses it.
+    network = BUILDERS[name](pretrained)
+    return network, builtin.preprocessing, {"pretrained": pretrained and builtin.published}
 
 
 # --- Hugging Face ---------------------------------------------------------------------------
@@ -304,7 +308,8 @@ def _user_module(spec: BackboneSpec) -> Backbone | None:
     elif weights not in PRETRAINED:
         extra["weights_report"] = load_weights_file(network, Path(spec.weights).expanduser())
     extra["blocks"] = find_blocks(network)
-    return Backbone(network, preprocessing, f"user:{type(network).__name__}", extra)
+    label = f"user:{type(network).__name__}"
+    return Backbone(network, preprocessing, label, extra, pretrained=weights != "none")
 
 
 # --- helpers --------------------------------------------------------------------------------
