@@ -58,7 +58,7 @@ def test_importing_the_plugin_imports_no_framework():
         "assert hook().tl_load_backbone(backend='other', spec=None) is None\n"
         "assert tlcore_keras.tl_freeze(backend='keras', model=object(), policy=None) is None\n"
         "info = backends()['keras']\n"
-        "assert info.default_backbone == 'keras:mobilenet_v2', info\n"
+        "assert info.default_backbone == 'builtin:efficientnet_lite0', info\n"
         "assert info.packages == ('keras', 'tensorflow'), info\n"
         "from tlcore.plugins import backbones\n"
         "assert len([i for i in backbones('keras') if i.params]) > 30\n"

@@ -83,7 +83,7 @@ def test_importing_the_plugin_imports_no_framework():
         "from tlcore.plugins import backends, backbones, hook\n"
         "hook().tl_seed(backend='keras', seed=1)\n"
         "hook().tl_load_backbone(backend='keras', spec=None)\n"
-        "assert backends()['torch'].default_backbone == 'builtin:simple_cnn'\n"
+        "assert backends()['torch'].default_backbone == 'builtin:efficientnet_lite0'\n"
         "assert backbones('torch')\n"
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
         "assert not bad, bad\n"

@@ -181,7 +181,9 @@ def blocks(variant: Variant) -> tuple[Block, ...]:
     last = len(_BASE_STAGES) - 1
     for i, (repeats, kernel, stride, expand, in_w, out_w) in enumerate(_BASE_STAGES):
         count = repeats if i in (0, last) else math.ceil(variant.depth * repeats)
-        in_width, out_width = round_width(in_w, variant.width), round_width(out_w, variant.width)
+        # The stem is not scaled, so neither is the first stage's input.
+        in_width = STEM_WIDTH if i == 0 else round_width(in_w, variant.width)
+        out_width = round_width(out_w, variant.width)
         for r in range(count):
             first = r == 0
             out.append(

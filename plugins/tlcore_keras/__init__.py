@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tlcore.builtins import DEFAULT_BACKBONE
 from tlcore.hookspecs import hookimpl
 from tlcore.interfaces import BackendInfo, Register
 
@@ -57,7 +58,7 @@ def tl_register_backends(register: Register) -> None:
             name=BACKEND,
             packages=("keras", "tensorflow"),
             install_hint="pip install 'tlcore[keras]' -c constraints.txt",
-            default_backbone="keras:mobilenet_v2",
+            default_backbone=DEFAULT_BACKBONE,
             description="Keras 3 on TensorFlow: keras.applications, builtin, .keras files "
             "or your own keras.Model",
         )

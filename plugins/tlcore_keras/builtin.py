@@ -1,19 +1,23 @@
-"""Built-in backbones, defined here in a few lines: ``builtin:simple_cnn``.
+"""Built-in backbones: ``builtin:simple_cnn`` here, EfficientNet-Lite in
+:mod:`tlcore_keras.efficientnet_lite`.
 
-The same architecture as the torch backend's (:mod:`tlcore.builtins`), so the parameter counts
-agree. There are no published weights: ``weights=pretrained`` and ``weights=none`` both give a
-random initialisation (seeded through ``tl_seed``). Make your own "pretrained" checkpoint by
-training on one task and pass its ``native/model.keras`` (or ``native/weights.npz``) as
-``weights=<path>`` for the next one.
+The same architectures as the torch backend's (:mod:`tlcore.builtins`), so the parameter counts
+agree. ``simple_cnn`` has no published weights: ``weights=pretrained`` and ``weights=none`` both
+give a random initialisation (seeded through ``tl_seed``). Make your own "pretrained"
+checkpoint by training on one task and pass its ``native/model.keras`` (or
+``native/weights.npz``) as ``weights=<path>`` for the next one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import keras
 
 from tlcore.builtins import SIMPLE_CNN_WIDTHS
+from tlcore.efficientnet_lite import VARIANTS
+from tlcore_keras import efficientnet_lite
 
 # torch's BatchNorm defaults (momentum 0.1 there is 0.9 here), so both backends train alike.
 BN_MOMENTUM = 0.9
@@ -39,4 +43,9 @@ def simple_cnn(size: int, widths: tuple[int, ...] = SIMPLE_CNN_WIDTHS) -> keras.
     return keras.Model(inputs, x, name="simple_cnn")
 
 
-BUILDERS: dict[str, Callable[[int], keras.Model]] = {"simple_cnn": simple_cnn}
+BUILDERS: dict[str, Callable[[int, bool], keras.Model]] = {
+    "simple_cnn": lambda size, pretrained: simple_cnn(size),
+    **{name: partial(efficientnet_lite.build, name) for name in VARIANTS},
+}
+"""``builtin:<name>`` → a builder taking the input size and ``pretrained`` (load the published
+weights)."""

@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tlcore.builtins import builtin_infos
+from tlcore.builtins import DEFAULT_BACKBONE, builtin_infos
 from tlcore.interfaces import BackboneInfo, Preprocessing
 
 KERAS_KIND = "keras"
 BUILTIN_KIND = "builtin"
 FILE_KIND = "file"
 KINDS = (KERAS_KIND, BUILTIN_KIND, FILE_KIND)
-DEFAULT_SOURCE = "keras:mobilenet_v2"
+DEFAULT_SOURCE = DEFAULT_BACKBONE
 
 STYLES: dict[str, Preprocessing] = {
     "caffe": Preprocessing(
@@ -119,5 +119,6 @@ def backbone_infos() -> Iterator[BackboneInfo]:
         None,
         None,
         "a Keras model saved with model.save(), loaded with safe_mode=True; ImageNet "
-        "(torch-style) normalisation",
+        "(torch-style) normalisation; a tlcore run's native/model.keras gives its trained "
+        "backbone and normalisation",
     )

@@ -6,9 +6,11 @@ Every loader returns a ``keras.Model`` that maps a normalised float NHWC batch t
 feature map ``(N, H, W, C)``, tokens ``(N, T, D)`` or vectors ``(N, D)``.
 
 ``spec.weights``: ``pretrained`` / ``imagenet`` loads the source's own weights (for
-``keras:`` the ImageNet download, cached by Keras in ``~/.keras/models``; builtin backbones have
-none: random init), ``none`` builds the same architecture randomly initialised, and a path
-builds it randomly initialised and then loads that file where names and shapes fit (the
+``keras:`` the ImageNet download, cached by Keras in ``~/.keras/models``; for ``builtin:``
+EfficientNet-Lite the published ImageNet weights, through :mod:`tlcore.efficientnet_lite`;
+``builtin:simple_cnn`` has none: random init, ``Backbone.pretrained`` False), ``none`` builds
+the same architecture randomly initialised (``Backbone.pretrained`` False), and a path builds it
+randomly initialised and then loads that file where names and shapes fit (the
 :class:`~tlcore.interfaces.LoadReport` goes into ``Backbone.extra["weights_report"]``).
 ``Backbone.extra["blocks"]`` holds the :class:`~tlcore_keras.blocks.Blocks` found.
 """
@@ -30,13 +32,14 @@ from tlcore.recipe import BackboneSpec
 from tlcore_keras import catalogue
 from tlcore_keras.blocks import find_blocks
 from tlcore_keras.builtin import BUILDERS
-from tlcore_keras.model import Preprocess  # noqa: F401  (registers it for .keras files)
+from tlcore_keras.freezing import set_trainable
+from tlcore_keras.model import Preprocess  # also registers it for .keras files
 from tlcore_keras.state import load_weights_file
 
 IMAGENET = catalogue.STYLES["torch"]
 PRETRAINED = ("pretrained", "imagenet")
 
-Loaded = tuple[Any, Preprocessing]
+Loaded = tuple[Any, Preprocessing, dict[str, Any]]
 
 
 def load_backbone(spec: BackboneSpec) -> Backbone | None:
@@ -55,12 +58,16 @@ def load_backbone(spec: BackboneSpec) -> Backbone | None:
         raise TlcoreError(f"backbone source {source!r} has no name", f"write {kind}:<name>")
     weights = spec.weights.lower()
     pretrained = weights in PRETRAINED
-    network, preprocessing = LOADERS[kind](name, spec, pretrained)
-    extra: dict[str, Any] = {}
+    network, preprocessing, extra = LOADERS[kind](name, spec, pretrained)
     if not pretrained and weights != "none":
         extra["weights_report"] = load_weights_file(network, Path(spec.weights).expanduser())
     extra["blocks"] = find_blocks(network)
-    return Backbone(network, preprocessing, source, extra)
+    # As the torch backend decides it: a loader says "pretrained": False for a source with no
+    # published weights, so the core trains it whole instead of freezing random features.
+    # A weights file (another task's) counts as pretrained whatever the source publishes.
+    has_own_weights = extra.pop("pretrained", True)
+    random_init = weights == "none" or (pretrained and not has_own_weights)
+    return Backbone(network, preprocessing, source, extra, pretrained=not random_init)
 
 
 # --- keras.applications ---------------------------------------------------------------------
@@ -93,7 +100,7 @@ def _application(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
             "or set backbone.weights to a local weights file (.h5, .weights.h5, .keras, .npz), "
             "or to 'none' for a random initialisation",
         ) from None
-    return network, app.preprocessing.with_size(size)
+    return network, app.preprocessing.with_size(size), {}
 
 
 def application_params(name: str) -> int | None:
@@ -133,20 +140,31 @@ def _builtin(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
             f"unknown builtin backbone {name!r}",
             "known: " + ", ".join(f"builtin:{n}" for n in BUILDERS) + _close(name, BUILDERS),
         )
-    preprocessing = BUILTIN_BACKBONES[name].preprocessing
-    size = spec.input_size or preprocessing.size[0]
-    return BUILDERS[name](size), preprocessing.with_size(size)
+    builtin = BUILTIN_BACKBONES[name]
+    size = spec.input_size or builtin.preprocessing.size[0]
+    # simple_cnn ignores ``pretrained``; EfficientNet-Lite without published weights refuses it.
+    network = BUILDERS[name](size, pretrained)
+    return network, builtin.preprocessing.with_size(size), {
+        "pretrained": pretrained and builtin.published
+    }
 
 
 # --- .keras file ----------------------------------------------------------------------------
 
 
 def _file(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
+    """A Keras 3 ``.keras`` file, loaded with ``safe_mode=True``.
+
+    A tlcore run's own ``native/model.keras`` gives its trained backbone, with the run's
+    normalisation and input size (see :func:`_run_backbone`); any other model is the backbone
+    as saved and takes ImageNet's (torch style) normalisation.
+    """
     path = Path(name).expanduser()
     if path.suffix != ".keras":
         raise TlcoreError(
             f"the keras backend loads file: backbones from .keras files, not {path.name}",
-            "save the model with model.save('model.keras'); for a weights file, set "
+            "save the model with model.save('model.keras') (a tlcore run's native/model.keras "
+            "is one); for a weights file such as a run's native/weights.npz, set "
             "backbone.weights to its path and choose an architecture as source",
         )
     if not path.is_file():
@@ -159,9 +177,67 @@ def _file(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
             "save it with model.save(path) from Keras 3; custom layers must be registered "
             "with keras.saving.register_keras_serializable, and lambdas are refused",
         ) from None
+    label = f"file:{name}"
+    found = _run_backbone(network)
+    if found is not None:
+        network, preprocessing = found
+        preprocessing = preprocessing.with_size(spec.input_size)
+    else:
+        _refuse_integer_input(network, label)
+        preprocessing = IMAGENET.with_size(_input_size(network, spec, label))
     if not pretrained:
-        _reinitialise(network, f"file:{name}")
-    return network, IMAGENET.with_size(_input_size(network, spec, f"file:{name}"))
+        _reinitialise(network, label)
+    return network, preprocessing, {}
+
+
+def _run_backbone(network: Any) -> tuple[Any, Preprocessing] | None:
+    """The trained backbone inside a tlcore run's ``native/model.keras`` and the run's
+    preprocessing (its normalisation at its input size), or ``None`` for any other model.
+
+    A run saves its whole model: uint8 ``images`` → :class:`~tlcore_keras.model.Preprocess` →
+    backbone → pooling → head. Used whole as a backbone it would get the already normalised
+    floats at its uint8 input (Keras casts them, which wipes out the image and which TensorFlow
+    and onnxruntime round differently, so the export fails its parity check), normalise them a
+    second time and hand the old head's logits to the new head as features. What a user means
+    by it is the backbone that run trained, so only that layer is kept.
+    """
+    layers = list(getattr(network, "layers", ()))
+    # A functional model lists its layers in graph order: the backbone follows Preprocess.
+    found = [i for i, layer in enumerate(layers) if isinstance(layer, Preprocess)]
+    if len(found) != 1 or found[0] + 1 >= len(layers):
+        return None
+    preprocess, backbone = layers[found[0]], layers[found[0] + 1]
+    shape = tuple(getattr(network, "input_shape", ()))
+    # A run's model always takes images of a fixed size, the size it was trained at.
+    if not isinstance(backbone, keras.Model) or len(shape) != 4 or not shape[1] or not shape[2]:
+        return None
+    preprocessing = Preprocessing(
+        size=(int(shape[1]), int(shape[2])),
+        mean=preprocess.mean,
+        std=preprocess.std,
+        scale=preprocess.scale,
+        channel_order=preprocess.channel_order,
+    )
+    # ``trainable`` is saved with each layer: without this, the old run's last freeze plan
+    # would hold until this run's freeze policy is applied.
+    set_trainable(backbone, True)
+    return backbone, preprocessing
+
+
+def _refuse_integer_input(network: Any, label: str) -> None:
+    """Refuse a model that takes integer pixels: tlcore feeds a backbone normalised floats,
+    which an integer input would silently truncate.
+
+    Raises:
+        TlcoreError: the model's input is of an integer dtype.
+    """
+    dtypes = [str(getattr(tensor, "dtype", "float32")) for tensor in network.inputs or ()]
+    if any("int" in dtype for dtype in dtypes):
+        raise TlcoreError(
+            f"{label} takes {', '.join(dtypes)} input, but a backbone gets normalised float32 "
+            "pixels (tlcore puts the preprocessing in front of it)",
+            "save the model without its own input scaling, from a float32 keras.Input",
+        )
 
 
 # --- user model -----------------------------------------------------------------------------
@@ -192,7 +268,7 @@ def _user_model(spec: BackboneSpec) -> Backbone | None:
     elif weights not in PRETRAINED:
         extra["weights_report"] = load_weights_file(network, Path(spec.weights).expanduser())
     extra["blocks"] = find_blocks(network)
-    return Backbone(network, preprocessing, label, extra)
+    return Backbone(network, preprocessing, label, extra, pretrained=weights != "none")
 
 
 # --- helpers --------------------------------------------------------------------------------

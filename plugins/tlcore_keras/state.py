@@ -112,7 +112,9 @@ def read_weights_file(path: Path) -> tuple[dict[str, np.ndarray], bool]:
     if not path.is_file():
         raise TlcoreError(
             f"weights file not found: {path}",
-            "backbone.weights is 'pretrained', 'none' or the path of a weights file: " + _FORMATS,
+            _run_file_hint(path)
+            or "backbone.weights is 'pretrained', 'none' or the path of a weights file: "
+            + _FORMATS,
         )
     try:
         if path.suffix == ".npz":
@@ -134,7 +136,32 @@ def read_weights_file(path: Path) -> tuple[dict[str, np.ndarray], bool]:
             f"cannot read weights file {path}: {type(exc).__name__}: {exc}",
             "give a weights file: " + _FORMATS,
         ) from None
-    raise TlcoreError(f"unknown weights file type: {path.name}", "give a weights file: " + _FORMATS)
+    raise TlcoreError(
+        f"unknown weights file type: {path.name}",
+        _run_file_hint(path) or "give a weights file: " + _FORMATS,
+    )
+
+
+def _run_file_hint(path: Path) -> str:
+    """A hint naming the right file when ``path`` is a run folder, its ``native/`` folder, a
+    bundle's ONNX file or a PyTorch file; empty otherwise."""
+    native = path / "native" if (path / "native").is_dir() else path
+    if path.is_dir() and (native / NATIVE_FILE).is_file():
+        return (
+            f"a run folder is not a weights file: pass {native / 'weights.npz'} (or "
+            f"{native / NATIVE_FILE}) with the source that run trained"
+        )
+    if path.suffix == ".onnx":
+        return (
+            "an ONNX bundle cannot be loaded back for training: pass the run's "
+            "native/weights.npz (or native/model.keras) instead"
+        )
+    if path.suffix in (".pt", ".pth"):
+        return (
+            "that is a PyTorch file: train with --backend torch to start from it; the keras "
+            "backend reads " + _FORMATS
+        )
+    return ""
 
 
 def _text(value: Any) -> str:
@@ -296,6 +323,10 @@ def set_optimizer_state(opt: StageOptimizer, state: Mapping[str, np.ndarray]) ->
 
 def export_native(model: TransferModel, folder: Path) -> Path:
     """Write ``folder/model.keras``: the full model (uint8 images → logits).
+
+    For a later run it is both a ``file:`` backbone (the trained backbone alone, with its
+    normalisation) and a ``backbone.weights`` file for the same architecture (matched by
+    structure; ``native/weights.npz`` next to it is matched by name).
 
     Loads with ``keras.saving.load_model(path, safe_mode=True)`` once ``tlcore_keras.model``
     is imported (it registers the preprocessing layer). Written to a temporary file first and

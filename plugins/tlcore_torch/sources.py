@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -68,7 +69,9 @@ def load_backbone(spec: BackboneSpec) -> Backbone | None:
     if isinstance(network, HFBackbone):
         network.set_input_size(preprocessing.size)
     extra.setdefault("blocks", find_blocks(network))
-    random_init = weights.lower() == "none" or not extra.pop("pretrained", True)
+    # A weights file (another task's) counts as pretrained whatever the source publishes.
+    has_own_weights = extra.pop("pretrained", True)
+    random_init = weights.lower() == "none" or (pretrained and not has_own_weights)
     return Backbone(network, preprocessing, source, extra, pretrained=not random_init)
 
 
@@ -198,6 +201,7 @@ def _file(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
     path = Path(name).expanduser()
     if not path.is_file():
         raise TlcoreError(f"TorchScript file not found: {path}", "give the path of a .pt file")
+    _refuse_weights_only(path, name)
     if spec.input_size is None:
         raise TlcoreError(
             f"backbone file:{name} needs backbone.input_size",
@@ -217,6 +221,35 @@ def _file(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
             "set backbone.weights to its path and choose an architecture as source",
         ) from None
     return network, IMAGENET, {}
+
+
+def _refuse_weights_only(path: Path, name: str) -> None:
+    """Refuse a file of weights alone (a state dict, as in a tlcore run's ``native/model.pt``,
+    or a Keras model) before anything asks for an input size it would not need.
+
+    ``torch.save`` and ``torch.jit.save`` both write a zip; only TorchScript's holds
+    ``constants.pkl`` (its code), so the member names tell them apart without unpickling.
+
+    Raises:
+        TlcoreError: ``path`` holds weights only, or is a Keras file.
+    """
+    if path.suffix == ".keras":
+        raise TlcoreError(
+            f"file:{name} is a Keras model; the torch backend takes TorchScript files",
+            "train it with --backend keras",
+        )
+    weights_only = path.suffix in (".npz", ".safetensors")
+    if not weights_only and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            members = {member.rsplit("/", 1)[-1] for member in archive.namelist()}
+        weights_only = "data.pkl" in members and "constants.pkl" not in members
+    if weights_only:
+        raise TlcoreError(
+            f"file:{name} holds weights only (a state dict, as a run's native/model.pt does), "
+            "not a TorchScript file",
+            f"pass it as the weights of the architecture it was trained on: --backbone "
+            f"<that source, e.g. builtin:simple_cnn> --weights {path}",
+        )
 
 
 # --- torchvision / timm ---------------------------------------------------------------------
