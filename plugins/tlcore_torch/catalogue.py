@@ -26,7 +26,11 @@ def backbone_infos() -> Iterator[BackboneInfo]:
     hf = "Hugging Face transformers vision model: a save_pretrained folder or a hub id"
     yield BackboneInfo(f"{HF_KIND}:<dir or hub id>", None, None, _mark(hf, "transformers"))
     yield BackboneInfo(
-        f"{FILE_KIND}:<torchscript.pt>", None, None, "a TorchScript file; needs input_size"
+        f"{FILE_KIND}:<torchscript.pt>",
+        None,
+        None,
+        "a TorchScript file; needs input_size (a run's native/model.pt is a state dict: "
+        "pass it as --weights)",
     )
     tv = "torchvision.models.get_model(name), classifier removed"
     yield BackboneInfo(f"{TORCHVISION_KIND}:<name>", 224, None, _mark(tv, "torchvision"))
