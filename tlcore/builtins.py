@@ -1,9 +1,10 @@
 """Built-in backbones every backend defines the same way.
 
-``efficientnet_lite0`` ... ``efficientnet_lite4``: EfficientNet-Lite (:mod:`tlcore.efficientnet_lite`)
-with the published ImageNet weights for Lite0 to Lite2; the default backbone when the recipe
-names none (:func:`default_backbone`). ``simple_cnn``: three blocks of (conv 3x3 without bias,
-BatchNorm, ReLU, 2x2 max-pool) with the widths below, for tests; it has no published weights.
+``efficientnet_lite0`` ... ``efficientnet_lite4``: EfficientNet-Lite
+(:mod:`tlcore.efficientnet_lite`) with the published ImageNet weights for Lite0 to Lite2; the
+default backbone when the recipe names none (:func:`default_backbone`). ``simple_cnn``: three
+blocks of (conv 3x3 without bias, BatchNorm, ReLU, 2x2 max-pool) with the widths below, for
+tests; it has no published weights.
 """
 
 from __future__ import annotations

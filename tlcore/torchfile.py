@@ -66,7 +66,8 @@ class _Tensor:
         data = self.storage.data
         if data is None:
             raise TlcoreError(f"storage {self.storage.key} has no data", _CORRUPT_HINT)
-        needed = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True))
+        spans = zip(self.shape, self.stride, strict=True)
+        needed = self.offset + sum((n - 1) * s for n, s in spans)
         if self.shape and min(self.shape) > 0 and needed >= len(data):
             raise TlcoreError(f"a tensor reads past its storage {self.storage.key}", _CORRUPT_HINT)
         itemsize = data.dtype.itemsize
@@ -82,7 +83,8 @@ class _Tensor:
 def _rebuild_tensor_v2(
     storage: _Storage, offset: int, shape: tuple, stride: tuple, *_: Any
 ) -> _Tensor:
-    return _Tensor(storage, int(offset), tuple(int(n) for n in shape), tuple(int(s) for s in stride))
+    sizes, strides = tuple(int(n) for n in shape), tuple(int(s) for s in stride)
+    return _Tensor(storage, int(offset), sizes, strides)
 
 
 class _StorageType:

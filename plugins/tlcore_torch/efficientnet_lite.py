@@ -94,6 +94,8 @@ def build(name: str, pretrained: bool) -> EfficientNetLite:
     network = EfficientNetLite(spec.variant(name))
     if pretrained:
         arrays = spec.imagenet_weights(name)
-        state = {k: torch.from_numpy(v) for k, v in arrays.items() if not k.startswith("classifier")}
+        state = {
+            k: torch.from_numpy(v) for k, v in arrays.items() if not k.startswith("classifier")
+        }
         network.load_state_dict(state, strict=True)
     return network
