@@ -17,7 +17,32 @@ def test_defaults_are_the_two_stage_recipe():
     assert head.freeze.policy == "all"
     assert fine.freeze.policy == "last_n"
     assert fine.lr <= head.lr / 10
-    assert fine.freeze.batchnorm == "frozen"
+    # frozen for a pretrained backbone, follow for a random one (resolved by the core)
+    assert head.freeze.batchnorm == fine.freeze.batchnorm == "auto"
+
+
+def test_a_random_backbone_s_default_is_one_scratch_stage():
+    """The default stages, also after --epochs and --lr, are recognised as the defaults and
+    become one stage that trains everything with BatchNorm in training mode."""
+    from tlcore.freezing import resolve_batchnorm
+    from tlcore.recipe import follows_default_stages, scratch_stage
+
+    for shortcuts in ({}, {"epochs": 3}, {"lr": 3e-3, "epochs": 2}):
+        stages = build_recipe(**shortcuts).train.stages
+        assert follows_default_stages(stages), shortcuts
+        stage = scratch_stage(stages)
+        assert stage.epochs == sum(s.epochs for s in stages)
+        assert stage.lr == stages[0].lr
+        assert (stage.freeze.policy, stage.freeze.batchnorm) == ("none", "train")
+    assert scratch_stage(build_recipe().train.stages).lr == 1e-3
+    own = build_recipe({}, {"train.stages.0.freeze.policy": "none"}).train.stages
+    assert not follows_default_stages(own)
+    assert not follows_default_stages(build_recipe().train.stages[:1])
+    auto = build_recipe().train.stages[0].freeze
+    assert resolve_batchnorm(auto, pretrained=True).batchnorm == "frozen"
+    assert resolve_batchnorm(auto, pretrained=False).batchnorm == "follow"  # = train, unfrozen
+    explicit = build_recipe({}, {"train.stages.0.freeze.batchnorm": "follow"}).train.stages[0]
+    assert resolve_batchnorm(explicit.freeze, pretrained=False).batchnorm == "follow"
 
 
 def test_yaml_and_toml_load_the_same_recipe(tmp_path):

@@ -148,6 +148,12 @@ def train(ctx: click.Context, data: Path | None, recipe: Path | None, **options:
     from tlcore.train import Trainer
 
     result = Trainer(resolved, out, resume=resume is not None, quiet=quiet).run()
+    if result.warnings and not quiet:
+        # Said when found, but a warning from the start has scrolled away under the epochs:
+        # repeat them all where the run ends. Quiet runs printed nothing in between.
+        click.echo(f"{len(result.warnings)} warning(s), also in tlcore.json:", err=True)
+        for text in result.warnings:
+            click.echo(f"warning: {text}", err=True)
     acc = result.metrics.get("val_accuracy")
     summary = f"done: {result.path}" + (f" (val_accuracy {acc:.4f})" if acc is not None else "")
     click.echo(summary)

@@ -42,8 +42,13 @@ PREPROCESSING = Preprocessing(
     size=(224, 224), mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), scale=1.0
 )
 BN_EPSILON = 1e-3
-#: TensorFlow's BatchNorm momentum 0.99, i.e. torch's ``momentum=0.01``.
+#: TensorFlow's BatchNorm momentum 0.99 (torch's ``momentum=0.01``): what the published
+#: statistics were accumulated with, kept when the weights are loaded.
 BN_MOMENTUM = 0.99
+#: From random weights the statistics must keep up with weights that change fast: at 0.99, a
+#: few hundred steps left them so far behind that validation stayed at chance while training
+#: accuracy reached 0.97. 0.9 is Keras' and torch's own default.
+BN_MOMENTUM_SCRATCH = 0.9
 STEM_WIDTH = 32
 TOP_WIDTH = 1280
 IMAGENET_CLASSES = 1000
@@ -164,6 +169,11 @@ VARIANTS: dict[str, Variant] = {
 
 #: Preference order for the default backbone: the fastest variant whose weights are installed.
 DEFAULT_ORDER = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+def bn_momentum(pretrained: bool) -> float:
+    """The BatchNorm momentum (Keras convention) of a network built with or without weights."""
+    return BN_MOMENTUM if pretrained else BN_MOMENTUM_SCRATCH
 
 
 def round_width(width: int, multiplier: float, divisor: int = 8) -> int:

@@ -19,6 +19,7 @@ Policies (see :class:`~tlcore.recipe.FreezeSpec`):
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,13 +103,36 @@ def plan_freeze(names: Sequence[str], blocks: Sequence[str], spec: FreezeSpec) -
     )
 
 
+def resolve_batchnorm(spec: FreezeSpec, pretrained: bool) -> FreezeSpec:
+    """``spec`` with ``batchnorm: auto`` made concrete, as the core does before ``tl_freeze``.
+
+    A pretrained backbone keeps its BatchNorm statistics (``frozen``): a small dataset's batch
+    statistics would overwrite what it learned on a large one. A randomly initialised backbone
+    has no statistics worth keeping, so they train wherever its weights train (``follow``;
+    under ``policy: none``, everywhere). Not ``train``: a layer whose weights are frozen keeps
+    its statistics too, so that a frozen backbone's features stay fixed and can be cached.
+
+    Example:
+        >>> resolve_batchnorm(FreezeSpec(policy="none"), pretrained=False).batchnorm
+        'follow'
+    """
+    if spec.batchnorm != "auto":
+        return spec
+    return dataclasses.replace(spec, batchnorm="frozen" if pretrained else "follow")
+
+
 def batchnorm_in_inference(trainable: bool, batchnorm: str) -> bool:
     """Whether one BatchNorm layer runs in inference mode (running statistics untouched).
 
     Args:
         trainable: whether the layer's weights train under the freeze plan.
         batchnorm: the policy's ``batchnorm``: ``frozen`` (always inference mode),
-            ``follow`` (inference mode when the layer is frozen) or ``train`` (never).
+            ``follow`` (inference mode when the layer is frozen) or ``train`` (never);
+            ``auto`` must have been resolved first (:func:`resolve_batchnorm`).
+
+    Raises:
+        TlcoreError: an unknown mode, or ``auto``, which only the caller can resolve (it
+            depends on whether the backbone is pretrained).
     """
     if batchnorm == "frozen":
         return True
@@ -116,6 +140,12 @@ def batchnorm_in_inference(trainable: bool, batchnorm: str) -> bool:
         return not trainable
     if batchnorm == "train":
         return False
+    if batchnorm == "auto":
+        raise TlcoreError(
+            "batchnorm 'auto' reached a backend unresolved",
+            "resolve it with tlcore.freezing.resolve_batchnorm(spec, pretrained) before "
+            "calling tl_freeze, as the training driver does",
+        )
     raise TlcoreError(f"unknown batchnorm mode {batchnorm!r}", "valid: frozen, follow, train")
 
 

@@ -36,5 +36,19 @@ def learning_rate(stage: StageSpec, step: int, total_steps: int) -> float:
     return stage.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def stage_epochs(stage: StageSpec, examples: int, batch_size: int) -> int:
+    """The epochs ``stage`` runs on ``examples`` training examples: ``stage.epochs``, or more
+    when that many would give fewer than ``stage.min_steps`` optimiser steps.
+
+    Example:
+        >>> stage_epochs(StageSpec(epochs=5, min_steps=300), examples=40, batch_size=32)
+        150
+    """
+    steps_per_epoch = math.ceil(examples / max(batch_size, 1))
+    if stage.epochs == 0 or steps_per_epoch == 0:
+        return stage.epochs
+    return max(stage.epochs, math.ceil(stage.min_steps / steps_per_epoch))
+
+
 def _cosine_between(start: float, end: float, fraction: float) -> float:
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * fraction))

@@ -6,6 +6,7 @@ One :class:`Trainer` runs one recipe into one run folder.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import math
 import sys
@@ -19,7 +20,14 @@ import numpy as np
 from tlcore import __version__
 from tlcore.bundle import INFO_FILE, SCHEMA_VERSION, export_onnx, parity_indices
 from tlcore.data import Dataset, augment, load_datasets
+from tlcore.diagnose import (
+    chance_warning,
+    feature_warning,
+    random_backbone_warnings,
+    stalled_stage_warnings,
+)
 from tlcore.errors import PluginError, TlcoreError
+from tlcore.freezing import resolve_batchnorm
 from tlcore.interfaces import (
     Backbone,
     Batch,
@@ -33,9 +41,16 @@ from tlcore.plots import HISTORY_FILE, plot_history
 from tlcore.plugins import hook, require_backend
 from tlcore.progress import Progress
 from tlcore.quantize import Quantized
-from tlcore.recipe import Recipe, StageSpec, build_recipe
+from tlcore.recipe import (
+    PRETRAINED_WEIGHTS,
+    Recipe,
+    StageSpec,
+    build_recipe,
+    follows_default_stages,
+    scratch_stage,
+)
 from tlcore.runfolder import RunFolder, read_arrays, write_arrays, write_json
-from tlcore.schedule import learning_rate
+from tlcore.schedule import learning_rate, stage_epochs
 
 
 @dataclass
@@ -51,6 +66,9 @@ class TrainResult:
     metrics: dict[str, float]
     recipe: Recipe
     quantized: Quantized | None = None
+    warnings: list[str] = field(default_factory=list)
+    """What the run found wrong (learned nothing, dead features, ...): also on stderr and in
+    ``tlcore.json``; see :mod:`tlcore.diagnose`."""
 
 
 @dataclass
@@ -95,6 +113,37 @@ def build_model(recipe: Recipe, num_classes: int, progress: Progress | None = No
     if model is None:
         raise PluginError(f"no plugin attached a head for backend {recipe.backend!r}")
     return model, backbone
+
+
+def random_init(recipe: Recipe, backbone: Backbone) -> bool:
+    """Whether the backbone's weights are a random initialisation.
+
+    The recipe's ``weights`` decides where it can: ``none`` is random and a weights file is
+    not (it was trained, and loaded where it fits); for ``pretrained`` the backend knows
+    whether the source has published weights (:attr:`Backbone.pretrained`).
+    """
+    weights = recipe.backbone.weights.lower()
+    if weights == "none":
+        return True
+    if weights not in PRETRAINED_WEIGHTS:
+        return False
+    return not backbone.pretrained
+
+
+def plan_stages(
+    stages: tuple[StageSpec, ...], pretrained: bool
+) -> tuple[tuple[StageSpec, ...], list[str]]:
+    """The stages a run trains, and the warnings they deserve.
+
+    A pretrained backbone keeps ``stages``. A randomly initialised one trains from scratch:
+    the default two stages (up to ``epochs`` and ``lr``) become :func:`scratch_stage`; the
+    user's own stages stay, with a warning where they freeze it.
+    """
+    if pretrained:
+        return stages, []
+    if follows_default_stages(stages):
+        return (scratch_stage(stages),), []
+    return stages, random_backbone_warnings(stages)
 
 
 def _warn_partial_load(report: LoadReport, source: str, progress: Progress) -> None:
@@ -146,6 +195,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.model: Any = None
         self.preprocessing: Preprocessing | None = None
+        self.pretrained = True  # whether the backbone's weights are more than an initialisation
+        self.warnings: list[str] = []
+        self._features_checked = False
         self._cached_val: _Feed | None = None  # the last stage's, when it trained on features
 
     # --- the run --------------------------------------------------------------------------------
@@ -159,6 +211,8 @@ class Trainer:
             f"{self.backend} · {backbone.name} · {len(self.class_names)} classes · "
             f"{len(self.train_set)} train / {len(self.val_set)} val images"
         )
+        self.pretrained = not random_init(self.recipe, backbone)
+        self._plan_stages(backbone.name)
         progress = _StageProgress()
         counter = 0
         restored: dict[str, Any] | None = None
@@ -169,6 +223,8 @@ class Trainer:
             self.history = state["history"]
             counter = state["counter"]
             progress = _StageProgress(**state["progress"])
+            for text in state.get("warnings", []):
+                self._warn(text)
             self.progress.message(
                 f"resuming {self.folder.path} at stage {progress.stage + 1}, "
                 f"epoch {progress.epoch + 1}"
@@ -189,12 +245,14 @@ class Trainer:
         restored: dict[str, Any] | None,
         counter: int,
     ) -> int:
-        report: FreezeReport = self._call(
-            "tl_freeze", model=self.model, policy=stage.freeze
-        )
+        # The core decides what ``batchnorm: auto`` means: backends only see concrete modes.
+        policy = resolve_batchnorm(stage.freeze, self.pretrained)
+        report: FreezeReport = self._call("tl_freeze", model=self.model, policy=policy)
+        epochs = stage_epochs(stage, len(self.train_set), self.recipe.train.batch_size)
+        longer = f" (at least {stage.min_steps} steps)" if epochs > stage.epochs else ""
         self.progress.message(
             f"stage {stage.name}: {report.trainable:,} trainable / {report.frozen:,} frozen "
-            f"parameters, lr {stage.lr:g}, {stage.epochs} epochs"
+            f"parameters, lr {stage.lr:g}, {epochs} epochs{longer}"
         )
         optimizer = self._call("tl_make_optimizer", model=self.model, stage=stage)
         best = None
@@ -211,14 +269,19 @@ class Trainer:
         train_feed = _Feed(self, self.train_set, cached)
         val_feed = _Feed(self, self.val_set, cached)
         self._cached_val = val_feed if cached else None
+        if train_feed.features is not None and not self._features_checked:
+            # Once: every cached stage sees the same frozen backbone's features.
+            self._features_checked = True
+            if (text := feature_warning(train_feed.features)) is not None:
+                self._warn(text)
         at_start = self._get_weights()
         if cached:
             self.progress.message("backbone frozen: training the head on cached features")
         steps_per_epoch = math.ceil(len(self.train_set) / self.recipe.train.batch_size)
-        total_steps = steps_per_epoch * stage.epochs
-        while progress.epoch < stage.epochs and not progress.stopped:
+        total_steps = steps_per_epoch * epochs
+        while progress.epoch < epochs and not progress.stopped:
             epoch = progress.epoch
-            self.progress.start_epoch(f"{stage.name} {epoch + 1}/{stage.epochs}")
+            self.progress.start_epoch(f"{stage.name} {epoch + 1}/{epochs}")
             started = time.perf_counter()
             metrics = self._train_epoch(index, stage, optimizer, train_feed, epoch, total_steps)
             metrics.update(val_feed.evaluate())
@@ -247,6 +310,7 @@ class Trainer:
                     "counter": counter,
                     "progress": vars(progress),
                     "history": self.history,
+                    "warnings": self.warnings,
                 },
                 weights,
                 self._call("tl_get_optimizer_state", optimizer=optimizer),
@@ -312,6 +376,7 @@ class Trainer:
         # Cached features stay valid after the stage (its backbone was frozen), so the final
         # evaluation need not run the backbone again.
         val_metrics = (self._cached_val or _Feed(self, self.val_set, cached=False)).evaluate()
+        self._diagnose(val_metrics)
         native = self.folder.path / "native"
         native.mkdir(exist_ok=True)
         write_arrays(native / "weights.npz", self._get_weights())
@@ -337,7 +402,45 @@ class Trainer:
             metrics=val_metrics,
             recipe=self.recipe,
             quantized=quantized,
+            warnings=list(self.warnings),
         )
+
+    def _plan_stages(self, name: str) -> None:
+        """Fit the stages to a randomly initialised backbone (see :func:`plan_stages`); the
+        recipe becomes the effective one, in ``run.json`` too, so a resume follows it."""
+        planned, warnings = plan_stages(self.recipe.train.stages, self.pretrained)
+        for text in warnings:
+            self._warn(text)
+        if planned == self.recipe.train.stages:
+            return
+        (stage,) = planned
+        self.recipe = dataclasses.replace(
+            self.recipe, train=dataclasses.replace(self.recipe.train, stages=planned)
+        )
+        if not self.resume:
+            write_json(self.folder.run_file, self._run_info())
+        self.progress.message(
+            f"{name} is randomly initialised: instead of the two-stage fine-tuning recipe, one "
+            f"stage {stage.name!r} trains the whole network from scratch, BatchNorm in training "
+            f"mode ({stage.epochs} epochs, {stage.optimizer} at lr {stage.lr:g}, {stage.schedule} "
+            f"after {stage.warmup:.0%} warm-up)"
+        )
+
+    def _diagnose(self, val_metrics: dict[str, float]) -> None:
+        """The end-of-run checks of :mod:`tlcore.diagnose`: at chance, a loss that never moved."""
+        classes = len(self.class_names)
+        texts = stalled_stage_warnings(
+            self.history, self.recipe.train.stages, self.train_set.labels, classes
+        )
+        chance = chance_warning(val_metrics.get("val_accuracy"), self.val_set.labels, classes)
+        for text in [*texts, *([chance] if chance else [])]:
+            self._warn(text)
+
+    def _warn(self, text: str) -> None:
+        """Say ``text`` once and keep it for ``tlcore.json`` and the result."""
+        if text not in self.warnings:
+            self.warnings.append(text)
+            self.progress.warn(text)
 
     def _quantize(self, info: dict[str, Any]) -> Quantized | None:
         """``export.quantize``: an int8 model beside the verified ``model.onnx``, calibrated on
@@ -425,6 +528,7 @@ class Trainer:
             "input": self.preprocessing.to_dict(),
             "metrics": metrics,
             "framework_versions": versions,
+            "warnings": list(self.warnings),
         }
 
     def _call(self, name: str, **kwargs: Any) -> Any:

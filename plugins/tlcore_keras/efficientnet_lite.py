@@ -24,9 +24,10 @@ def keras_name(torch_name: str) -> str:
 
 
 def _conv_bn(x: Any, prefix: str, width: int, kernel: int, stride: int = 1,
-             depthwise: bool = False, act: bool = True) -> Any:
-    """Convolution (bias-free, "same" padding), BatchNorm with TensorFlow's epsilon and
-    momentum, optional ReLU6; layers named ``<prefix>_conv`` / ``_bn`` / ``_relu``."""
+             depthwise: bool = False, act: bool = True,
+             momentum: float = spec.BN_MOMENTUM) -> Any:
+    """Convolution (bias-free, "same" padding), BatchNorm with TensorFlow's epsilon and the
+    given momentum, optional ReLU6; layers named ``<prefix>_conv`` / ``_bn`` / ``_relu``."""
     if depthwise:
         conv = keras.layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False,
                                             name=f"{prefix}_conv")
@@ -34,12 +35,12 @@ def _conv_bn(x: Any, prefix: str, width: int, kernel: int, stride: int = 1,
         conv = keras.layers.Conv2D(width, kernel, stride, padding="same", use_bias=False,
                                    name=f"{prefix}_conv")
     x = conv(x)
-    x = keras.layers.BatchNormalization(momentum=spec.BN_MOMENTUM, epsilon=spec.BN_EPSILON,
+    x = keras.layers.BatchNormalization(momentum=momentum, epsilon=spec.BN_EPSILON,
                                         name=f"{prefix}_bn")(x)
     return keras.layers.ReLU(6.0, name=f"{prefix}_relu")(x) if act else x
 
 
-def network(variant: spec.Variant, size: int) -> keras.Model:
+def network(variant: spec.Variant, size: int, momentum: float = spec.BN_MOMENTUM) -> keras.Model:
     """The backbone at random initialisation: normalised ``(N, size, size, 3)`` images to a
     ``(N, size / 32, size / 32, 1280)`` feature map.
 
@@ -48,17 +49,17 @@ def network(variant: spec.Variant, size: int) -> keras.Model:
     prefix must be followed by ``_``).
     """
     inputs = keras.Input((size, size, 3), name="pixels")
-    x = _conv_bn(inputs, "stem", spec.STEM_WIDTH, 3, 2)
+    x = _conv_bn(inputs, "stem", spec.STEM_WIDTH, 3, 2, momentum=momentum)
     for i, block in enumerate(spec.blocks(variant)):
         prefix = f"blocks_{i}"
         y = x
         if block.expand != 1:
-            y = _conv_bn(y, f"{prefix}_expand", block.hidden, 1)
+            y = _conv_bn(y, f"{prefix}_expand", block.hidden, 1, momentum=momentum)
         y = _conv_bn(y, f"{prefix}_depthwise", block.hidden, block.kernel, block.stride,
-                     depthwise=True)
-        y = _conv_bn(y, f"{prefix}_project", block.out_width, 1, act=False)
+                     depthwise=True, momentum=momentum)
+        y = _conv_bn(y, f"{prefix}_project", block.out_width, 1, act=False, momentum=momentum)
         x = keras.layers.Add(name=f"{prefix}_add")([x, y]) if block.residual else y
-    x = _conv_bn(x, "top", spec.TOP_WIDTH, 1)
+    x = _conv_bn(x, "top", spec.TOP_WIDTH, 1, momentum=momentum)
     model = keras.Model(inputs, x, name=variant.name)
     model.tlcore_blocks = [keras_name(b) for b in spec.block_names(variant)]
     return model
@@ -111,7 +112,7 @@ def build(name: str, size: int, pretrained: bool) -> keras.Model:
     """
     variant = spec.variant(name)
     arrays = spec.imagenet_weights(name) if pretrained else None
-    model = network(variant, size)
+    model = network(variant, size, spec.bn_momentum(pretrained))
     if arrays is not None:
         load_imagenet(model, name, arrays)
     return model

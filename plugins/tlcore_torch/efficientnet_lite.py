@@ -36,14 +36,16 @@ class SameConv(nn.Conv2d):
 
 
 class ConvBN(nn.Module):
-    """Convolution, BatchNorm (TensorFlow's epsilon and momentum), optional ReLU6."""
+    """Convolution, BatchNorm (TensorFlow's epsilon; ``momentum`` in Keras' convention),
+    optional ReLU6."""
 
     def __init__(self, in_width: int, out_width: int, kernel: int, stride: int = 1,
-                 depthwise: bool = False, act: bool = True) -> None:
+                 depthwise: bool = False, act: bool = True,
+                 momentum: float = spec.BN_MOMENTUM) -> None:
         super().__init__()
         groups = in_width if depthwise else 1
         self.conv = SameConv(in_width, out_width, kernel, stride, groups)
-        self.bn = nn.BatchNorm2d(out_width, eps=spec.BN_EPSILON, momentum=1 - spec.BN_MOMENTUM)
+        self.bn = nn.BatchNorm2d(out_width, eps=spec.BN_EPSILON, momentum=1 - momentum)
         self.act = nn.ReLU6() if act else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -54,14 +56,14 @@ class ConvBN(nn.Module):
 class MBConv(nn.Module):
     """Expansion (when ``expand`` > 1), depthwise convolution, linear projection, residual."""
 
-    def __init__(self, block: spec.Block) -> None:
+    def __init__(self, block: spec.Block, momentum: float = spec.BN_MOMENTUM) -> None:
         super().__init__()
         self.residual = block.residual
         if block.expand != 1:
-            self.expand = ConvBN(block.in_width, block.hidden, 1)
+            self.expand = ConvBN(block.in_width, block.hidden, 1, momentum=momentum)
         self.depthwise = ConvBN(block.hidden, block.hidden, block.kernel, block.stride,
-                                depthwise=True)
-        self.project = ConvBN(block.hidden, block.out_width, 1, act=False)
+                                depthwise=True, momentum=momentum)
+        self.project = ConvBN(block.hidden, block.out_width, 1, act=False, momentum=momentum)
 
     def forward(self, x: Tensor) -> Tensor:
         """The block's output, plus its input when shapes allow."""
@@ -77,11 +79,12 @@ class EfficientNetLite(nn.Module):
     and the top convolution (the last block, so fine-tuning the top always includes it).
     """
 
-    def __init__(self, variant: spec.Variant) -> None:
+    def __init__(self, variant: spec.Variant, momentum: float = spec.BN_MOMENTUM) -> None:
         super().__init__()
-        self.stem = ConvBN(3, spec.STEM_WIDTH, 3, 2)
-        self.blocks = nn.Sequential(*(MBConv(b) for b in spec.blocks(variant)))
-        self.top = ConvBN(spec.blocks(variant)[-1].out_width, spec.TOP_WIDTH, 1)
+        self.stem = ConvBN(3, spec.STEM_WIDTH, 3, 2, momentum=momentum)
+        self.blocks = nn.Sequential(*(MBConv(b, momentum) for b in spec.blocks(variant)))
+        self.top = ConvBN(spec.blocks(variant)[-1].out_width, spec.TOP_WIDTH, 1,
+                          momentum=momentum)
         self.tlcore_blocks = list(spec.block_names(variant))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -91,7 +94,7 @@ class EfficientNetLite(nn.Module):
 
 def build(name: str, pretrained: bool) -> EfficientNetLite:
     """``efficientnet_lite<k>``, with its ImageNet weights when ``pretrained``."""
-    network = EfficientNetLite(spec.variant(name))
+    network = EfficientNetLite(spec.variant(name), spec.bn_momentum(pretrained))
     if pretrained:
         arrays = spec.imagenet_weights(name)
         state = {

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlcore import plugins
+from tlcore.freezing import resolve_batchnorm
 from tlcore.interfaces import Batch, StepState
 from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec, StageSpec
 
@@ -60,8 +61,11 @@ class BackendUnderTest:
         return self.attach(self.load(**spec), num_classes, head)
 
     def freeze(self, model: Any, **policy: Any) -> FreezeReport:
-        """``tl_freeze`` with ``FreezeSpec(**policy)``."""
-        return self._call("tl_freeze", model=model, policy=FreezeSpec(**policy))
+        """``tl_freeze`` with ``FreezeSpec(**policy)``; ``batchnorm`` left as ``auto`` is
+        resolved as for a pretrained backbone (``frozen``), as the core resolves it before
+        every ``tl_freeze`` call: backends never see ``auto``."""
+        spec = resolve_batchnorm(FreezeSpec(**policy), pretrained=True)
+        return self._call("tl_freeze", model=model, policy=spec)
 
     def optimizer(self, model: Any, **stage: Any) -> Any:
         """``tl_make_optimizer`` with ``StageSpec(**stage)``."""
