@@ -77,8 +77,8 @@ def small_digits(tmp_path_factory) -> Path:
 
 
 class DemoRuns:
-    """``tl demo DIR`` once, then ``tl train DIR --recipe DIR/recipe.yaml --backend NAME`` once
-    per backend asked for, as a user runs them; the full digits take a while to train."""
+    """``tl demo DIR`` once, then ``tl train DIR --recipe DIR/recipe.yaml --backend NAME
+    --compare-random`` once per backend asked for, as the README's first command runs them."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -91,7 +91,7 @@ class DemoRuns:
         out = self.root / f"run-{backend}"
         if backend not in self.stdout:
             result = run_tl("train", self.data, "--recipe", self.data / "recipe.yaml",
-                            "--backend", backend, "--out", out, "--quiet")
+                            "--backend", backend, "--out", out, "--quiet", "--compare-random")
             self.stdout[backend] = result.stdout
         return out
 

@@ -39,12 +39,12 @@ def test_help_loads_no_framework_and_shows_an_example(command):
 def test_demo_train_eval_end_to_end(demo_run):
     """``tl demo``, ``tl train`` with its recipe (shared with ``test_backends``), ``tl eval``."""
     data, run = demo_run.data, demo_run("torch")
-    accuracy = float(demo_run.stdout["torch"].split("val_accuracy ")[1].rstrip(")\n"))
-    assert accuracy >= 0.9
+    accuracy = float(demo_run.stdout["torch"].split("val_accuracy ")[1].split(")")[0])
+    assert accuracy >= 0.8
     history = json.loads((run / "history.json").read_text())
     assert history and all("val_accuracy" in row for row in history)
     report = json.loads(run_tl("eval", run, data, "--json").stdout)
-    assert report["count"] == 1797
+    assert report["count"] == 200  # tl demo: 20 scans of each digit
     assert report["accuracy"] >= 0.9
     assert len(report["confusion"]) == 10
     assert "precision" in run_tl("eval", run, data).stdout

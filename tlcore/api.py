@@ -31,6 +31,40 @@ def make_recipe(
     return build_recipe(base, overrides, **shortcuts)
 
 
+def random_baseline(result: Any, out: str | Path, *, data: Any = None, quiet: bool = True) -> Any:
+    """Train ``result``'s recipe again from random weights: what the pretrained weights bought.
+
+    The same data (and so the same split and seed), the same backbone architecture and epochs;
+    only ``backbone.weights`` becomes ``none``, so the run trains the whole network with
+    BatchNorm in training mode (the default stages become one from-scratch stage).
+
+    Args:
+        result: a finished :class:`tlcore.train.TrainResult` of a pretrained backbone.
+        out: the baseline's own run folder.
+        data: the arrays ``result`` was trained on, if it was not trained on a folder.
+        quiet: no progress output.
+
+    Returns:
+        The baseline's :class:`tlcore.train.TrainResult`.
+
+    Raises:
+        TlcoreError: ``result``'s backbone was not pretrained, or is the user's own network
+            (which cannot be re-initialised portably).
+    """
+    from tlcore.errors import TlcoreError
+    from tlcore.train import Trainer
+
+    spec = result.recipe.backbone
+    if spec.weights.lower() not in ("pretrained", "imagenet") or spec.model is not None:
+        raise TlcoreError(
+            f"the run's backbone ({spec.source or 'a user network'}, weights {spec.weights}) "
+            "is not a published pretrained backbone: there is nothing to compare",
+            "compare runs of a backbone with weights: pretrained",
+        )
+    recipe = result.recipe.replace(**{"backbone.weights": "none"})
+    return Trainer(recipe, out, data=data, quiet=quiet).run()
+
+
 def fit(
     data: Any = None,
     *,

