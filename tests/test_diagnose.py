@@ -222,3 +222,22 @@ def test_the_import_stays_framework_free():
         "if m.split('.')[0] in ('torch', 'tensorflow', 'keras')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_dead_features_are_reported_on_keras_too(small_digits, tmp_path):
+    """The same checks on the Keras backend: a user's keras.Model with all-zero kernels gives
+    the same features for every image, and the run says so instead of ending quietly."""
+    keras = pytest.importorskip("keras")
+    dead = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        keras.layers.Conv2D(8, 3, kernel_initializer="zeros", bias_initializer="zeros"),
+    ])  # fmt: skip
+    stages = [{"name": "head", "epochs": 2, "lr": 1e-3, "freeze": {"policy": "all"}}]
+    result = tlcore.fit(
+        small_digits, backend="keras", backbone=dead, input_size=16, out=tmp_path / "run",
+        recipe={"train": {"stages": stages}, "export": {"formats": ["native"]}},
+    )  # fmt: skip
+    dead, stalled, chance = result.warnings
+    assert dead.startswith("the frozen backbone's features are the same for all 320 training")
+    assert stalled.startswith("stage 'head': the training loss never moved")
+    assert chance.startswith("validation accuracy 0.100 is within noise of chance")
