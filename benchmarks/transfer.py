@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--test", type=int, default=1000, help="test images (balanced)")
     parser.add_argument("--name", default="transfer", help="results file name")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     test_images, test_labels = fashion_mnist("t10k")
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
             for shots in args.shots:
                 for seed in args.seeds:
                     rows.append(one_row(backend, shots, seed, args.size, test, Path(work)))
-    RESULTS.mkdir(exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     summary = {
         "command": "python -m benchmarks.transfer "
         + " ".join(sys.argv[1:] if argv is None else argv),
@@ -195,10 +196,10 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "rows": rows,
     }
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (args.results / f"{args.name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     markdown = f"# Transfer quality\n\n`{summary['command']}`: {summary['data']}, " \
         f"{args.size} px, {len(test[1])} test images, {summary['seconds']} s.\n\n{table(rows)}\n"
-    (RESULTS / f"{args.name}.md").write_text(markdown)
+    (args.results / f"{args.name}.md").write_text(markdown)
     print(markdown)
 
 
