@@ -14,7 +14,8 @@ The rules, with their thresholds:
   validation accuracy ``a`` over ``n`` images is within noise of chance when
   ``a <= chance + 2 * sqrt(chance * (1 - chance) / n)``: two binomial standard errors of a
   guesser's accuracy, which a model that guesses exceeds about 2 % of the time. Without a
-  validation set there is nothing to check.
+  validation set the final training accuracy is checked the same way: a model at chance even
+  on its training images learned nothing at all.
 - **Never moved** (:func:`stalled_stage_warnings`): a stage of two or more epochs whose lowest
   epoch training loss closed less than 3 % of the gap between the loss of predicting the
   training labels' class frequencies (``ln K`` for balanced classes; a model that learned
