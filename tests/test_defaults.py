@@ -88,12 +88,12 @@ def test_variants_without_weights_say_so_without_a_download(monkeypatch, tmp_pat
 
 
 def test_the_adaptive_validation_split():
-    """Unset ``val_split``: 20 % of each class and at least 2, but nothing held out below 10
+    """Unset ``val_split``: 20 % of each class and at least 2, but nothing held out below 100
     images per class or 50 validation images in all; a value set explicitly is kept."""
     from tlcore.data import load_datasets
     from tlcore.recipe import DataSpec
 
-    cases = ((5, 5, 0), (9, 5, 0), (20, 5, 0), (25, 10, 5), (45, 5, 0), (50, 5, 10), (10, 10, 0))
+    cases = ((5, 10, 0), (50, 10, 0), (99, 2, 0), (100, 2, 0), (100, 3, 20), (120, 10, 24))
     for per_class, classes, expected in cases:
         arrays = _few_shot(per_class, classes=tuple(range(classes)))
         train, val = load_datasets(DataSpec(), 0, arrays=arrays)

@@ -190,11 +190,12 @@ class DataSpec:
     ``path``: a folder with one sub-folder per class. ``val_path``: a separate validation
     folder with the same classes; without it, ``val_split`` of each class is held out (seeded
     by ``train.seed``). Left unset (``null``), it adapts to the data: 20 % of each class but at
-    least 2 images, and nothing at all when the smallest class has fewer than 10 images or the
-    validation set would hold fewer than 50, too few to measure anything by, while costing a
-    fifth of the training data (:func:`tlcore.data.load_datasets`). ``augment``: any of
-    ``hflip``, ``shift`` (applied to training batches; any augmentation turns feature caching
-    off).
+    least 2 images, and nothing at all when the smallest class has fewer than 100 images or the
+    validation set would hold fewer than 50: with few images, a fifth of them is worth more as
+    training data than as a measurement (:func:`tlcore.data.load_datasets`); measure such a
+    model on other images (``val_path``, ``tl eval``) or set ``val_split`` to hold some out.
+    ``augment``: any of ``hflip``, ``shift`` (applied to training batches; any augmentation
+    turns feature caching off).
     """
 
     path: str | None = None
