@@ -108,7 +108,7 @@ def test_ctrl_c_then_resume_finishes_like_an_uninterrupted_run(small_digits, tmp
         check=True, capture_output=True,
     )
     args = ["train", small_digits, "--backbone", "builtin:simple_cnn", "--weights", "none",
-            "--epochs", "3", "--seed", "5"]
+            "--epochs", "3", "--seed", "5", "--val-split", "0.2"]
     run_tl(*args, "--out", tmp_path / "whole", "--quiet")
     cut = tmp_path / "cut"
     err = run_tl(*args, "--out", cut, check=False, env={

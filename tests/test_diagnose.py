@@ -135,6 +135,7 @@ def test_stages_for_a_random_backbone():
 # --- real runs ------------------------------------------------------------------------------
 
 SIMPLE = {"source": "builtin:simple_cnn", "weights": "none", "input_size": 16}
+VAL = {"val_split": 0.2}  # 40 images a class: the adaptive default would hold none out
 
 
 def test_weights_none_with_the_default_stages_trains_everything_from_scratch(
@@ -144,7 +145,8 @@ def test_weights_none_with_the_default_stages_trains_everything_from_scratch(
 
     out = tmp_path / "run"
     native = {"formats": ["native"]}
-    result = tlcore.fit(small_digits, recipe={"backbone": SIMPLE, "export": native}, out=out)
+    recipe = {"backbone": SIMPLE, "export": native, "data": VAL}
+    result = tlcore.fit(small_digits, recipe=recipe, out=out)
     assert {row["stage"] for row in result.history} == {"scratch"}
     assert len(result.history) == 10  # the default stages' 5 + 5 epochs
     (stage,) = result.recipe.train.stages
@@ -206,7 +208,7 @@ def test_dead_features_a_loss_that_never_moved_and_chance_are_all_reported(
     stages = [{"name": "head", "epochs": 2, "lr": 1e-3, "freeze": {"policy": "all"}}]
     result = tlcore.fit(
         small_digits, backbone=Dead(), input_size=16, out=out,
-        recipe={"train": {"stages": stages}, "export": {"formats": ["native"]}},
+        recipe={"train": {"stages": stages}, "export": {"formats": ["native"]}, "data": VAL},
     )  # fmt: skip
     dead, stalled, chance = result.warnings
     assert dead.startswith("the frozen backbone's features are the same for all")
@@ -235,7 +237,7 @@ def test_dead_features_are_reported_on_keras_too(small_digits, tmp_path):
     stages = [{"name": "head", "epochs": 2, "lr": 1e-3, "freeze": {"policy": "all"}}]
     result = tlcore.fit(
         small_digits, backend="keras", backbone=dead, input_size=16, out=tmp_path / "run",
-        recipe={"train": {"stages": stages}, "export": {"formats": ["native"]}},
+        recipe={"train": {"stages": stages}, "export": {"formats": ["native"]}, "data": VAL},
     )  # fmt: skip
     dead, stalled, chance = result.warnings
     assert dead.startswith("the frozen backbone's features are the same for all 320 training")

@@ -33,6 +33,7 @@ train:
   batch_size: 16
   stages:
     - {name: scratch, epochs: 2, lr: 0.003, freeze: {policy: none, batchnorm: train}}
+data: {val_split: 0.2}
 """
 
 

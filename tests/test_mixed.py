@@ -45,6 +45,7 @@ with tempfile.TemporaryDirectory() as tmp:
             "train": {"batch_size": 16, "seed": 2, "stages": [
                 {"name": "all", "epochs": 1, "lr": 3e-3, "freeze": {"policy": "none"}},
             ]},
+            "data": {"val_split": 0.2},
         }
         result = tlcore.fit((x, y), recipe=recipe, out=f"{tmp}/run{i}")
         info = json.loads(open(f"{tmp}/run{i}/tlcore.json").read())

@@ -188,6 +188,7 @@ def test_event_hooks_follow_the_run(tl_plugin, tmp_path):
             {"name": "head", "epochs": 1, "freeze": {"policy": "all"}},
             {"name": "tune", "epochs": 1, "freeze": {"policy": "none"}},
         ]},
+        "data": {"val_split": 0.2},
         "export": {"formats": ["native"]},
     }
     tlcore.fit(separable(32), recipe=recipe, out=tmp_path / "run")

@@ -34,6 +34,7 @@ train:
   stages:
     - {name: head, epochs: 2, lr: 0.003, freeze: {policy: none}}
     - {name: tune, epochs: 1, lr: 0.001, freeze: {policy: none}}
+data: {val_split: 0.2}
 """
 
 

@@ -34,6 +34,7 @@ def test_a_run_logs_every_epoch_stage_and_export(tl_image_folder, tmp_path):
     recipe = {
         "backbone": {"source": "builtin:simple_cnn", "weights": "none"},
         "train": {"stages": [{"name": "all", "epochs": 2, "freeze": {"policy": "none"}}]},
+        "data": {"val_split": 0.2},  # few images: without it no validation set, no val_accuracy
     }
     tlcore.fit(tl_image_folder, recipe=recipe, out=tmp_path / "run")
     events = lines(tmp_path / "run")

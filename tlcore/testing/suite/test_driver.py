@@ -74,6 +74,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(
                 {"name": "tune", "epochs": 2, "lr": 1e-3, "freeze": {"policy": "last_n", "n": 1}},
             ],
         },
+        "data": {"val_split": 0.2},  # few images: the adaptive default would hold none out
         "export": {"formats": ["native"]},
     }
     whole = tlcore.fit((x, y), recipe=recipe, out=tmp_path / "whole")
