@@ -160,6 +160,8 @@ def test_weights_none_with_the_default_stages_trains_everything_from_scratch(
     assert all(np.abs(v - 1).max() > 1e-3 for v in variances)
     assert result.metrics["val_accuracy"] >= 0.9, result.history  # 1.0 when it was written
     assert result.warnings == []
+    with pytest.raises(TlcoreError, match="nothing to compare"):  # already random weights
+        tlcore.random_baseline(result, tmp_path / "baseline")
     assert json.loads((out / "tlcore.json").read_text())["warnings"] == []
 
 

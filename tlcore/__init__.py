@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tlcore.errors import DataError, PluginError, RecipeError, TlcoreError
 
 if TYPE_CHECKING:
-    from tlcore.api import fit, make_recipe
+    from tlcore.api import fit, make_recipe, random_baseline
     from tlcore.hookspecs import hookimpl
     from tlcore.recipe import Recipe, build_recipe
 
@@ -34,6 +34,7 @@ __all__ = [
     "fit",
     "hookimpl",
     "make_recipe",
+    "random_baseline",
 ]
 
 # Imported on first use, so that ``import tlcore`` (and ``tl --help``) stays cheap: pluggy and
@@ -41,6 +42,7 @@ __all__ = [
 _LAZY = {
     "fit": "tlcore.api",
     "make_recipe": "tlcore.api",
+    "random_baseline": "tlcore.api",
     "hookimpl": "tlcore.hookspecs",
     "Recipe": "tlcore.recipe",
     "build_recipe": "tlcore.recipe",
