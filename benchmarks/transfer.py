@@ -173,7 +173,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=int, default=1000, help="test images (balanced)")
     parser.add_argument("--name", default="transfer", help="results file name")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
+                        help="only merge the rows of earlier results (say, one run per backend)")
     args = parser.parse_args(argv)
+    if args.combine:
+        write(args.results, args.name, combine(args.combine))
+        return
     started = time.perf_counter()
     test_images, test_labels = fashion_mnist("t10k")
     chosen = sample(test_labels, math.ceil(args.test / 10), 7)
@@ -184,7 +189,6 @@ def main(argv: list[str] | None = None) -> None:
             for shots in args.shots:
                 for seed in args.seeds:
                     rows.append(one_row(backend, shots, seed, args.size, test, Path(work)))
-    args.results.mkdir(parents=True, exist_ok=True)
     summary = {
         "command": "python -m benchmarks.transfer "
         + " ".join(sys.argv[1:] if argv is None else argv),
@@ -196,10 +200,34 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "rows": rows,
     }
-    (args.results / f"{args.name}.json").write_text(json.dumps(summary, indent=1) + "\n")
-    markdown = f"# Transfer quality\n\n`{summary['command']}`: {summary['data']}, " \
-        f"{args.size} px, {len(test[1])} test images, {summary['seconds']} s.\n\n{table(rows)}\n"
-    (args.results / f"{args.name}.md").write_text(markdown)
+    write(args.results, args.name, summary)
+
+
+def combine(files: list[Path]) -> dict[str, Any]:
+    """One summary from several results of the same data, size and test set: their rows
+    together, each command kept."""
+    parts = [json.loads(path.read_text()) for path in files]
+    same = {(p["data"], p["input_size"], p["test_images"]) for p in parts}
+    if len(same) != 1:
+        sys.exit(f"these results were not measured alike: {sorted(same)}")
+    return {
+        **parts[0],
+        "command": " + ".join(p["command"] for p in parts),
+        "seconds": round(sum(p["seconds"] for p in parts), 1),
+        "rows": [row for p in parts for row in p["rows"]],
+    }
+
+
+def write(folder: Path, name: str, summary: dict[str, Any]) -> None:
+    """``<name>.json`` (every run) and ``<name>.md`` (the table) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    markdown = (
+        f"# Transfer quality\n\n`{summary['command']}`: {summary['data']}, "
+        f"{summary['input_size']} px, {summary['test_images']} test images, "
+        f"{summary['seconds']} s on {summary['machine']}.\n\n{table(summary['rows'])}\n"
+    )
+    (folder / f"{name}.md").write_text(markdown)
     print(markdown)
 
 
