@@ -673,6 +673,10 @@ def _version(package: str) -> str | None:
         return None
 
 
+#: The default backbones of tlcore 0.1, for the run folders it wrote without naming them.
+V01_DEFAULTS = {"torch": "builtin:simple_cnn", "keras": "keras:mobilenet_v2"}
+
+
 def load_run(path: str | Path) -> tuple[Recipe, tuple[str, ...], Any, Preprocessing]:
     """Rebuild a finished run's model from its folder: (recipe, class names, model, prep).
 
@@ -689,7 +693,12 @@ def load_run(path: str | Path) -> tuple[Recipe, tuple[str, ...], Any, Preprocess
             f"run {path} has not finished (no native/weights.npz)",
             f"finish it with 'tl train --resume {path}'",
         )
-    recipe = build_recipe(info["recipe"], {"backbone.weights": "none"})
+    overrides: dict[str, Any] = {"backbone.weights": "none"}
+    backend = info["recipe"].get("backend")
+    if info["recipe"].get("backbone", {}).get("source") is None and backend in V01_DEFAULTS:
+        # tlcore 0.1 wrote runs without their default backbone's name, which has changed since.
+        overrides["backbone.source"] = V01_DEFAULTS[backend]
+    recipe = build_recipe(info["recipe"], overrides)
     classes = tuple(info["class_names"])
     model, backbone = build_model(recipe, len(classes))
     hook().tl_set_weights(
