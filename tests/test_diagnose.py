@@ -207,15 +207,7 @@ def test_dead_features_a_loss_that_never_moved_and_chance_are_all_reported(
             return self.conv(x) * 0  # a broken layer: every image maps to zeros
 
     out = tmp_path / "run"
-    stages = [{"name": "head", "epochs": 2, "lr": 1e-3, "freeze": {"policy": "all"}}]
-    result = tlcore.fit(
-        small_digits, backbone=Dead(), input_size=16, out=out,
-        recipe={"train": {"stages": stages}, "export": {"formats": ["native"]}, "data": VAL},
-    )  # fmt: skip
-    dead, stalled, chance = result.warnings
-    assert dead.startswith("the frozen backbone's features are the same for all")
-    assert stalled.startswith("stage 'head': the training loss never moved")
-    assert chance.startswith("validation accuracy 0.100 is within noise of chance")
+    result = _fit_a_head_on(Dead(), small_digits, out, backend="torch")
     assert json.loads((out / "tlcore.json").read_text())["warnings"] == result.warnings
     err = capfd.readouterr().err
     assert all(err.count(f"warning: {text}") == 1 for text in result.warnings), err
@@ -236,12 +228,19 @@ def test_dead_features_are_reported_on_keras_too(small_digits, tmp_path):
         keras.Input((16, 16, 3)),
         keras.layers.Conv2D(8, 3, kernel_initializer="zeros", bias_initializer="zeros"),
     ])  # fmt: skip
+    _fit_a_head_on(dead, small_digits, tmp_path / "run", backend="keras")
+
+
+def _fit_a_head_on(network, data, out, backend: str):
+    """Train a head for two epochs on the user's dead ``network``, frozen, and check that the
+    run reports all three: dead features, a loss that never moved, chance accuracy."""
     stages = [{"name": "head", "epochs": 2, "lr": 1e-3, "freeze": {"policy": "all"}}]
     result = tlcore.fit(
-        small_digits, backend="keras", backbone=dead, input_size=16, out=tmp_path / "run",
+        data, backend=backend, backbone=network, input_size=16, out=out,
         recipe={"train": {"stages": stages}, "export": {"formats": ["native"]}, "data": VAL},
     )  # fmt: skip
     dead, stalled, chance = result.warnings
     assert dead.startswith("the frozen backbone's features are the same for all 320 training")
     assert stalled.startswith("stage 'head': the training loss never moved")
     assert chance.startswith("validation accuracy 0.100 is within noise of chance")
+    return result
