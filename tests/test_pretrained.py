@@ -139,9 +139,9 @@ def test_a_variant_without_published_weights_says_what_to_do(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_only_published_weights_count_as_pretrained(backend):
-    def pretrained(source: str, weights: str) -> bool:
-        spec = BackboneSpec(source, weights=weights, input_size=32)
-        return hook().tl_load_backbone(backend=backend, spec=spec).pretrained
+    def pretrained(source: str, weights: str) -> bool:  # as the core settles it
+        recipe = build_recipe(backend=backend, backbone=source, weights=weights, input_size=32)
+        return build_model(recipe, 2)[1].pretrained
 
     assert pretrained(f"builtin:{LITE0}", "pretrained")
     assert not pretrained(f"builtin:{LITE0}", "none")

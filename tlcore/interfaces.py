@@ -81,9 +81,11 @@ class Backbone:
         preprocessing: the input size and normalisation the network expects.
         name: a readable name for logs and the bundle, e.g. ``hf:microsoft/resnet-18``.
         extra: anything the backend wants to carry from loading to attaching the head.
-        pretrained: False when the weights are a random initialisation (``weights: none``,
-            or a source with no published weights): the core then trains the whole network
-            with BatchNorm in training mode instead of freezing random features.
+        pretrained: False when the weights are a random initialisation: the core then trains
+            the whole network with BatchNorm in training mode instead of freezing random
+            features. A backend sets it False for a source with no published weights; the
+            core settles it from the recipe's ``weights`` (``none``: False, a weights file:
+            True) in :func:`tlcore.train.build_model`.
     """
 
     network: Any

@@ -121,6 +121,7 @@ def build_model(recipe: Recipe, num_classes: int, progress: Progress | None = No
     report = backbone.extra.get("weights_report")
     if isinstance(report, LoadReport) and progress is not None:
         _warn_partial_load(report, spec.weights, progress)
+    backbone.pretrained = not random_init(recipe, backbone)
     model = h.tl_attach_head(
         backend=recipe.backend, backbone=backbone, head=recipe.head, num_classes=num_classes
     )
@@ -236,7 +237,7 @@ class Trainer:
             f"{self.backend} · {backbone.name} · {len(self.class_names)} classes · "
             f"{len(self.train_set)} train / {len(self.val_set)} val images"
         )
-        self.pretrained = not random_init(self.recipe, backbone)
+        self.pretrained = backbone.pretrained
         self._plan_stages(backbone.name)
         progress = _StageProgress()
         counter = 0

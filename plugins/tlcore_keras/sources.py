@@ -62,12 +62,9 @@ def load_backbone(spec: BackboneSpec) -> Backbone | None:
     if not pretrained and weights != "none":
         extra["weights_report"] = load_weights_file(network, Path(spec.weights).expanduser())
     extra["blocks"] = find_blocks(network)
-    # As the torch backend decides it: a loader says "pretrained": False for a source with no
-    # published weights, so the core trains it whole instead of freezing random features.
-    # A weights file (another task's) counts as pretrained whatever the source publishes.
-    has_own_weights = extra.pop("pretrained", True)
-    random_init = weights == "none" or (pretrained and not has_own_weights)
-    return Backbone(network, preprocessing, source, extra, pretrained=not random_init)
+    # A loader says "pretrained": False for a source with no published weights; the core
+    # decides the rest from the recipe's weights (tlcore.train.random_init).
+    return Backbone(network, preprocessing, source, extra, pretrained=extra.pop("pretrained", True))
 
 
 # --- keras.applications ---------------------------------------------------------------------
@@ -268,7 +265,7 @@ def _user_model(spec: BackboneSpec) -> Backbone | None:
     elif weights not in PRETRAINED:
         extra["weights_report"] = load_weights_file(network, Path(spec.weights).expanduser())
     extra["blocks"] = find_blocks(network)
-    return Backbone(network, preprocessing, label, extra, pretrained=weights != "none")
+    return Backbone(network, preprocessing, label, extra)
 
 
 # --- helpers --------------------------------------------------------------------------------

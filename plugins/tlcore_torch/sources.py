@@ -69,10 +69,9 @@ def load_backbone(spec: BackboneSpec) -> Backbone | None:
     if isinstance(network, HFBackbone):
         network.set_input_size(preprocessing.size)
     extra.setdefault("blocks", find_blocks(network))
-    # A weights file (another task's) counts as pretrained whatever the source publishes.
-    has_own_weights = extra.pop("pretrained", True)
-    random_init = weights.lower() == "none" or (pretrained and not has_own_weights)
-    return Backbone(network, preprocessing, source, extra, pretrained=not random_init)
+    # A loader says "pretrained": False for a source with no published weights; the core
+    # decides the rest from the recipe's weights (tlcore.train.random_init).
+    return Backbone(network, preprocessing, source, extra, pretrained=extra.pop("pretrained", True))
 
 
 # --- builtin --------------------------------------------------------------------------------
@@ -341,8 +340,7 @@ def _user_module(spec: BackboneSpec) -> Backbone | None:
     elif weights not in PRETRAINED:
         extra["weights_report"] = load_weights_file(network, Path(spec.weights).expanduser())
     extra["blocks"] = find_blocks(network)
-    label = f"user:{type(network).__name__}"
-    return Backbone(network, preprocessing, label, extra, pretrained=weights != "none")
+    return Backbone(network, preprocessing, f"user:{type(network).__name__}", extra)
 
 
 # --- helpers --------------------------------------------------------------------------------
