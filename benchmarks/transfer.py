@@ -101,7 +101,7 @@ def logreg_accuracy(
 
     from tlcore.plugins import hook
     from tlcore.recipe import build_recipe
-    from tlcore.train import build_model
+    from tlcore.build import build_model
 
     model, _ = build_model(build_recipe(backend=backend, input_size=size), 10)
 

@@ -26,7 +26,7 @@ from tlcore.diagnose import (
 )
 from tlcore.errors import TlcoreError
 from tlcore.recipe import FreezeSpec, StageSpec, build_recipe
-from tlcore.train import plan_stages
+from tlcore.train.stages import plan_stages
 
 from .conftest import TL
 

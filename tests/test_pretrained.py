@@ -27,7 +27,7 @@ from tlcore.errors import TlcoreError
 from tlcore.plugins import hook
 from tlcore.recipe import BackboneSpec, FreezeSpec, build_recipe
 from tlcore.torchfile import read_state_dict
-from tlcore.train import build_model
+from tlcore.build import build_model
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("keras")

@@ -14,12 +14,12 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from tlcore import plots
-from tlcore.bundle import file_sha256
+from tlcore.report import plots
+from tlcore.bundle.export import quantize_run
+from tlcore.bundle.layout import file_sha256
+from tlcore.bundle.quantize import input_prefix
 from tlcore.data import load_datasets
 from tlcore.errors import RecipeError, TlcoreError
-from tlcore.export import quantize_run
-from tlcore.quantize import input_prefix
 from tlcore.recipe import build_recipe
 from tlcore.runfolder import read_arrays, write_arrays
 from tlcore.runtime import Predictor
@@ -236,7 +236,7 @@ def test_pictures_are_skipped_with_one_warning_without_matplotlib(monkeypatch, t
 
 def test_no_matplotlib_or_onnxruntime_on_import_or_help():
     code = (
-        "import sys\nimport tlcore, tlcore.cli, tlcore.quantize, tlcore.plots, tlcore.evaluate\n"
+        "import sys\nimport tlcore, tlcore.cli, tlcore.bundle.quantize, tlcore.report.plots, tlcore.report.evaluate\n"
         "from tlcore.cli import cli\n"
         "for args in ([], ['export'], ['eval'], ['train']):\n"
         "    try:\n        cli.main(args=[*args, '--help'], prog_name='tl')\n"
@@ -252,8 +252,8 @@ def test_static_calibration_takes_the_range_of_every_batch(bundle, tmp_path):
     """Two calibration batches (16 images each): one all white, one all black. The first
     convolution's input range must span both; onnxruntime's chunked calibration once kept only
     the last chunk's range, and failed outright on an even number of batches."""
+    from tlcore.bundle.quantize import quantize_model
     from tlcore.interfaces import Preprocessing
-    from tlcore.quantize import quantize_model
 
     prep = Preprocessing.from_dict(_info(bundle)["input"])
     height, width = prep.size

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tlcore.errors import TlcoreError
 from tlcore.recipe import Recipe, build_recipe, load_recipe_file
+
+if TYPE_CHECKING:
+    from tlcore.train import TrainResult
 
 
 def make_recipe(
@@ -51,7 +56,6 @@ def random_baseline(result: Any, out: str | Path, *, data: Any = None, quiet: bo
         TlcoreError: ``result``'s backbone was not pretrained, or is the user's own network
             (which cannot be re-initialised portably).
     """
-    from tlcore.errors import TlcoreError
     from tlcore.train import Trainer
 
     spec = result.recipe.backbone
@@ -65,16 +69,52 @@ def random_baseline(result: Any, out: str | Path, *, data: Any = None, quiet: bo
     return Trainer(recipe, out, data=data, quiet=quiet).run()
 
 
+def default_out() -> Path:
+    """Where a run goes when no folder is given: ``runs/run-YYYYmmdd-HHMMSS``, a new folder
+    per run (the CLI and the API alike)."""
+    return Path("runs") / datetime.now().strftime("run-%Y%m%d-%H%M%S")
+
+
+def resolve_run(
+    data: Any = None,
+    *,
+    recipe: Recipe | str | Path | dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overrides: dict[str, Any] | None = None,
+    **shortcuts: Any,
+) -> tuple[Recipe, Path, Any]:
+    """The one place a run is assembled, for :func:`fit` and ``tl train``: the resolved
+    recipe, the run folder and the in-memory data (``None`` for a folder).
+
+    Raises:
+        TlcoreError: resuming without a run folder; no data at all.
+    """
+    if isinstance(data, str | Path):
+        shortcuts["data"] = str(data)
+        data = None
+    if resume:
+        if out is None:
+            raise TlcoreError("resuming needs the run folder", "pass out= (tl train --resume RUN)")
+        from tlcore.runfolder import RunFolder
+
+        recipe = recipe if recipe is not None else RunFolder(out).info()["recipe"]
+    resolved = make_recipe(recipe, overrides, **shortcuts)
+    if resolved.data.path is None and data is None:
+        raise TlcoreError("no data given", "tl train PATH, or data.path in the recipe")
+    return resolved, Path(out) if out is not None else default_out(), data
+
+
 def fit(
     data: Any = None,
     *,
     recipe: Recipe | str | Path | dict[str, Any] | None = None,
-    out: str | Path = "runs/latest",
+    out: str | Path | None = None,
     resume: bool = False,
     quiet: bool = True,
     overrides: dict[str, Any] | None = None,
     **shortcuts: Any,
-) -> Any:
+) -> TrainResult:
     """Fine-tune a pretrained backbone on ``data`` and write a run folder.
 
     Args:
@@ -82,7 +122,7 @@ def fit(
             (uint8 NHWC), or a ``tlcore.data.Dataset``. ``None`` uses the recipe's
             ``data.path``.
         recipe: a :class:`Recipe`, a YAML/TOML file, or a dict; defaults otherwise.
-        out: the run folder.
+        out: the run folder; default :func:`default_out`, a new timestamped folder.
         resume: continue the interrupted run in ``out`` (pass the same ``data``).
         quiet: no progress output.
         overrides: dotted-path overrides, ``{"train.stages.1.lr": 1e-5}``.
@@ -97,13 +137,7 @@ def fit(
     """
     from tlcore.train import Trainer
 
-    if isinstance(data, str | Path):
-        shortcuts["data"] = str(data)
-        data = None
-    if resume:
-        from tlcore.runfolder import RunFolder
-
-        saved = RunFolder(out).info()["recipe"]
-        recipe = recipe if recipe is not None else saved
-    resolved = make_recipe(recipe, overrides, **shortcuts)
-    return Trainer(resolved, out, data=data, resume=resume, quiet=quiet).run()
+    resolved, folder, arrays = resolve_run(
+        data, recipe=recipe, out=out, resume=resume, overrides=overrides, **shortcuts
+    )
+    return Trainer(resolved, folder, data=arrays, resume=resume, quiet=quiet).run()

@@ -72,6 +72,61 @@ class Preprocessing:
         )
 
 
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model takes, as one object: carried by the backbone, written into the bundle
+    (``tlcore.json`` ``input`` and the ONNX metadata) and read by the runtime, which decodes
+    inputs by its ``modality`` (:mod:`tlcore.inputs`).
+
+    Attributes:
+        modality: ``image`` (text and vectors come through the same seam).
+        dtype: the dtype of the model's input, as numpy names it (``uint8`` for images).
+        shape: the shape of one sample, e.g. ``(224, 224, 3)`` for NHWC images.
+        name: the input's name in the ONNX graph.
+        preprocessing: for images, the normalisation the model applies itself.
+    """
+
+    modality: str
+    dtype: str
+    shape: tuple[int, ...]
+    name: str = "images"
+    preprocessing: Preprocessing | None = None
+
+    @classmethod
+    def image(cls, preprocessing: Preprocessing) -> InputSpec:
+        """The spec of a model taking uint8 RGB NHWC images at ``preprocessing.size``."""
+        height, width = preprocessing.size
+        return cls("image", "uint8", (height, width, 3), "images", preprocessing)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """An image model's input size, ``(height, width)``."""
+        return (self.shape[0], self.shape[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form. For images it keeps every key tlcore 0.1 wrote (``layout``,
+        ``size``, ``mean``, ...), so older readers still read it."""
+        data: dict[str, Any] = {
+            "modality": self.modality,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "name": self.name,
+        }
+        if self.preprocessing is not None:
+            data.update(self.preprocessing.to_dict())
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        """Inverse of :meth:`to_dict`; a bundle of tlcore 0.1 (no ``modality``) is an image."""
+        modality = data.get("modality", "image")
+        if modality == "image":
+            spec = cls.image(Preprocessing.from_dict(data))
+            return cls(spec.modality, spec.dtype, spec.shape, data.get("name", spec.name),
+                       spec.preprocessing)
+        return cls(modality, data["dtype"], tuple(data["shape"]), data.get("name", "inputs"))
+
+
 @dataclass
 class Backbone:
     """A loaded backbone: the backend's native network plus what the core needs to know.
@@ -85,7 +140,9 @@ class Backbone:
             the whole network with BatchNorm in training mode instead of freezing random
             features. A backend sets it False for a source with no published weights; the
             core settles it from the recipe's ``weights`` (``none``: False, a weights file:
-            True) in :func:`tlcore.train.build_model`.
+            True) in :func:`tlcore.build.build_model`.
+        input_spec: what the model built on it takes; derived from ``preprocessing`` for
+            an image backbone when not given.
     """
 
     network: Any
@@ -93,6 +150,11 @@ class Backbone:
     name: str
     extra: dict[str, Any] = field(default_factory=dict)
     pretrained: bool = True
+    input_spec: InputSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_spec is None and self.preprocessing is not None:
+            self.input_spec = InputSpec.image(self.preprocessing)
 
 
 @dataclass(frozen=True)
@@ -173,6 +235,27 @@ class BackboneInfo:
     input_size: int | None = None
     params: int | None = None
     description: str = ""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A value a plugin adds to one of the recipe's open choices (``tl_register_choices``).
+
+    Attributes:
+        kind: which choice it extends: ``freeze`` (``freeze.policy``), ``pooling``
+            (``head.pooling``), ``optimizer`` (a stage's ``optimizer``), ``schedule``,
+            ``augmentation`` (``data.augment``) or ``task`` (the recipe's ``task``).
+        name: the value users write in the recipe.
+        description: one line, shown in errors and ``tl plugins``.
+        value: what the core needs to use the choice, for kinds that need one (a
+            :class:`tlcore.tasks.Task` for ``task``); ``None`` for choices the plugin's own
+            hooks implement (a freeze policy its ``tl_freeze`` applies).
+    """
+
+    kind: str
+    name: str
+    description: str = ""
+    value: Any = None
 
 
 Register = Callable[[Any], None]

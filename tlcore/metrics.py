@@ -62,3 +62,11 @@ def format_report(report: dict[str, Any], class_names: tuple[str, ...] | list[st
     for name, row in zip(class_names, report["confusion"], strict=True):
         lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
     return "\n".join(lines)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean softmax cross-entropy of integer ``labels`` under ``logits``, in float64."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())

@@ -1,4 +1,4 @@
-"""The run folder: atomic files, checkpoints, and reading a run back.
+"""The run folder: checkpoints, and reading a run back.
 
 Layout::
 
@@ -22,74 +22,24 @@ killed at any moment can be resumed from its last whole checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlcore.errors import TlcoreError
 
+if TYPE_CHECKING:
+    import numpy as np
+
+from tlcore.files import atomic_path, read_arrays, read_json, write_arrays, write_json
+
+__all__ = ["RunFolder", "atomic_path", "read_arrays", "read_json", "write_arrays", "write_json"]
+
 RUN_FILE = "run.json"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 CHECKPOINTS = "checkpoints"
 FROZEN_FILE = "frozen.npz"
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    tmp_path.chmod(0o666 & ~_UMASK)  # mkstemp makes files owner-only; keep the usual mode
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
-
-
-def read_json(path: Path) -> Any:
-    """Read a JSON file written by :func:`write_json`."""
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def write_arrays(path: Path, arrays: dict[str, Any]) -> None:
-    """Write numpy arrays as an uncompressed ``.npz`` (no pickle), atomically."""
-    import numpy as np
-
-    with atomic_path(path) as tmp, tmp.open("wb") as fh:
-        np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
-
-
-def read_arrays(path: Path) -> dict[str, Any]:
-    """Read an ``.npz`` written by :func:`write_arrays`; pickled objects are refused."""
-    import numpy as np
-
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple | set):
-        return list(value)
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
 class RunFolder:
@@ -226,3 +176,26 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def unchanged(
+    reference: dict[str, np.ndarray], *states: dict[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """The arrays of ``reference`` that every one of ``states`` (``None`` skipped) holds
+    unchanged, as ``reference``'s own objects: the frozen weights checkpoints can share."""
+    import numpy as np
+
+    others: list[dict[str, np.ndarray]] = []
+    for state in states:
+        if state is not None and all(state is not other for other in others):
+            others.append(state)
+    return {
+        name: value
+        for name, value in reference.items()
+        if all(
+            name in other
+            and other[name].shape == value.shape
+            and np.array_equal(other[name], value)
+            for other in others
+        )
+    }

@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from tlcore import __version__
-from tlcore.bundle import (
+from tlcore.bundle.layout import (
     INFO_FILE,
-    INPUT,
     META_INPUT,
     META_LABELS,
     META_SCHEMA,
@@ -34,16 +32,13 @@ from tlcore.bundle import (
     SCHEMA_VERSION,
     file_sha256,
 )
-from tlcore.data import image_array, image_files, load_image
 from tlcore.errors import DataError, TlcoreError
-from tlcore.interfaces import Preprocessing
+from tlcore.inputs import modality
+from tlcore.inputs.image import ImageInput
+from tlcore.interfaces import InputSpec
 
 if TYPE_CHECKING:
     import onnxruntime
-
-ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
-"""One input to :meth:`Predictor.predict`: an image file or folder, a Pillow image, or a uint8
-(or uint16) array ``(H, W)``, ``(H, W, C)`` or a batch ``(N, H, W, C)``."""
 
 PREDICT_BATCH = 8
 """Images decoded and run together by default. onnxruntime's peak memory grows with the batch
@@ -120,7 +115,9 @@ class Predictor:
             _check_schema(meta.get(META_SCHEMA), self.model_file)
         source: dict[str, Any] = self.info or _from_metadata(meta, self.model_file)
         self.labels: tuple[str, ...] = tuple(source["labels"])
-        self.preprocessing = Preprocessing.from_dict(source["input"])
+        self.input_spec = InputSpec.from_dict(source["input"])
+        self.inputs = modality(self.input_spec)
+        self.preprocessing = self.input_spec.preprocessing
 
     def __repr__(self) -> str:
         return f"<Predictor {self.model_file}: {len(self.labels)} classes>"
@@ -128,19 +125,13 @@ class Predictor:
     @property
     def size(self) -> tuple[int, int]:
         """The model's input size, ``(height, width)``."""
-        return tuple(self.preprocessing.size)  # type: ignore[return-value]
+        return self.input_spec.size
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities, ``(N, classes)`` float32, of uint8 RGB NHWC images already at
         :attr:`size` (as :meth:`tlcore.data.Dataset.images` returns them)."""
-        images = np.ascontiguousarray(images)
-        if images.dtype != np.uint8 or images.shape[1:] != (*self.size, 3):
-            raise DataError(
-                f"the model takes uint8 images of shape (N, {self.size[0]}, {self.size[1]}, 3); "
-                f"got {images.dtype} {images.shape}",
-                "use predict(), which decodes and resizes any image",
-            )
-        return self.session.run([PROBABILITIES], {INPUT: images})[0]
+        batch = self.inputs.check(images, self.input_spec)
+        return self.session.run([PROBABILITIES], {self.input_spec.name: batch})[0]
 
     def predict(
         self,
@@ -187,12 +178,12 @@ class Predictor:
                 f"top_k and batch_size must be at least 1; got {top_k} and {batch_size}", ""
             )
         k = min(top_k, len(self.labels))
-        items = _expand(inputs)
+        items = self.inputs.expand(inputs)
         for start in range(0, len(items), batch_size):
             sources, decoded = [], []
             for source, item in items[start : start + batch_size]:
                 try:
-                    decoded.append(_decode(item, self.size))
+                    decoded.append(self.inputs.decode(item, self.input_spec))
                 except DataError as exc:
                     if on_error is None:
                         raise
@@ -303,51 +294,7 @@ def _from_metadata(meta: dict[str, str], model: Path) -> dict[str, Any]:
     return {"labels": json.loads(meta[META_LABELS]), "input": json.loads(meta[META_INPUT])}
 
 
-def _expand(inputs: ImageInput | Iterable[ImageInput]) -> list[tuple[str, Any]]:
-    """``(source name, item)`` per image: folders listed, batches of arrays split."""
-    if isinstance(inputs, str | os.PathLike | Image.Image | np.ndarray):
-        inputs = [inputs]
-    items: list[tuple[str, Any]] = []
-    for index, item in enumerate(inputs):
-        if isinstance(item, Image.Image):
-            items.append((getattr(item, "filename", "") or f"<image {index}>", item))
-        elif isinstance(item, np.ndarray):
-            batch = item if item.ndim == 4 else [item]
-            items.extend((f"<array {index}>" if item.ndim < 4 else f"<array {index}.{i}>", a)
-                         for i, a in enumerate(batch))
-        else:
-            items.extend((str(path), path) for path in _files(Path(item)))
-    return items
 
 
-def _files(path: Path) -> list[Path]:
-    if path.is_dir():
-        found = image_files(path)
-        if not found:
-            raise DataError(
-                f"no images in folder {path}", "it needs .jpg/.jpeg/.png/.bmp/.webp files"
-            )
-        return found
-    if not path.exists():
-        raise DataError(f"image file not found: {path}", "check the path")
-    return [path]
 
 
-def _decode(item: Any, size: tuple[int, int]) -> np.ndarray:
-    if isinstance(item, Path):
-        return load_image(item, size)
-    if isinstance(item, Image.Image):
-        return image_array(item, size)
-    if item.dtype not in (np.uint8, np.uint16) or item.ndim not in (2, 3) or (
-        item.ndim == 3 and item.shape[-1] not in (1, 2, 3, 4)
-    ):
-        raise DataError(
-            f"an image array must be uint8 (H, W), (H, W, C) or (N, H, W, C) with 1 to 4 "
-            f"channels; got {item.dtype} {item.shape}",
-            "convert it: np.clip(x * 255, 0, 255).astype(np.uint8) for floats in [0, 1]",
-        )
-    if item.dtype == np.uint16:  # like a 16-bit PNG: 0..65535 to 0..255
-        item = np.clip(np.rint(item / 257.0), 0, 255).astype(np.uint8)
-    if item.ndim == 3 and item.shape[-1] <= 2:  # gray, or gray and alpha
-        item = item[..., 0]
-    return image_array(Image.fromarray(item), size)

@@ -56,7 +56,7 @@ def test_onnx_export_parity_at_batch_1_and_8(
 def test_a_finished_run_rebuilds_from_its_weights(
     tl_backend: BackendUnderTest, tl_default_run: DefaultRuns
 ) -> None:
-    from tlcore.train import load_run
+    from tlcore.build import load_run
 
     run = tl_default_run(tl_backend.name)
     _, classes, model, _ = load_run(run.path)

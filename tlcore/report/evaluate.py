@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from tlcore.bundle import MODEL_FILE
+from tlcore.bundle.layout import MODEL_FILE
 from tlcore.data import scan_folder
 from tlcore.errors import DataError, TlcoreError
 from tlcore.interfaces import Batch
 from tlcore.metrics import classification_report
-from tlcore.plugins import hook
+from tlcore.plugins.calls import BackendCalls
 from tlcore.runfolder import write_json
 
 REPORT_FILE = "report.json"
@@ -69,7 +69,7 @@ def report_folder(run: str | Path, data: str | Path) -> Path:
 def write_report(report: dict[str, Any], folder: str | Path) -> list[Path]:
     """Write ``report.json`` and the confusion matrix ``confusion.png`` (when matplotlib is
     installed) into ``folder``; returns the files written."""
-    from tlcore.plots import CONFUSION_FILE, plot_confusion
+    from tlcore.report.plots import CONFUSION_FILE, plot_confusion
 
     folder = Path(folder)
     try:
@@ -99,13 +99,13 @@ def _onnx_model(run: str | Path) -> _Model:
 
 
 def _native_model(run: str | Path) -> _Model:
-    from tlcore.train import load_run
+    from tlcore.build import load_run
 
     recipe, classes, model, prep = load_run(run)
 
     def logits(images: np.ndarray) -> np.ndarray:
         batch = Batch(images, np.zeros(len(images), dtype=np.int64))
-        return np.asarray(hook().tl_eval_step(backend=recipe.backend, model=model, batch=batch))
+        return BackendCalls(recipe.backend).eval_step(model, batch)
 
     weights = "native/weights.npz"
     return classes, tuple(prep.size), logits, recipe.backend, weights  # type: ignore[return-value]

@@ -28,14 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tlcore.bundle import (
-    DATA_FILE,
-    INPUT,
-    MODEL_FILE,
-    PROBABILITIES,
-    file_sha256,
-    parity_indices,
-)
+from tlcore.bundle.layout import DATA_FILE, INPUT, MODEL_FILE, PROBABILITIES, file_sha256
+from tlcore.bundle.parity import parity_indices
 from tlcore.errors import TlcoreError
 from tlcore.runfolder import atomic_path
 

@@ -1,4 +1,4 @@
-"""The ONNX bundle: a backend's raw graph made self-contained, checked, verified and written.
+"""A backend's raw ONNX graph made self-contained, checked, verified and written.
 
 A backend's ``tl_export(fmt="onnx")`` writes a *raw* graph: one uint8 NHWC input, one output
 of logits. :func:`export_onnx` turns it into the bundle's ``model.onnx``:
@@ -8,9 +8,7 @@ of logits. :func:`export_onnx` turns it into the bundle's ``model.onnx``:
 2. labels, input spec, tlcore version and bundle schema version in the metadata, so the file
    alone is enough to use it;
 3. ``onnx.checker.check_model``;
-4. parity: onnxruntime against the framework (``tl_eval_step``) on real samples, at batch 1
-   and at batch ``len(samples)``; a difference above the tolerance, or a top-1
-   disagreement that is not a tie within it, is an error, never a warning;
+4. parity (:mod:`tlcore.bundle.parity`): onnxruntime against the framework on real samples;
 5. written atomically; the figures and the file's sha256 go into ``tlcore.json``.
 
 Backend-neutral: it imports ``onnx`` and ``onnxruntime`` when called, never a framework.
@@ -18,11 +16,10 @@ Backend-neutral: it imports ``onnx`` and ``onnxruntime`` when called, never a fr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,59 +27,31 @@ import numpy as np
 
 from tlcore import __version__
 from tlcore.errors import PluginError, TlcoreError
-from tlcore.interfaces import Batch, Preprocessing
+from tlcore.interfaces import InputSpec, Preprocessing
 from tlcore.runfolder import atomic_path
 
 if TYPE_CHECKING:
     import onnx
-    import onnxruntime
-
-SCHEMA_VERSION = 1
-"""Version of the bundle layout (``tlcore.json`` and the ONNX metadata); readers refuse newer."""
-
-MODEL_FILE = "model.onnx"
-INFO_FILE = "tlcore.json"
-DATA_FILE = "model.onnx.data"
-"""External tensor data, written beside ``model.onnx`` only for models over 2 GB."""
-
-INPUT = "images"
-PROBABILITIES = "probabilities"
-LOGITS = "logits"
-BATCH_DIM = "batch"
-
-META_LABELS = "tlcore.labels"
-META_INPUT = "tlcore.input"
-META_VERSION = "tlcore.version"
-META_SCHEMA = "tlcore.schema_version"
+from tlcore.bundle.layout import (
+    BATCH_DIM,
+    DATA_FILE,
+    INPUT,
+    LOGITS,
+    META_INPUT,
+    META_LABELS,
+    META_SCHEMA,
+    META_VERSION,
+    MODEL_FILE,
+    PROBABILITIES,
+    SCHEMA_VERSION,
+    file_sha256,
+)
+from tlcore.bundle.parity import Parity, verify_parity
 
 DEFAULT_OPSET = 17
-PARITY_SAMPLES = 8
+
+
 _PROTOBUF_LIMIT = 2**31 - 1  # one protobuf message holds at most 2 GB
-
-
-@dataclass(frozen=True)
-class Parity:
-    """How closely onnxruntime matched the framework on real samples.
-
-    Attributes:
-        samples: how many images were compared.
-        batch_sizes: the batch sizes both sides ran at (1 and ``samples``).
-        max_abs_diff: the largest absolute difference of any class probability.
-        worst_sample: the index of the sample where it occurred.
-        top1_agreement: share of (sample, batch size) pairs with the same top-1 class.
-        tolerance: the largest difference allowed.
-    """
-
-    samples: int
-    batch_sizes: tuple[int, ...]
-    max_abs_diff: float
-    worst_sample: int
-    top1_agreement: float
-    tolerance: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, as written into ``tlcore.json``."""
-        return {**asdict(self), "batch_sizes": list(self.batch_sizes)}
 
 
 @dataclass(frozen=True)
@@ -114,7 +83,7 @@ def export_onnx(
     folder: str | Path,
     samples: np.ndarray,
     labels: Sequence[str],
-    preprocessing: Preprocessing,
+    preprocessing: InputSpec | Preprocessing,
     *,
     opset: int = DEFAULT_OPSET,
     tolerance: float = 1e-4,
@@ -148,22 +117,10 @@ def export_onnx(
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    from tlcore.plugins import hook  # here: the runtime imports this module without pluggy
+    from tlcore.plugins.calls import BackendCalls  # here: keep pluggy off the import path
 
     with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=folder) as raw_dir:
-        written = hook().tl_export(
-            backend=backend,
-            model=model,
-            fmt="onnx",
-            path=Path(raw_dir),
-            example=samples,
-            opset=opset,
-        )
-        if written is None:
-            raise TlcoreError(
-                f"no plugin can export format 'onnx' for backend {backend!r}",
-                "set export.formats to [native], or see 'tl plugins' for what is installed",
-            )
+        written = BackendCalls(backend).export(model, "onnx", Path(raw_dir), samples, opset)
         proto = onnx.load(str(written))
     proto = finish_graph(proto, labels, preprocessing)
     target = folder / MODEL_FILE
@@ -184,7 +141,7 @@ def export_onnx(
 
 
 def finish_graph(
-    proto: onnx.ModelProto, labels: Sequence[str], preprocessing: Preprocessing
+    proto: onnx.ModelProto, labels: Sequence[str], preprocessing: InputSpec | Preprocessing
 ) -> onnx.ModelProto:
     """Make a raw ``uint8 NHWC → logits`` graph the bundle's graph (modified in place).
 
@@ -255,7 +212,7 @@ def _check_value(
         )
 
 
-def metadata(labels: Sequence[str], preprocessing: Preprocessing) -> dict[str, str]:
+def metadata(labels: Sequence[str], preprocessing: InputSpec | Preprocessing) -> dict[str, str]:
     """The metadata every bundle's ``model.onnx`` carries, as ONNX string properties."""
     return {
         META_LABELS: json.dumps(list(labels)),
@@ -288,118 +245,6 @@ def _save(proto: onnx.ModelProto, path: Path) -> bool:
         size_threshold=1024,
     )
     return True
-
-
-def verify_parity(
-    session: onnxruntime.InferenceSession,
-    backend: str,
-    model: Any,
-    samples: np.ndarray,
-    tolerance: float,
-) -> Parity:
-    """Compare onnxruntime with the framework on ``samples``, at batch 1 and all at once.
-
-    Both sides run every sample alone and then all samples as one batch; probabilities are
-    compared (the framework's logits through a float64 softmax).
-
-    Raises:
-        TlcoreError: onnxruntime fails on a batch, a probability differs by more than
-            ``tolerance``, or a top-1 class differs (beyond a tie within ``tolerance``); names
-            the worst sample and the difference.
-    """
-    batch_sizes = (1, len(samples)) if len(samples) > 1 else (1,)
-    worst, worst_sample, worst_batch = -1.0, 0, 1
-    agree: list[np.ndarray] = []
-    for size in batch_sizes:
-        ours = np.concatenate(
-            [_run_onnx(session, samples[i : i + size]) for i in range(0, len(samples), size)]
-        )
-        theirs = np.concatenate(
-            [
-                softmax(_run_framework(backend, model, samples[i : i + size]))
-                for i in range(0, len(samples), size)
-            ]
-        )
-        diff = np.abs(ours.astype(np.float64) - theirs).max(axis=1)
-        if diff.max() > worst:
-            worst, worst_sample, worst_batch = float(diff.max()), int(diff.argmax()), size
-        picked = ours.argmax(axis=1)
-        same = picked == theirs.argmax(axis=1)
-        # Near-equal top classes (an untrained head) may swap by rounding: only a swap the
-        # framework itself sees beyond the tolerance is a different answer.
-        tied = theirs.max(axis=1) - theirs[np.arange(len(picked)), picked] <= tolerance
-        if not (same | tied).all():
-            bad = int(np.flatnonzero(~(same | tied))[0])
-            raise TlcoreError(
-                f"ONNX export does not match the {backend} model: sample {bad} (batch of "
-                f"{size}) gets class {int(ours[bad].argmax())} from onnxruntime but "
-                f"{int(theirs[bad].argmax())} from {backend} (probability difference "
-                f"{diff[bad]:.3g})",
-                "the exporter changed the model's arithmetic; report it to the backend plugin",
-            )
-        agree.append(same)
-    if worst > tolerance:
-        raise TlcoreError(
-            f"ONNX export does not match the {backend} model: sample {worst_sample} (batch of "
-            f"{worst_batch}) differs by {worst:.3g} in probability, over the tolerance "
-            f"{tolerance:g}",
-            "if that is numerical noise, raise export.tolerance; otherwise report it to the "
-            "backend plugin",
-        )
-    return Parity(
-        samples=len(samples),
-        batch_sizes=batch_sizes,
-        max_abs_diff=worst,
-        worst_sample=worst_sample,
-        top1_agreement=float(np.concatenate(agree).mean()),
-        tolerance=float(tolerance),
-    )
-
-
-def _run_onnx(session: onnxruntime.InferenceSession, images: np.ndarray) -> np.ndarray:
-    try:
-        return session.run([PROBABILITIES], {INPUT: images})[0]
-    except Exception as exc:  # onnxruntime raises its own types; all mean "the graph fails"
-        raise TlcoreError(
-            f"onnxruntime cannot run the exported graph on a batch of {len(images)}: {exc}",
-            "the backend exported a graph that does not take any batch size; "
-            "report it to the backend plugin",
-        ) from None
-
-
-def _run_framework(backend: str, model: Any, images: np.ndarray) -> np.ndarray:
-    from tlcore.plugins import hook
-
-    labels = np.zeros(len(images), dtype=np.int64)
-    logits = hook().tl_eval_step(backend=backend, model=model, batch=Batch(images, labels))
-    if logits is None:
-        raise PluginError(
-            f"no plugin answered tl_eval_step for backend {backend!r}",
-            "the backend plugin is incomplete; see 'tl plugins'",
-        )
-    return np.asarray(logits)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
-def parity_indices(count: int, limit: int = PARITY_SAMPLES) -> np.ndarray:
-    """Up to ``limit`` indices spread evenly over ``count`` samples (classes are contiguous in
-    a dataset, so the first few would all be one class)."""
-    return np.unique(np.linspace(0, count - 1, num=min(count, limit)).round().astype(np.int64))
-
-
-def file_sha256(path: str | Path) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _require_onnx() -> Any:

@@ -23,7 +23,7 @@ import pluggy
 
 from tlcore import hookspecs
 from tlcore.errors import PluginError, TlcoreError
-from tlcore.interfaces import BackboneInfo, BackendInfo
+from tlcore.interfaces import BackboneInfo, BackendInfo, Choice
 
 ENTRY_POINT_GROUP = "tlcore"
 
@@ -195,22 +195,63 @@ def backbones(backend: str) -> list[BackboneInfo]:
     return found
 
 
+def choices(kind: str) -> dict[str, Choice]:
+    """The values plugins registered for one of the recipe's open choices (``kind``: see
+    :class:`~tlcore.interfaces.Choice`), by name, as the recipe accepts them: the first
+    registration of a name wins, and none redefines a built-in value
+    (:mod:`tlcore.recipe.choices` says why one is ignored)."""
+    from tlcore.recipe.choices import registered  # the recipe knows the built-in values
+
+    return {name: entry.choice for name, entry in registered(kind).items()}
+
+
+def choice_registrations() -> list[tuple[str, Any]]:
+    """``(plugin name, object)`` for every object a plugin passes to ``register`` in
+    ``tl_register_choices``, in the order plugins are called (each through the hook, so
+    ``TLCORE_TRACE_PLUGINS`` shows it).
+
+    Raises:
+        PluginError: a plugin's ``tl_register_choices`` raised; names the plugin.
+    """
+    pm = get_manager()
+    found: list[tuple[str, Any]] = []
+    impls = pm.hook.tl_register_choices.get_hookimpls()
+    for impl in reversed(impls):  # pluggy calls the last registered first
+        others = [i.plugin for i in impls if i is not impl]
+        caller = pm.subset_hook_caller("tl_register_choices", remove_plugins=others)
+        try:
+            caller(register=lambda obj, name=impl.plugin_name: found.append((name, obj)))
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {impl.plugin_name!r} failed in tl_register_choices: "
+                f"{type(exc).__name__}: {exc}",
+                "the plugin is broken; TLCORE_PLUGINS=... leaves it out",
+            ) from exc
+    return found
+
+
 def plugin_table() -> list[dict[str, Any]]:
-    """One row per loaded plugin (name, distribution version, hooks) and per broken one."""
+    """One row per loaded plugin (name, distribution version, hooks, the recipe choices it
+    registers, each with ``ignored``: why the recipe does not accept it, or empty) and per
+    broken one."""
     pm = get_manager()
     dists = {
         ep.name: (ep.dist.name, ep.dist.version) if ep.dist else (None, None)
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
     }
+    from tlcore.recipe.choices import registered_choices
+
+    added: dict[str, list[dict[str, Any]]] = {}
+    for entry in registered_choices():
+        added.setdefault(entry.plugin, []).append(entry.to_dict())
     rows = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: str(item[0])):
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         dist, version = dists.get(name, (None, None))
-        rows.append(
-            {"name": name, "package": dist, "version": version, "hooks": hooks, "error": None}
-        )
+        row = {"name": name, "package": dist, "version": version, "hooks": hooks}
+        rows.append({**row, "choices": added.get(name, []), "error": None})
     for bad in _broken:
         dist, version = dists.get(bad.name, (None, None))
-        row = {"name": bad.name, "package": dist, "version": version, "hooks": []}
+        row = {"name": bad.name, "package": dist, "version": version, "hooks": [], "choices": []}
         rows.append({**row, "error": bad.reason})
     return rows

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tlcore.bundle import (
-    INFO_FILE,
-    MODEL_FILE,
-    OnnxExport,
-    export_onnx,
-    file_sha256,
-    parity_indices,
-)
+from tlcore.build import load_run
+from tlcore.bundle.graph import OnnxExport, export_onnx
+from tlcore.bundle.layout import INFO_FILE, MODEL_FILE, file_sha256
+from tlcore.bundle.parity import parity_indices
+from tlcore.bundle.quantize import Quantized, discard, quantize_bundle, record
 from tlcore.data import Dataset, load_datasets, scan_folder
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import RunInfo
-from tlcore.plugins import hook
-from tlcore.quantize import Quantized, discard, quantize_bundle, record
+from tlcore.plugins.calls import BackendCalls
 from tlcore.recipe import Recipe, build_recipe
 from tlcore.runfolder import read_json, write_json
-from tlcore.train import load_run
 
 
 def export_run(
@@ -57,10 +52,8 @@ def export_run(
     info["onnx"] = result.to_dict()
     discard(run, info)
     write_json(info_file, info)
-    hook().tl_on_export(
-        run=RunInfo(Path(run), recipe.backend, classes, recipe.to_dict()),
-        fmt="onnx",
-        path=result.path,
+    BackendCalls(recipe.backend).on_export(
+        RunInfo(Path(run), recipe.backend, classes, recipe.to_dict()), "onnx", result.path
     )
     return result
 

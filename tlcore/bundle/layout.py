@@ -1,0 +1,61 @@
+"""The bundle's file layout: file names, the ONNX graph's names and metadata keys, the schema
+version and checksums.
+
+The runtime reads a bundle with this module alone: it imports no recipe, trainer or framework.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
+
+
+SCHEMA_VERSION = 1
+"""Version of the bundle layout (``tlcore.json`` and the ONNX metadata); readers refuse newer."""
+
+
+MODEL_FILE = "model.onnx"
+
+
+INFO_FILE = "tlcore.json"
+
+
+DATA_FILE = "model.onnx.data"
+"""External tensor data, written beside ``model.onnx`` only for models over 2 GB."""
+
+
+INPUT = "images"
+
+
+PROBABILITIES = "probabilities"
+
+
+LOGITS = "logits"
+
+
+BATCH_DIM = "batch"
+
+
+META_LABELS = "tlcore.labels"
+
+
+META_INPUT = "tlcore.input"
+
+
+META_VERSION = "tlcore.version"
+
+
+META_SCHEMA = "tlcore.schema_version"
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

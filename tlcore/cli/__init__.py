@@ -1,0 +1,16 @@
+"""The ``tl`` command line. Importing it loads no framework; commands import lazily.
+
+- :mod:`~tlcore.cli.app`: the command group, error handling and :func:`main`;
+- :mod:`~tlcore.cli.training`: ``tl train`` (over :func:`tlcore.fit`) and ``tl demo``;
+- :mod:`~tlcore.cli.runs`: ``tl eval``, ``tl predict``, ``tl export``;
+- :mod:`~tlcore.cli.listing`: ``tl plugins``, ``tl backbones``.
+"""
+
+from __future__ import annotations
+
+from tlcore.cli.app import cli, main
+from tlcore.cli.listing import backbones, plugins
+from tlcore.cli.runs import eval_, export, predict
+from tlcore.cli.training import demo, train
+
+__all__ = ["backbones", "cli", "demo", "eval_", "export", "main", "plugins", "predict", "train"]

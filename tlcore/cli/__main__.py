@@ -1,0 +1,7 @@
+"""``python -m tlcore.cli``: the ``tl`` command."""
+
+import sys
+
+from tlcore.cli.app import main
+
+main(sys.argv[1:])

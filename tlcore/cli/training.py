@@ -1,0 +1,132 @@
+"""``tl train`` (a thin layer over :func:`tlcore.fit`) and ``tl demo``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tlcore.cli.app import MAX_DROP_HELP, QUANTIZE_HELP, cli
+from tlcore.errors import TlcoreError
+
+COMPARE_HELP = (
+    "Then train the same recipe from random weights into OUT-random and print both "
+    "accuracies: what the pretrained weights buy on this data."
+)
+
+
+@cli.command()
+@click.argument("data", required=False, type=click.Path(path_type=Path))
+@click.option("--recipe", "-r", type=click.Path(path_type=Path), help="YAML/TOML recipe file.")
+@click.option("--backend", "-b", help="torch or keras (or any installed backend).")
+@click.option("--backbone", help="Backbone source, e.g. hf:./resnet, file:net.pt.")
+@click.option("--weights", help="pretrained (default), none, or a weights file.")
+@click.option("--input-size", type=int, help="Square input size in pixels.")
+@click.option("--epochs", type=int, help="Epochs of every stage.")
+@click.option("--lr", type=float, help="First stage's learning rate; later stages keep ratio.")
+@click.option("--batch-size", type=int, help="Batch size.")
+@click.option("--seed", type=int, help="Seed for a repeatable run.")
+@click.option("--val", "val", type=click.Path(path_type=Path), help="Separate validation folder.")
+@click.option("--val-split", type=float, help="Fraction held out for validation.")
+@click.option("--augment", help="Comma-separated: hflip, shift.")
+@click.option("--no-cache", is_flag=True, help="Do not cache frozen-backbone features.")
+@click.option("--quantize", type=click.Choice(["none", "static", "dynamic"]), help=QUANTIZE_HELP)
+@click.option("--max-drop", type=click.FloatRange(0.0, 1.0), help=MAX_DROP_HELP)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any recipe field.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Run folder to write.")
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue an interrupted run.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--compare-random", is_flag=True, help=COMPARE_HELP)
+@click.pass_context
+def train(ctx: click.Context, data: Path | None, recipe: Path | None, **options: Any) -> None:
+    """Fine-tune a pretrained backbone on a folder of images (one sub-folder per class).
+
+    \b
+    Examples:
+      tl train photos/ --backbone hf:microsoft/resnet-18 --epochs 5
+      tl train demo-data --recipe demo-data/recipe.yaml --backend keras
+      tl train --resume runs/demo
+    """
+    from tlcore.api import default_out, fit
+    from tlcore.recipe import parse_override
+
+    resume = options.pop("resume")
+    quiet = options.pop("quiet")
+    compare = options.pop("compare_random")
+    out = options.pop("out")
+    overrides = dict(parse_override(s) for s in options.pop("sets"))
+    if options.pop("no_cache"):
+        options["cache_features"] = False
+    shortcuts = {k: v for k, v in options.items() if v is not None}
+    if resume is not None and (recipe or shortcuts or overrides or data):
+        raise TlcoreError(
+            "--resume takes no other recipe options", "the run continues with its own recipe"
+        )
+    out = resume or out or default_out()
+    ctx.obj["out"] = out
+    result = fit(
+        data, recipe=recipe, out=out, resume=resume is not None, quiet=quiet,
+        overrides=overrides, **shortcuts,
+    )
+    if result.warnings and not quiet:
+        # Said when found, but a warning from the start has scrolled away under the epochs:
+        # repeat them all where the run ends. Quiet runs printed nothing in between.
+        click.echo(f"{len(result.warnings)} warning(s), also in tlcore.json:", err=True)
+        for text in result.warnings:
+            click.echo(f"warning: {text}", err=True)
+    acc = result.metrics.get("val_accuracy")
+    summary = f"done: {result.path}" + (f" (val_accuracy {acc:.4f})" if acc is not None else "")
+    if acc is None and result.history:  # no validation images: say what was measured
+        summary += f" (training accuracy {result.history[-1]['accuracy']:.4f}, no validation set)"
+    click.echo(summary)
+    if result.quantized is not None:
+        click.echo(result.quantized.summary())
+    if compare:
+        _compare_random(result, Path(f"{result.path}-random"), quiet)
+
+
+def _compare_random(result: Any, out: Path, quiet: bool) -> None:
+    """``--compare-random``: the same recipe from random weights, and both accuracies."""
+    from tlcore.api import random_baseline
+
+    if not quiet:
+        click.echo(f"same recipe from random weights, for comparison: {out}")
+    baseline = random_baseline(result, out, quiet=quiet)
+    key = "val_accuracy" if "val_accuracy" in result.metrics else None
+    if key is None or key not in baseline.metrics:
+        click.echo(f"random-weights baseline: {baseline.path} (no validation set to compare on)")
+        return
+    ours, theirs = result.metrics[key], baseline.metrics[key]
+    click.echo(
+        f"from random weights, same data and epochs: {key} {theirs:.4f} ({baseline.path}); "
+        f"the pretrained weights {'add' if ours >= theirs else 'lose'} "
+        f"{abs(ours - theirs) * 100:.1f} points"
+    )
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path), default=Path("demo-data"))
+@click.option("--size", type=int, default=64, show_default=True, help="Image side in pixels.")
+@click.option("--per-class", default="20", show_default=True,
+              help="Scans of each digit to write (a number, or 'all': 174 to 183).")
+def demo(path: Path, size: int, per_class: str) -> None:
+    """Write a demo image-folder dataset from scikit-learn's handwritten digits (offline).
+
+    Also writes PATH/recipe.yaml: the default recipe on the default pretrained backbone.
+    Twenty scans per digit by default: few examples are where a pretrained backbone matters
+    (with all of them, this easy task is learned from scratch too).
+
+    \b
+    Example:
+      tl demo demo-data && tl train demo-data --recipe demo-data/recipe.yaml --compare-random
+    """
+    from tlcore.demo import write_demo, write_demo_recipe
+
+    if per_class != "all" and not per_class.isdigit():
+        raise TlcoreError(f"--per-class must be a number or 'all', not {per_class!r}", "e.g. 20")
+    folder = write_demo(path, size=size, per_class=None if per_class == "all" else int(per_class))
+    recipe = write_demo_recipe(folder)
+    click.echo(f"wrote {folder} and {recipe}")
+    click.echo(f"next: tl train {folder} --recipe {recipe} --out runs/demo --compare-random")

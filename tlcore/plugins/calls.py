@@ -1,0 +1,165 @@
+"""The core's one door to a backend: the hooks as typed methods.
+
+The trainer, the bundle writer, evaluation, export and the conformance suite all call a backend
+through :class:`BackendCalls`. Each method calls its hook with the backend's name filled in; a
+hook whose answer is required and comes back ``None`` (no plugin answered for this backend or
+this object) is a :class:`~tlcore.errors.PluginError` naming the hook and the backend, never a
+silent fallback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tlcore.errors import PluginError, TlcoreError
+from tlcore.plugins.manager import hook
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tlcore.interfaces import Backbone, Batch, FreezeReport, LoadReport, RunInfo, StepState
+    from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec, StageSpec
+
+
+class BackendCalls:
+    """The hooks of one backend, as methods.
+
+    Args:
+        backend: the backend's name (``torch``, ``keras``, a plugin's own).
+
+    Example:
+        >>> calls = BackendCalls("torch")
+        >>> calls.backend
+        'torch'
+    """
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+    def __repr__(self) -> str:
+        return f"BackendCalls({self.backend!r})"
+
+    # --- the transfer-learning steps ---
+
+    def seed(self, seed: int) -> None:
+        """``tl_seed``: seed the framework's generators."""
+        hook().tl_seed(backend=self.backend, seed=seed)
+
+    def load_backbone(self, spec: BackboneSpec) -> Backbone:
+        """``tl_load_backbone``; no answer means no plugin knows the source."""
+        backbone = hook().tl_load_backbone(backend=self.backend, spec=spec)
+        if backbone is None:
+            what = spec.source or type(spec.model).__name__
+            raise TlcoreError(
+                f"no plugin can load backbone {what!r} for backend {self.backend!r}",
+                f"run 'tl backbones --backend {self.backend}' to see what is available",
+            )
+        return backbone
+
+    def attach_head(self, backbone: Backbone, head: HeadSpec, num_classes: int) -> Any:
+        """``tl_attach_head``: the backend's model."""
+        return self._required(
+            "tl_attach_head", backbone=backbone, head=head, num_classes=num_classes
+        )
+
+    def freeze(self, model: Any, policy: FreezeSpec) -> FreezeReport:
+        """``tl_freeze``: apply a stage's freeze policy."""
+        return self._required("tl_freeze", model=model, policy=policy)
+
+    def make_optimizer(self, model: Any, stage: StageSpec) -> Any:
+        """``tl_make_optimizer``: the optimiser of one stage."""
+        return self._required("tl_make_optimizer", model=model, stage=stage)
+
+    def train_step(self, model: Any, batch: Batch, state: StepState) -> dict[str, float]:
+        """``tl_train_step``: one optimisation step."""
+        return self._required("tl_train_step", model=model, batch=batch, state=state)
+
+    def eval_step(self, model: Any, batch: Batch) -> np.ndarray:
+        """``tl_eval_step``: float32 outputs in inference mode."""
+        import numpy as np
+
+        return np.asarray(self._required("tl_eval_step", model=model, batch=batch))
+
+    def extract_features(self, model: Any, images: np.ndarray) -> np.ndarray:
+        """``tl_extract_features``: pooled backbone features of ``images``."""
+        import numpy as np
+
+        return np.asarray(self._required("tl_extract_features", model=model, images=images))
+
+    def export(
+        self, model: Any, fmt: str, path: Path, example: np.ndarray, opset: int
+    ) -> Path:
+        """``tl_export``: write ``fmt`` into the folder ``path``; no answer means no plugin
+        writes that format for this backend."""
+        written = hook().tl_export(
+            backend=self.backend, model=model, fmt=fmt, path=Path(path), example=example,
+            opset=opset,
+        )
+        if written is None:
+            raise TlcoreError(
+                f"no plugin can export format {fmt!r} for backend {self.backend!r}",
+                "remove it from export.formats, or see 'tl plugins' for what is installed",
+            )
+        return Path(written)
+
+    # --- state ---
+
+    def get_weights(self, model: Any) -> dict[str, np.ndarray]:
+        """``tl_get_weights``: every weight and buffer, as numpy copies by name."""
+        import numpy as np
+
+        weights = self._required("tl_get_weights", model=model)
+        return {name: np.array(value, copy=True) for name, value in weights.items()}
+
+    def set_weights(
+        self, model: Any, weights: dict[str, np.ndarray], strict: bool = True
+    ) -> LoadReport:
+        """``tl_set_weights``: load weights by name."""
+        return self._required("tl_set_weights", model=model, weights=weights, strict=strict)
+
+    def get_optimizer_state(self, optimizer: Any) -> dict[str, np.ndarray]:
+        """``tl_get_optimizer_state``: the optimiser's state as arrays."""
+        return self._required("tl_get_optimizer_state", optimizer=optimizer)
+
+    def set_optimizer_state(self, optimizer: Any, state: dict[str, np.ndarray]) -> None:
+        """``tl_set_optimizer_state``: restore a checkpoint's optimiser state; a resume that
+        cannot restore it must not continue with a fresh optimiser."""
+        restored = self._required("tl_set_optimizer_state", optimizer=optimizer, state=state)
+        if restored is not True:
+            raise PluginError(
+                f"backend {self.backend!r} did not restore the optimiser state "
+                f"(tl_set_optimizer_state answered {restored!r})",
+                "the backend plugin must answer True once the state is restored",
+            )
+
+    # --- events ---
+
+    def on_epoch_end(
+        self, run: RunInfo, stage: str, epoch: int, metrics: dict[str, float]
+    ) -> None:
+        """``tl_on_epoch_end`` for every observer."""
+        hook().tl_on_epoch_end(run=run, stage=stage, epoch=epoch, metrics=metrics)
+
+    def on_stage_end(self, run: RunInfo, stage: str, metrics: dict[str, float]) -> None:
+        """``tl_on_stage_end`` for every observer."""
+        hook().tl_on_stage_end(run=run, stage=stage, metrics=metrics)
+
+    def on_checkpoint(self, run: RunInfo, path: Path) -> None:
+        """``tl_on_checkpoint`` for every observer."""
+        hook().tl_on_checkpoint(run=run, path=path)
+
+    def on_export(self, run: RunInfo, fmt: str, path: Path) -> None:
+        """``tl_on_export`` for every observer."""
+        hook().tl_on_export(run=run, fmt=fmt, path=path)
+
+    def _required(self, name: str, **kwargs: Any) -> Any:
+        result = getattr(hook(), name)(backend=self.backend, **kwargs)
+        if result is None:
+            raise PluginError(
+                f"backend {self.backend!r} gave no answer to {name} "
+                f"(arguments: {', '.join(kwargs)})",
+                "the backend plugin is incomplete or was handed another backend's object; "
+                "see 'tl plugins' and tlcore.hookspecs",
+            )
+        return result

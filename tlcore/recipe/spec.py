@@ -1,0 +1,251 @@
+"""The recipe's sections as frozen dataclasses, with their defaults and what each field accepts.
+
+A field's ``metadata`` says what is valid (``choices``, a numeric range); :mod:`tlcore.recipe.build`
+checks it when a recipe is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _choice(*values: str) -> dict[str, Any]:
+    return {"choices": values}
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"min": lo, "max": hi}
+
+
+#: The ``backbone.weights`` values that mean the source's own published weights.
+PRETRAINED_WEIGHTS = ("pretrained", "imagenet")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Which pretrained network to start from.
+
+    ``source`` is ``<kind>:<name>``, e.g. ``hf:./my-resnet``, ``hf:microsoft/resnet-18``,
+    ``file:model.pt`` (TorchScript), ``keras:mobilenet_v2``, ``builtin:simple_cnn``;
+    ``None`` asks the backend for its default. ``weights`` is ``pretrained`` (the source's
+    own weights; ``imagenet`` is an alias), ``none`` (random initialisation) or the path of a
+    weights file from another task, loaded where shapes fit. ``model`` is a user's own
+    ``torch.nn.Module`` / ``keras.Model`` (Python API only).
+    """
+
+    source: str | None = None
+    weights: str = "pretrained"
+    input_size: int | None = field(default=None, metadata=_range(8, 4096))
+    model: Any = field(default=None, compare=False, repr=False, metadata={"serialize": False})
+
+
+@dataclass(frozen=True)
+class FreezeSpec:
+    """What stays frozen in a stage.
+
+    ``policy``: ``all`` (the whole backbone frozen), ``none`` (nothing frozen), ``last_n``
+    (the backbone frozen except its last ``n`` blocks), ``pattern`` (backbone parameters whose
+    name matches the regular expression ``pattern`` are frozen). The head always trains.
+    ``batchnorm``: ``frozen`` (every BatchNorm of the backbone in inference mode, its running
+    statistics untouched, also in unfrozen blocks, as the Keras guide prescribes), ``follow``
+    (inference mode only in frozen parts), ``train`` (all BatchNorm layers update) or
+    ``auto`` (the default): ``frozen`` for a pretrained backbone; ``follow`` for a randomly
+    initialised one (``weights: none``, or a source without published weights), whose
+    statistics have yet to be learned wherever it trains, so that training it from scratch
+    (``policy: none``) updates every BatchNorm layer. Backends never see ``auto``: the core
+    resolves it.
+    """
+
+    policy: str = field(default="all", metadata=_choice("all", "none", "last_n", "pattern"))
+    n: int = field(default=2, metadata=_range(0))
+    pattern: str = ""
+    batchnorm: str = field(default="auto", metadata=_choice("auto", "frozen", "follow", "train"))
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The new classifier: pooling, optional hidden layers, dropout, a linear classifier."""
+
+    pooling: str = field(default="avg", metadata=_choice("avg", "max", "flatten"))
+    hidden: tuple[int, ...] = ()
+    dropout: float = field(default=0.0, metadata=_range(0.0, 0.95))
+    activation: str = field(default="relu", metadata=_choice("relu", "gelu"))
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One training stage: what is frozen, how it is optimised, when it stops.
+
+    ``schedule``: ``constant``, ``cosine`` (after ``warmup``, a fraction of the stage's steps,
+    of linear warm-up) or ``onecycle``. ``patience`` > 0 stops the stage after that many
+    epochs without improvement of ``monitor``; ``restore_best`` then keeps the best epoch.
+    ``min_steps``: the stage runs more epochs than ``epochs`` when that many would give fewer
+    optimiser steps, so that a small dataset still trains (five epochs of 40 images are ten
+    steps, far from converged); the run says when it extends a stage.
+    """
+
+    name: str = "stage"
+    epochs: int = field(default=5, metadata=_range(0, 100_000))
+    freeze: FreezeSpec = FreezeSpec()
+    optimizer: str = field(default="adamw", metadata=_choice("adamw", "adam", "sgd", "rmsprop"))
+    lr: float = field(default=1e-3, metadata=_range(1e-12, 10.0))
+    weight_decay: float = field(default=1e-4, metadata=_range(0.0, 1.0))
+    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    schedule: str = field(default="cosine", metadata=_choice("constant", "cosine", "onecycle"))
+    warmup: float = field(default=0.0, metadata=_range(0.0, 0.9))
+    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.9))
+    patience: int = field(default=0, metadata=_range(0))
+    monitor: str = field(default="val_accuracy", metadata=_choice("val_accuracy", "val_loss"))
+    restore_best: bool = True
+    min_steps: int = field(default=0, metadata=_range(0, 10_000_000))
+
+
+def default_stages() -> tuple[StageSpec, ...]:
+    """The recipe practitioners use: train the head, then fine-tune the top at lr / 10.
+
+    The head trains for at least 300 steps: on cached features they take about a second, and
+    with fewer a linear head stays below a logistic regression on the same features at 5 to
+    100 images per class (``benchmarks/transfer.py``). For a pretrained backbone: a randomly
+    initialised one trains with :func:`scratch_stage` instead when a run keeps these stages.
+    """
+    return (
+        StageSpec(
+            name="head", epochs=5, lr=1e-3, freeze=FreezeSpec(policy="all"), min_steps=300
+        ),
+        StageSpec(
+            name="fine_tune",
+            epochs=5,
+            lr=1e-4,
+            warmup=0.1,
+            freeze=FreezeSpec(policy="last_n", n=2),
+            patience=3,
+        ),
+    )
+
+
+#: The warm-up of :func:`scratch_stage`, a fraction of its steps.
+SCRATCH_WARMUP = 0.05
+
+
+def follows_default_stages(stages: tuple[StageSpec, ...]) -> bool:
+    """True when ``stages`` are :func:`default_stages`, up to their ``epochs`` and ``lr``.
+
+    Those two are what the ``epochs`` and ``lr`` shortcuts (``--epochs``, ``--lr``) change, so
+    a run with them still follows the default recipe; any other change is the user's own plan.
+    """
+    defaults = default_stages()
+    return len(stages) == len(defaults) and all(
+        dataclasses.replace(stage, epochs=default.epochs, lr=default.lr) == default
+        for stage, default in zip(stages, defaults, strict=True)
+    )
+
+
+def scratch_stage(stages: tuple[StageSpec, ...]) -> StageSpec:
+    """The default recipe for a randomly initialised backbone, in place of ``stages``.
+
+    Freezing random weights trains a head on random features, so the whole network trains in
+    one stage, BatchNorm in training mode: as many epochs as ``stages`` have together, AdamW at
+    the first stage's learning rate (1e-3 by default, a usual rate for AdamW from scratch),
+    cosine decay after a short warm-up.
+    """
+    return StageSpec(
+        name="scratch",
+        epochs=sum(stage.epochs for stage in stages),
+        lr=stages[0].lr,
+        optimizer="adamw",
+        schedule="cosine",
+        warmup=SCRATCH_WARMUP,
+        freeze=FreezeSpec(policy="none", batchnorm="train"),
+    )
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """The stages, the batch size, the seed, and whether frozen-backbone features are cached."""
+
+    stages: tuple[StageSpec, ...] = field(default_factory=default_stages)
+    batch_size: int = field(default=32, metadata=_range(1, 65536))
+    seed: int = field(default=0, metadata=_range(0))
+    cache_features: bool = True
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the images are and how the validation set is made.
+
+    ``path``: a folder with one sub-folder per class. ``val_path``: a separate validation
+    folder with the same classes; without it, ``val_split`` of each class is held out (seeded
+    by ``train.seed``). Left unset (``null``), it adapts to the data: 20 % of each class but at
+    least 2 images, and nothing at all when the smallest class has fewer than 100 images or the
+    validation set would hold fewer than 50: with few images, a fifth of them is worth more as
+    training data than as a measurement (:func:`tlcore.data.load_datasets`); measure such a
+    model on other images (``val_path``, ``tl eval``) or set ``val_split`` to hold some out.
+    ``augment``: any of ``hflip``, ``shift`` (applied to training batches; any augmentation
+    turns feature caching off).
+    """
+
+    path: str | None = None
+    val_path: str | None = None
+    val_split: float | None = field(default=None, metadata=_range(0.0, 0.9))
+    augment: tuple[str, ...] = field(default=(), metadata=_choice("hflip", "shift"))
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What the end of training writes: formats, ONNX opset, quantisation, parity tolerance.
+
+    ``quantize``: ``none``, ``static`` (int8 weights and activations, calibrated on
+    ``calibration_images`` training images; the one that speeds up CNNs on CPU) or
+    ``dynamic`` (int8 weights only). The int8 model becomes the bundle's default model only
+    if its validation accuracy is at most ``max_accuracy_drop`` (a fraction: 0.01 is one
+    point) below the float model's; ``model.onnx`` is always kept.
+    """
+
+    formats: tuple[str, ...] = ("native", "onnx")
+    opset: int = field(default=17, metadata=_range(9, 30))
+    quantize: str = field(default="none", metadata=_choice("none", "static", "dynamic"))
+    max_accuracy_drop: float = field(default=0.01, metadata=_range(0.0, 1.0))
+    calibration_images: int = field(default=300, metadata=_range(1, 100_000))
+    tolerance: float = field(default=1e-4, metadata=_range(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a run needs, except the data arrays a Python caller may pass directly."""
+
+    backend: str = "torch"
+    backbone: BackboneSpec = BackboneSpec()
+    head: HeadSpec = HeadSpec()
+    train: TrainSpec = TrainSpec()
+    data: DataSpec = DataSpec()
+    export: ExportSpec = ExportSpec()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as plain JSON-able data (user objects left out)."""
+        return _to_plain(self)
+
+    def replace(self, **overrides: Any) -> Recipe:
+        """A copy with dotted overrides applied, e.g. ``replace(**{"train.seed": 3})``."""
+        from tlcore.recipe.build import build_recipe  # build imports this module
+
+        return build_recipe(self.to_data(), overrides)
+
+    def to_data(self) -> dict[str, Any]:
+        """Like :meth:`to_dict`, but keeping the user's own network object."""
+        data = self.to_dict()
+        data["backbone"]["model"] = self.backbone.model
+        return data
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {
+            f.name: _to_plain(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if f.metadata.get("serialize", True)
+        }
+    if isinstance(obj, tuple | list):
+        return [_to_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,70 @@
+"""What a stage trains and validates on: cached backbone features, or images decoded per
+batch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tlcore.data import Dataset, augment
+from tlcore.interfaces import Batch
+from tlcore.metrics import cross_entropy
+
+if TYPE_CHECKING:
+    from tlcore.train.trainer import Trainer
+
+
+class Feed:
+    """Batches of one dataset for one stage: cached features, or images decoded per batch."""
+
+    def __init__(self, trainer: Trainer, dataset: Dataset, cached: bool) -> None:
+        self.trainer = trainer
+        self.dataset = dataset
+        self.features: np.ndarray | None = None
+        if cached and len(dataset):
+            self.features = self._extract()
+
+    def _extract(self) -> np.ndarray:
+        t = self.trainer
+        size = max(t.recipe.train.batch_size, 64)
+        chunks = []
+        for start in range(0, len(self.dataset), size):
+            indices = np.arange(start, min(start + size, len(self.dataset)))
+            images = self.dataset.inputs(indices, t.input_spec)
+            chunks.append(t.calls.extract_features(t.model, images))
+        return np.concatenate(chunks)
+
+    def batch(self, indices: np.ndarray, rng: np.random.Generator) -> Batch:
+        """The training batch at ``indices`` (augmented images, or cached features)."""
+        labels = self.dataset.labels[indices]
+        if self.features is not None:
+            return Batch(self.features[indices], labels, features=True)
+        images = self.dataset.inputs(indices, self.trainer.input_spec)
+        names = self.trainer.recipe.data.augment
+        return Batch(augment(images, names, rng) if names else images, labels)
+
+    def logits(self) -> np.ndarray:
+        """Logits for the whole dataset, in order."""
+        t = self.trainer
+        size = max(t.recipe.train.batch_size, 64)
+        out = []
+        for start in range(0, len(self.dataset), size):
+            indices = np.arange(start, min(start + size, len(self.dataset)))
+            labels = self.dataset.labels[indices]
+            if self.features is not None:
+                batch = Batch(self.features[indices], labels, features=True)
+            else:
+                batch = Batch(self.dataset.inputs(indices, t.input_spec), labels)
+            out.append(t.calls.eval_step(t.model, batch))
+        return np.concatenate(out) if out else np.zeros((0, len(t.class_names)), np.float32)
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss and accuracy (empty when the dataset is)."""
+        if not len(self.dataset):
+            return {}
+        logits = self.logits()
+        return {
+            "val_loss": cross_entropy(logits, self.dataset.labels),
+            "val_accuracy": float(np.mean(logits.argmax(axis=1) == self.dataset.labels)),
+        }

@@ -1,0 +1,144 @@
+"""The end of a run: the final checks, the bundle description, the exports and the int8 model."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tlcore.bundle.graph import export_onnx
+from tlcore.bundle.layout import INFO_FILE
+from tlcore.bundle.parity import parity_indices
+from tlcore.diagnose import chance_warning, stalled_stage_warnings
+from tlcore.plugins import require_backend
+from tlcore.report.plots import HISTORY_FILE, plot_history
+from tlcore.runfolder import write_arrays, write_json
+from tlcore.train.feed import Feed
+
+if TYPE_CHECKING:
+    from tlcore.bundle.quantize import Quantized
+    from tlcore.train.trainer import Trainer, TrainResult
+
+
+def finish(t: Trainer) -> TrainResult:
+    """Evaluate the final model, write the native weights, history, ``tlcore.json`` and every
+    export format, then the int8 model when asked; the run's result."""
+    from tlcore.train.trainer import TrainResult
+
+    # Cached features stay valid after the stage (its backbone was frozen), so the final
+    # evaluation need not run the backbone again.
+    val_metrics = (t.cached_val or Feed(t, t.val_set, cached=False)).evaluate()
+    _diagnose(t, val_metrics)
+    native = t.folder.path / "native"
+    native.mkdir(exist_ok=True)
+    write_arrays(native / "weights.npz", t.get_weights())
+    example = t.val_set if len(t.val_set) else t.train_set
+    images = example.inputs(parity_indices(len(example)), t.input_spec)
+    write_json(t.folder.path / "history.json", t.history)
+    plot_history(t.history, t.folder.path / HISTORY_FILE, warn=t.progress.warn)
+    info = bundle_info(t, val_metrics)
+    # Written before the exports too: a failed export still leaves a usable native run.
+    write_json(t.folder.path / INFO_FILE, info)
+    for fmt in t.recipe.export.formats:
+        written = _export(t, fmt, images, info)
+        t.calls.on_export(t.info, fmt, written)
+    write_json(t.folder.path / INFO_FILE, info)
+    quantized = _quantize(t, info)
+    return TrainResult(
+        path=t.folder.path,
+        model=t.model,
+        backend=t.backend,
+        class_names=t.class_names,
+        preprocessing=t.input_spec,
+        history=t.history,
+        metrics=val_metrics,
+        recipe=t.recipe,
+        quantized=quantized,
+        warnings=list(t.warnings),
+    )
+
+
+def _diagnose(t: Trainer, val_metrics: dict[str, float]) -> None:
+    """The end-of-run checks of :mod:`tlcore.diagnose`: at chance, a loss that never moved."""
+    classes = len(t.class_names)
+    texts = stalled_stage_warnings(t.history, t.recipe.train.stages, t.train_set.labels, classes)
+    if len(t.val_set):
+        chance = chance_warning(val_metrics.get("val_accuracy"), t.val_set.labels, classes)
+    else:
+        last = t.history[-1].get("accuracy") if t.history else None
+        chance = chance_warning(last, t.train_set.labels, classes, part="training")
+    for text in [*texts, *([chance] if chance else [])]:
+        t.warn(text)
+
+
+def _quantize(t: Trainer, info: dict[str, Any]) -> Quantized | None:
+    """``export.quantize``: an int8 model beside the verified ``model.onnx``, calibrated on
+    the training images and measured on the validation images; recorded in ``info``."""
+    spec = t.recipe.export
+    if spec.quantize == "none":
+        return None
+    from tlcore.bundle.quantize import quantize_bundle, record
+
+    evaluation, name = (t.val_set, "validation") if len(t.val_set) else (
+        t.train_set, "training"
+    )
+    t.progress.message(f"quantising model.onnx ({spec.quantize})")
+    result = quantize_bundle(
+        t.folder.path, spec.quantize,
+        calibration=t.train_set, evaluation=evaluation, size=t.size,
+        labels=t.class_names, max_drop=spec.max_accuracy_drop,
+        calibration_images=spec.calibration_images, evaluated_on=name,
+    )
+    record(info, result)
+    write_json(t.folder.path / INFO_FILE, info)
+    (t.progress.message if result.accepted else t.progress.warn)(result.summary())
+    return result
+
+
+def _export(t: Trainer, fmt: str, images: np.ndarray, info: dict[str, Any]) -> Path:
+    """Write one export format; ONNX goes through the core's bundle layer, which records
+    its checksum and parity in ``info``."""
+    if fmt == "onnx":
+        spec = t.recipe.export
+        onnx = export_onnx(
+            t.backend, t.model, t.folder.path, images, t.class_names,
+            t.input_spec,
+            opset=spec.opset, tolerance=spec.tolerance,
+        )
+        info["onnx"] = onnx.to_dict()
+        from tlcore.bundle.quantize import discard
+
+        discard(t.folder.path, info)  # an int8 file left by an earlier model
+        return onnx.path
+    target = t.folder.path / "native" if fmt == "native" else t.folder.path
+    return t.calls.export(t.model, fmt, target, images, t.recipe.export.opset)
+
+
+def bundle_info(t: Trainer, metrics: dict[str, float]) -> dict[str, Any]:
+    """``tlcore.json``: the run's description plus labels, input, metrics and versions."""
+    info = require_backend(t.backend)
+    versions = {package: _version(package) for package in info.packages}
+    assert t.preprocessing is not None
+    return {
+        **t.run_info(),
+        "labels": list(t.class_names),
+        "input": t.input_spec.to_dict(),
+        "metrics": metrics,
+        "framework_versions": versions,
+        "warnings": list(t.warnings),
+    }
+
+
+def _version(package: str) -> str | None:
+    """The version of an imported package (its ``__version__``: distributions such as
+    ``tensorflow-cpu`` install under another name), else its distribution's, else ``None``."""
+    module = sys.modules.get(package)
+    if module is not None and isinstance(getattr(module, "__version__", None), str):
+        return module.__version__
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

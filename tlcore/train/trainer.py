@@ -1,0 +1,382 @@
+"""The training driver: stages, epochs, early stopping, checkpoints, resume.
+
+Backend-neutral: every framework operation goes through the backend's hooks
+(:class:`~tlcore.plugins.calls.BackendCalls`), data moves as numpy arrays. One
+:class:`Trainer` runs one recipe into one run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlcore import __version__
+from tlcore.build import build_model, with_default_backbone
+from tlcore.bundle.layout import SCHEMA_VERSION
+from tlcore.bundle.quantize import Quantized
+from tlcore.data import Dataset, load_datasets
+from tlcore.diagnose import (
+    feature_warning,
+)
+from tlcore.freezing import resolve_batchnorm
+from tlcore.interfaces import (
+    FreezeReport,
+    InputSpec,
+    Preprocessing,
+    RunInfo,
+    StepState,
+)
+from tlcore.plugins.calls import BackendCalls
+from tlcore.progress import Progress
+from tlcore.recipe import (
+    Recipe,
+    StageSpec,
+)
+from tlcore.runfolder import RunFolder, unchanged, write_json
+from tlcore.schedule import learning_rate, stage_epochs
+from tlcore.train.feed import Feed
+from tlcore.train.finish import finish
+from tlcore.train.stages import derive_seed, plan_stages
+
+
+@dataclass
+class TrainResult:
+    """What a finished run gives back: the native model and where its files are."""
+
+    path: Path
+    model: Any
+    backend: str
+    class_names: tuple[str, ...]
+    preprocessing: Preprocessing
+    history: list[dict[str, Any]]
+    metrics: dict[str, float]
+    recipe: Recipe
+    quantized: Quantized | None = None
+    warnings: list[str] = field(default_factory=list)
+    """What the run found wrong (learned nothing, dead features, ...): also on stderr and in
+    ``tlcore.json``; see :mod:`tlcore.diagnose`."""
+
+
+@dataclass
+class _StageProgress:
+    """What a checkpoint must remember about the stage in flight."""
+
+    stage: int = 0
+    epoch: int = 0
+    best_score: float | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    bad_epochs: int = 0
+    stopped: bool = False
+
+
+def _absolute_paths(recipe: Recipe) -> Recipe:
+    """The recipe with its data folders made absolute, so a resume works from anywhere."""
+    paths = {
+        f"data.{name}": str(Path(value).resolve())
+        for name in ("path", "val_path")
+        if (value := getattr(recipe.data, name)) is not None
+    }
+    return recipe.replace(**paths) if paths else recipe
+
+
+class Trainer:
+    """Runs a recipe's stages on a pair of datasets, writing everything into a run folder."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        out: str | Path,
+        *,
+        data: Any = None,
+        resume: bool = False,
+        quiet: bool = False,
+    ) -> None:
+        self.backend = recipe.backend
+        self.calls = BackendCalls(recipe.backend)
+        self.folder = RunFolder(out)
+        self.resume = resume
+        self.progress = Progress(quiet=quiet)
+        # Resolved once and written into run.json, so a resume or export rebuilds the same one.
+        self.recipe = _absolute_paths(with_default_backbone(recipe))
+        if isinstance(data, tuple) and all(isinstance(d, Dataset) for d in data):
+            self.train_set, self.val_set = data
+        else:
+            self.train_set, self.val_set = load_datasets(recipe.data, recipe.train.seed, data)
+        if recipe.backbone.source is None and recipe.backbone.model is None:
+            self.progress.message(
+                f"no backbone given: using {self.recipe.backbone.source} "
+                f"(weights: {self.recipe.backbone.weights})"
+            )
+        if not len(self.val_set) and self.recipe.data.val_split is None:
+            self.progress.message(
+                f"{len(self.train_set)} images: too few to hold out a validation set that "
+                "measures anything, so all of them train and the run reports training accuracy; "
+                "measure the model on other images with 'tl eval' (or pass --val or --val-split)"
+            )
+        self.class_names = tuple(self.train_set.class_names)
+        self.history: list[dict[str, Any]] = []
+        self.model: Any = None
+        self.preprocessing: Preprocessing | None = None
+        self.pretrained = True  # whether the backbone's weights are more than an initialisation
+        self.warnings: list[str] = []
+        self._features_checked = False
+        self.cached_val: Feed | None = None  # the last stage's, when it trained on features
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Train every stage (continuing from the last checkpoint when resuming)."""
+        self.folder.start(self.run_info(), resume=self.resume)
+        self.model, backbone = build_model(self.recipe, len(self.class_names), self.progress)
+        self.preprocessing = backbone.preprocessing
+        self.input_spec: InputSpec = backbone.input_spec  # type: ignore[assignment]
+        self.progress.message(
+            f"{self.backend} · {backbone.name} · {len(self.class_names)} classes · "
+            f"{len(self.train_set)} train / {len(self.val_set)} val images"
+        )
+        self.pretrained = backbone.pretrained
+        self._plan_stages(backbone.name)
+        progress = _StageProgress()
+        counter = 0
+        restored: dict[str, Any] | None = None
+        if self.resume:
+            restored = self.folder.load_checkpoint()
+            counter, progress = self._restore(restored)
+        stages = self.recipe.train.stages
+        for index in range(progress.stage, len(stages)):
+            if index > progress.stage:
+                progress = _StageProgress(stage=index)
+                restored = None
+            counter = self._run_stage(index, stages[index], progress, restored, counter)
+        return finish(self)
+
+    def _restore(self, restored: dict[str, Any]) -> tuple[int, _StageProgress]:
+        """Take a checkpoint's weights, history and warnings back; where to continue from."""
+        state = restored["state"]
+        self.set_weights(restored["weights"])
+        self.history = state["history"]
+        progress = _StageProgress(**state["progress"])
+        for text in state.get("warnings", []):
+            self.warn(text)
+        self.progress.message(
+            f"resuming {self.folder.path} at stage {progress.stage + 1}, "
+            f"epoch {progress.epoch + 1}"
+        )
+        return state["counter"], progress
+
+    def _run_stage(
+        self,
+        index: int,
+        stage: StageSpec,
+        progress: _StageProgress,
+        restored: dict[str, Any] | None,
+        counter: int,
+    ) -> int:
+        # The core decides what ``batchnorm: auto`` means: backends only see concrete modes.
+        policy = resolve_batchnorm(stage.freeze, self.pretrained)
+        report: FreezeReport = self.calls.freeze(self.model, policy)
+        epochs = stage_epochs(stage, len(self.train_set), self.recipe.train.batch_size)
+        longer = f" (at least {stage.min_steps} steps)" if epochs > stage.epochs else ""
+        self.progress.message(
+            f"stage {stage.name}: {report.trainable:,} trainable / {report.frozen:,} frozen "
+            f"parameters, lr {stage.lr:g}, {epochs} epochs{longer}"
+        )
+        optimizer = self.calls.make_optimizer(self.model, stage)
+        best = None
+        if restored is not None:
+            self.calls.set_optimizer_state(optimizer, restored["optimizer"])
+            best = restored["best"]
+        train_feed, val_feed = self._feeds(report)
+        at_start = self.get_weights()
+        steps_per_epoch = math.ceil(len(self.train_set) / self.recipe.train.batch_size)
+        run = _StageRun(stage, index, optimizer, train_feed, val_feed, steps_per_epoch * epochs)
+        while progress.epoch < epochs and not progress.stopped:
+            counter += 1
+            best = self._epoch(run, progress, epochs, at_start, best, counter)
+        if stage.restore_best and best is not None and len(self.val_set):
+            self.set_weights(best)
+        self.calls.on_stage_end(self.info, stage.name, progress.best_metrics)
+        return counter
+
+    def _feeds(self, report: FreezeReport) -> tuple[Feed, Feed]:
+        """The stage's training and validation feeds: cached features when the backbone is
+        frozen (and nothing augments the images), else images decoded per batch."""
+        cached = (
+            self.recipe.train.cache_features
+            and report.backbone_frozen
+            and not self.recipe.data.augment
+        )
+        train_feed = Feed(self, self.train_set, cached)
+        val_feed = Feed(self, self.val_set, cached)
+        self.cached_val = val_feed if cached else None
+        if train_feed.features is not None and not self._features_checked:
+            # Once: every cached stage sees the same frozen backbone's features.
+            self._features_checked = True
+            if (text := feature_warning(train_feed.features)) is not None:
+                self.warn(text)
+        if cached:
+            self.progress.message("backbone frozen: training the head on cached features")
+        return train_feed, val_feed
+
+    def _epoch(
+        self,
+        run: _StageRun,
+        progress: _StageProgress,
+        epochs: int,
+        at_start: dict[str, np.ndarray],
+        best: dict[str, np.ndarray] | None,
+        counter: int,
+    ) -> dict[str, np.ndarray] | None:
+        """Train and validate one epoch, keep the best weights, write the checkpoint; returns
+        the best weights so far."""
+        stage, epoch = run.stage, progress.epoch
+        self.progress.start_epoch(f"{stage.name} {epoch + 1}/{epochs}")
+        started = time.perf_counter()
+        metrics = self._train_epoch(run, epoch)
+        metrics.update(run.val_feed.evaluate())
+        seconds = round(time.perf_counter() - started, 3)
+        row = {"stage": stage.name, "epoch": epoch + 1, **metrics, "seconds": seconds}
+        self.history.append(row)
+        self.progress.end_epoch(metrics)
+        best_changed = self._track_best(stage, progress, metrics)
+        weights = self.get_weights()
+        if best_changed or best is None:
+            best = weights
+        progress.epoch += 1
+        if stage.patience and progress.bad_epochs >= stage.patience:
+            progress.stopped = True
+            self.progress.message(
+                f"stage {stage.name}: no improvement of {stage.monitor} for "
+                f"{stage.patience} epochs, stopping"
+            )
+        state = {
+            "counter": counter,
+            "progress": vars(progress),
+            "history": self.history,
+            "warnings": self.warnings,
+        }
+        path = self.folder.save_checkpoint(
+            state,
+            weights,
+            self.calls.get_optimizer_state(run.optimizer),
+            best,
+            best_changed,
+            unchanged(at_start, weights, best),
+        )
+        write_json(self.folder.path / "history.json", self.history)
+        self.calls.on_epoch_end(self.info, stage.name, epoch + 1, metrics)
+        self.calls.on_checkpoint(self.info, path)
+        return best
+
+    def _train_epoch(self, run: _StageRun, epoch: int) -> dict[str, float]:
+        seed = derive_seed(self.recipe.train.seed, run.index, epoch)
+        self.calls.seed(seed)
+        rng = np.random.default_rng(seed)
+        feed, stage = run.train_feed, run.stage
+        order = rng.permutation(len(feed.dataset))
+        size = self.recipe.train.batch_size
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        sums = {"loss": 0.0, "accuracy": 0.0}
+        lr = stage.lr
+        for b, indices in enumerate(batches):
+            step = epoch * len(batches) + b
+            lr = learning_rate(stage, step, run.total_steps)
+            batch = feed.batch(indices, rng)
+            state = StepState(run.optimizer, lr, stage.label_smoothing, step)
+            result = self.calls.train_step(self.model, batch, state)
+            for key in sums:
+                sums[key] += float(result[key]) * len(indices)
+            seen = b * size + len(indices)
+            self.progress.batch(b + 1, len(batches), {k: v / seen for k, v in sums.items()})
+        n = max(len(order), 1)
+        return {"loss": sums["loss"] / n, "accuracy": sums["accuracy"] / n, "lr": lr}
+
+    def _track_best(
+        self, stage: StageSpec, progress: _StageProgress, metrics: dict[str, float]
+    ) -> bool:
+        if stage.monitor not in metrics:
+            return False
+        score = metrics[stage.monitor] * (-1 if stage.monitor == "val_loss" else 1)
+        if progress.best_score is None or score > progress.best_score + 1e-9:
+            progress.best_score = score
+            progress.best_metrics = dict(metrics)
+            progress.bad_epochs = 0
+            return True
+        progress.bad_epochs += 1
+        return False
+
+    def _plan_stages(self, name: str) -> None:
+        """Fit the stages to a randomly initialised backbone (see :func:`plan_stages`); the
+        recipe becomes the effective one, in ``run.json`` too, so a resume follows it."""
+        planned, warnings = plan_stages(self.recipe.train.stages, self.pretrained)
+        for text in warnings:
+            self.warn(text)
+        if planned == self.recipe.train.stages:
+            return
+        (stage,) = planned
+        self.recipe = dataclasses.replace(
+            self.recipe, train=dataclasses.replace(self.recipe.train, stages=planned)
+        )
+        if not self.resume:
+            write_json(self.folder.run_file, self.run_info())
+        self.progress.message(
+            f"{name} is randomly initialised: instead of the two-stage fine-tuning recipe, one "
+            f"stage {stage.name!r} trains the whole network from scratch, BatchNorm in training "
+            f"mode ({stage.epochs} epochs, {stage.optimizer} at lr {stage.lr:g}, {stage.schedule} "
+            f"after {stage.warmup:.0%} warm-up)"
+        )
+
+    def warn(self, text: str) -> None:
+        """Say ``text`` once and keep it for ``tlcore.json`` and the result."""
+        if text not in self.warnings:
+            self.warnings.append(text)
+            self.progress.warn(text)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The backbone's input size (height, width)."""
+        assert self.preprocessing is not None
+        return tuple(self.preprocessing.size)  # type: ignore[return-value]
+
+    @property
+    def info(self) -> RunInfo:
+        """What event hooks receive."""
+        return RunInfo(self.folder.path, self.backend, self.class_names, self.recipe.to_dict())
+
+    def run_info(self) -> dict[str, Any]:
+        """What ``run.json`` holds: versions, backend, classes and the resolved recipe."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tlcore_version": __version__,
+            "backend": self.backend,
+            "class_names": list(self.class_names),
+            "recipe": self.recipe.to_dict(),
+        }
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """The model's weights, as numpy copies."""
+        return self.calls.get_weights(self.model)
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load the run's own weights back, strictly."""
+        self.calls.set_weights(self.model, weights, strict=True)
+
+
+@dataclass(frozen=True)
+class _StageRun:
+    """What every epoch of a stage shares."""
+
+    stage: StageSpec
+    index: int
+    optimizer: Any
+    train_feed: Feed
+    val_feed: Feed
+    total_steps: int
