@@ -99,9 +99,9 @@ def logreg_accuracy(
     """Logistic regression on the frozen ImageNet features of the default backbone."""
     from sklearn.linear_model import LogisticRegression
 
+    from tlcore.build import build_model
     from tlcore.plugins import hook
     from tlcore.recipe import build_recipe
-    from tlcore.build import build_model
 
     model, _ = build_model(build_recipe(backend=backend, input_size=size), 10)
 

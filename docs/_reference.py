@@ -203,6 +203,8 @@ def _nested_dataclass(hint: Any) -> type | None:
 
 
 def _field_table(cls: type, path: str) -> str:
+    from tlcore.recipe.choices import kind_of
+
     hints = typing.get_type_hints(cls)
     rows = ["| field | type | default | valid values |", "| --- | --- | --- | --- |"]
     for f in dataclasses.fields(cls):
@@ -221,14 +223,16 @@ def _field_table(cls: type, path: str) -> str:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         rows.append(
             f"| `{path}.{f.name}` | {_cell(_type_name(hints[f.name]))} | "
-            f"`{_cell(_plain(default))}` | {_cell(_valid(f.metadata))} |"
+            f"`{_cell(_plain(default))}` | {_cell(_valid(f.metadata, kind_of(cls, f.name)))} |"
         )
     return "\n".join(rows) + "\n"
 
 
-def _valid(meta: Any) -> str:
+def _valid(meta: Any, kind: str | None = None) -> str:
+    """What a field accepts; ``kind``: the kind of choice plugins may add to it, if any."""
     if meta.get("choices"):
-        return ", ".join(f"`{c}`" for c in meta["choices"])
+        listed = ", ".join(f"`{c}`" for c in meta["choices"])
+        return listed + (f", or one a plugin registers (kind `{kind}`)" if kind else "")
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and hi is not None:
         return f"{lo} to {hi}"

@@ -18,17 +18,17 @@ from PIL import Image
 
 import tlcore
 from tlcore import bundle, plugins
+from tlcore.build import load_run
 from tlcore.bundle.export import export_run
 from tlcore.bundle.graph import export_onnx
 from tlcore.bundle.layout import SCHEMA_VERSION, file_sha256
 from tlcore.bundle.parity import softmax
 from tlcore.data import load_image, scan_folder
 from tlcore.errors import TlcoreError
-from tlcore.report.evaluate import evaluate_run
 from tlcore.interfaces import Batch, Preprocessing
 from tlcore.plugins import hook
+from tlcore.report.evaluate import evaluate_run
 from tlcore.runtime import Predictor
-from tlcore.build import load_run
 from tlcore_torch.export import export_onnx as torch_export_onnx
 
 from .conftest import run_tl

@@ -39,7 +39,14 @@ from .conftest import run_tl
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-PAGES = ["index.md", "getting-started.md", "embedding.md", "deploy.md", "plugins/tutorial.md"]
+PAGES = [
+    "index.md",
+    "getting-started.md",
+    "embedding.md",
+    "deploy.md",
+    "architecture.md",
+    "plugins/tutorial.md",
+]
 RUN_LANGUAGES = {"python": "python", "bash": "bash"}
 DIRECTIVES = ("skip", "ci", "exit", "output", "file", "append", "setup")
 

@@ -6,6 +6,7 @@ conformance suite (``test_conformance.py``); this file keeps what is Keras' own.
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from tlcore.errors import TlcoreError
+from tlcore.files import write_json
 from tlcore.interfaces import Preprocessing
 from tlcore.plugins import hook
 from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec
@@ -56,7 +58,8 @@ def test_importing_the_plugin_imports_no_framework():
         "from tlcore.plugins import backends, hook\n"
         "hook().tl_seed(backend='torch-less', seed=1)\n"
         "assert hook().tl_load_backbone(backend='other', spec=None) is None\n"
-        "assert tlcore_keras.tl_freeze(backend='keras', model=object(), policy=None) is None\n"
+        "plugin = tlcore_keras.backend\n"
+        "assert plugin.tl_freeze(backend='keras', model=object(), policy=None) is None\n"
         "info = backends()['keras']\n"
         "assert info.default_backbone == 'builtin:efficientnet_lite0', info\n"
         "assert info.packages == ('keras', 'tensorflow'), info\n"
@@ -88,14 +91,15 @@ def test_another_keras_backend_is_a_tlcore_error():
 
 def test_hooks_answer_none_for_other_backends_and_objects():
     model = build()
-    assert tlcore_keras.tl_freeze(backend="torch", model=model, policy=FreezeSpec()) is None
-    assert tlcore_keras.tl_freeze(backend="keras", model=object(), policy=FreezeSpec()) is None
-    assert tlcore_keras.tl_get_weights(backend="torch", model=model) is None
-    assert tlcore_keras.tl_get_optimizer_state(backend="keras", optimizer=object()) is None
-    assert tlcore_keras.tl_load_backbone(backend="keras", spec=BackboneSpec("hf:x")) is None
-    assert tlcore_keras.tl_load_backbone(backend="keras", spec=BackboneSpec(model=object())) is None
+    plugin = tlcore_keras.backend
+    assert plugin.tl_freeze(backend="torch", model=model, policy=FreezeSpec()) is None
+    assert plugin.tl_freeze(backend="keras", model=object(), policy=FreezeSpec()) is None
+    assert plugin.tl_get_weights(backend="torch", model=model) is None
+    assert plugin.tl_get_optimizer_state(backend="keras", optimizer=object()) is None
+    assert plugin.tl_load_backbone(backend="keras", spec=BackboneSpec("hf:x")) is None
+    assert plugin.tl_load_backbone(backend="keras", spec=BackboneSpec(model=object())) is None
     assert (
-        tlcore_keras.tl_export(
+        plugin.tl_export(
             backend="keras", model=model, fmt="tflite", path=".", example=None, opset=17
         )
         is None
@@ -278,7 +282,7 @@ def test_train_step_is_traced_once_per_stage():
     for n in (4, 5, 12):  # batch sizes change, the trace does not
         step(model, opt, feats[:n], np.arange(n) % 2, features=True)
         step(model, opt, images(n), np.arange(n) % 2)
-    assert set(opt.steps) == {True, False}
+    assert set(opt.steps) == {(True, "cross_entropy"), (False, "cross_entropy")}
     assert all(fn.experimental_get_tracing_count() == 1 for fn in opt.steps.values())
     freeze(model, policy="none")
     with pytest.raises(TlcoreError, match="tl_make_optimizer"):
@@ -344,6 +348,10 @@ def test_native_export_is_an_atomic_safe_keras_file(tmp_path):
     loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
     x = images(4)
     np.testing.assert_allclose(loaded(x, training=False).numpy(), model(x), rtol=1e-6)
+    # written through tlcore.files.atomic_path, with the mode of the core's own files
+    core = tmp_path / "core" / "tlcore.json"
+    write_json(core, {})
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(core.stat().st_mode)
 
 
 @pytest.mark.parametrize("name", ["adamw", "sgd"])

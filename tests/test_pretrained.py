@@ -22,12 +22,12 @@ from PIL import Image
 
 import tlcore
 from tlcore import efficientnet_lite
+from tlcore.build import build_model
 from tlcore.demo import write_demo
 from tlcore.errors import TlcoreError
 from tlcore.plugins import hook
 from tlcore.recipe import BackboneSpec, FreezeSpec, build_recipe
 from tlcore.torchfile import read_state_dict
-from tlcore.build import build_model
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("keras")

@@ -14,13 +14,13 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from tlcore.report import plots
 from tlcore.bundle.export import quantize_run
 from tlcore.bundle.layout import file_sha256
 from tlcore.bundle.quantize import input_prefix
 from tlcore.data import load_datasets
 from tlcore.errors import RecipeError, TlcoreError
 from tlcore.recipe import build_recipe
+from tlcore.report import plots
 from tlcore.runfolder import read_arrays, write_arrays
 from tlcore.runtime import Predictor
 
@@ -236,7 +236,8 @@ def test_pictures_are_skipped_with_one_warning_without_matplotlib(monkeypatch, t
 
 def test_no_matplotlib_or_onnxruntime_on_import_or_help():
     code = (
-        "import sys\nimport tlcore, tlcore.cli, tlcore.bundle.quantize, tlcore.report.plots, tlcore.report.evaluate\n"
+        "import sys\nimport tlcore, tlcore.cli, tlcore.bundle.quantize\n"
+        "import tlcore.report.plots, tlcore.report.evaluate\n"
         "from tlcore.cli import cli\n"
         "for args in ([], ['export'], ['eval'], ['train']):\n"
         "    try:\n        cli.main(args=[*args, '--help'], prog_name='tl')\n"

@@ -106,7 +106,7 @@ def test_a_run_model_gives_its_trained_backbone_and_preprocessing(run1):
     assert network.name == "simple_cnn"
     assert network.inputs[0].dtype == "float32"
     assert tuple(network.output.shape) == (None, 4, 4, 64)
-    assert backbone.preprocessing.to_dict() == info(run1)["input"]
+    assert backbone.input_spec.to_dict() == info(run1)["input"]
     current = keras_backbone_weights(network)
     assert current.keys() == backbone_part(native_weights(run1)).keys()
     for name, array in backbone_part(native_weights(run1)).items():

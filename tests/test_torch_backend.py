@@ -7,6 +7,7 @@ conformance suite (``test_conformance.py``); this file keeps what is torch's own
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from torch import nn
 
 import tlcore_torch
 from tlcore.errors import TlcoreError
+from tlcore.files import write_json
 from tlcore.interfaces import Backbone
 from tlcore.plugins import hook
 from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec
@@ -82,7 +84,7 @@ def test_importing_the_plugin_imports_no_framework():
         "import sys, tlcore_torch\n"
         "from tlcore.plugins import backends, backbones, hook\n"
         "hook().tl_seed(backend='keras', seed=1)\n"
-        "hook().tl_load_backbone(backend='keras', spec=None)\n"
+        "hook().tl_load_backbone(backend='other', spec=None)\n"
         "assert backends()['torch'].default_backbone == 'builtin:efficientnet_lite0'\n"
         "assert backbones('torch')\n"
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
@@ -103,17 +105,18 @@ def test_registered_backbones():
         except ImportError:
             assert "not installed" in info.description
     other = []
-    tlcore_torch.tl_register_backbones(backend="keras", register=other.append)
+    tlcore_torch.backend.tl_register_backbones(backend="keras", register=other.append)
     assert other == []
 
 
 def test_hooks_answer_none_for_other_backends_and_objects():
     model = build()
-    assert tlcore_torch.tl_freeze(backend="keras", model=model, policy=FreezeSpec()) is None
-    assert tlcore_torch.tl_freeze(backend="torch", model=object(), policy=FreezeSpec()) is None
-    assert tlcore_torch.tl_get_weights(backend="keras", model=model) is None
+    plugin = tlcore_torch.backend
+    assert plugin.tl_freeze(backend="keras", model=model, policy=FreezeSpec()) is None
+    assert plugin.tl_freeze(backend="torch", model=object(), policy=FreezeSpec()) is None
+    assert plugin.tl_get_weights(backend="keras", model=model) is None
     assert (
-        tlcore_torch.tl_export(
+        plugin.tl_export(
             backend="torch", model=model, fmt="tflite", path=".", example=images(1), opset=17
         )
         is None
@@ -397,6 +400,18 @@ def test_native_export_is_an_atomic_safe_state_dict(tmp_path):
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert state.keys() == model.state_dict().keys()
     assert_same(model.state_dict(), state)
+
+
+def test_exported_files_get_the_mode_of_the_core_files(tmp_path):
+    """Written through ``tlcore.files.atomic_path`` like the core's own files: readable by
+    others as the umask allows, not the owner-only mode of a bare temporary file."""
+    model = build()
+    core = tmp_path / "tlcore.json"
+    write_json(core, {})
+    for fmt in ("native", "onnx"):
+        path = TORCH.export(model, fmt, tmp_path / fmt)
+        assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(core.stat().st_mode), fmt
+        assert [p.name for p in path.parent.iterdir()] == [path.name], fmt  # no leftovers
 
 
 @pytest.mark.parametrize("name", ["adamw", "rmsprop"])

@@ -19,11 +19,13 @@ from tlcore.errors import DataError, PluginError, RecipeError, TlcoreError
 if TYPE_CHECKING:
     from tlcore.api import fit, make_recipe, random_baseline
     from tlcore.hookspecs import hookimpl
+    from tlcore.plugins.backend import Backend
     from tlcore.recipe import Recipe, build_recipe
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backend",
     "DataError",
     "PluginError",
     "Recipe",
@@ -44,6 +46,7 @@ _LAZY = {
     "make_recipe": "tlcore.api",
     "random_baseline": "tlcore.api",
     "hookimpl": "tlcore.hookspecs",
+    "Backend": "tlcore.plugins.backend",
     "Recipe": "tlcore.recipe",
     "build_recipe": "tlcore.recipe",
 }

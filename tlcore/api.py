@@ -100,7 +100,7 @@ def resolve_run(
 
         recipe = recipe if recipe is not None else RunFolder(out).info()["recipe"]
     resolved = make_recipe(recipe, overrides, **shortcuts)
-    if resolved.data.path is None and data is None:
+    if resolved.data.path is None and resolved.data.labels is None and data is None:
         raise TlcoreError("no data given", "tl train PATH, or data.path in the recipe")
     return resolved, Path(out) if out is not None else default_out(), data
 
@@ -127,7 +127,9 @@ def fit(
         quiet: no progress output.
         overrides: dotted-path overrides, ``{"train.stages.1.lr": 1e-5}``.
         shortcuts: ``backend="keras"``, ``backbone="hf:./resnet"`` or a ``torch.nn.Module`` /
-            ``keras.Model``, ``epochs=3``, ``lr=1e-3``, ``batch_size=16``, ...
+            ``keras.Model``, ``epochs=3``, ``lr=1e-3``, ``batch_size=16``, ``task="multilabel"``
+            with ``labels="tags.csv"`` (a CSV label file; ``data`` is then the folder its paths
+            start from), ...
 
     Returns:
         A :class:`tlcore.train.TrainResult` with the native model and the run folder.

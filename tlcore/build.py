@@ -26,6 +26,7 @@ from tlcore.recipe import (
     build_recipe,
 )
 from tlcore.runfolder import RunFolder, read_arrays
+from tlcore.tasks import get_task
 
 
 def with_default_backbone(recipe: Recipe) -> Recipe:
@@ -113,6 +114,7 @@ def load_run(path: str | Path) -> tuple[Recipe, tuple[str, ...], Any, Preprocess
         overrides["backbone.source"] = V01_DEFAULTS[backend]
     recipe = build_recipe(info["recipe"], overrides)
     classes = tuple(info["class_names"])
-    model, backbone = build_model(recipe, len(classes))
+    outputs = get_task(recipe.task).num_outputs(classes)
+    model, backbone = build_model(recipe, outputs)
     BackendCalls(recipe.backend).set_weights(model, read_arrays(weights_file), strict=True)
     return recipe, classes, model, backbone.preprocessing

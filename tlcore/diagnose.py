@@ -40,6 +40,17 @@ import numpy as np
 
 from tlcore.errors import TlcoreError
 from tlcore.recipe import StageSpec
+from tlcore.tasks import DEFAULT_TASK, Task, get_task
+from tlcore.tasks.classification import label_entropy
+
+__all__ = [
+    "chance_level",
+    "chance_warning",
+    "feature_warning",
+    "label_entropy",
+    "random_backbone_warnings",
+    "stalled_stage_warnings",
+]
 
 #: Standard errors above chance that a validation accuracy must reach not to be warned about.
 CHANCE_SIGMAS = 2.0
@@ -47,6 +58,8 @@ CHANCE_SIGMAS = 2.0
 MIN_PROGRESS = 0.03
 #: Relative range below which a feature counts as constant across images.
 FLAT_FEATURES = 1e-6
+
+_CLASSES = get_task(DEFAULT_TASK)
 
 
 def chance_level(labels: np.ndarray, num_classes: int) -> float:
@@ -95,38 +108,24 @@ def chance_warning(
     )
 
 
-def label_entropy(labels: np.ndarray, num_classes: int, smoothing: float = 0.0) -> float:
-    """The training loss of the best constant prediction: the cross-entropy of the (smoothed)
-    class frequencies of ``labels`` with themselves; ``ln K`` for K balanced classes."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
-    p = counts / max(counts.sum(), 1)
-    p = (1 - smoothing) * p + smoothing / num_classes
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
-
-
-def _loss_floor(num_classes: int, smoothing: float) -> float:
-    """The lowest cross-entropy possible: the entropy of one smoothed one-hot target."""
-    if smoothing <= 0 or num_classes < 2:
-        return 0.0
-    low = smoothing / num_classes
-    high = 1 - smoothing + low
-    return float(-(high * math.log(high) + (num_classes - 1) * low * math.log(low)))
-
-
 def stalled_stage_warnings(
     history: Sequence[dict[str, Any]],
     stages: Sequence[StageSpec],
     labels: np.ndarray,
     num_classes: int,
+    task: Task | None = None,
+    info: dict[str, Any] | None = None,
 ) -> list[str]:
     """Warnings for stages whose training loss never moved from guessing (see the module).
 
     Args:
         history: the run's epoch rows (``stage``, ``epoch``, ``loss``, ...), every stage.
         stages: the stages that ran (for their ``label_smoothing``).
-        labels: the training labels.
-        num_classes: the number of classes.
+        labels: the training labels (targets, for another task than classification).
+        num_classes: the number of classes (the model's outputs).
+        task: the run's task, whose :meth:`~tlcore.tasks.Task.baseline_loss` is the loss of
+            guessing (default: classification, as above).
+        info: what the task learned from the training data.
 
     Returns:
         One warning per stalled stage, in stage order.
@@ -150,14 +149,15 @@ def stalled_stage_warnings(
             continue
         if len(losses) < 2:
             continue
-        guess = label_entropy(labels, num_classes, stage.label_smoothing)
-        floor = _loss_floor(num_classes, stage.label_smoothing)
+        guess, floor = (task or _CLASSES).baseline_loss(
+            labels, num_classes, info or {}, stage.label_smoothing
+        )
         best = min(losses)
         if guess - floor <= 1e-9 or guess - best >= MIN_PROGRESS * (guess - floor):
             continue
         out.append(
             f"stage {stage.name!r}: the training loss never moved (lowest {best:.4f} in "
-            f"{len(losses)} epochs, first {losses[0]:.4f}; predicting the class frequencies "
+            f"{len(losses)} epochs, first {losses[0]:.4f}; {(task or _CLASSES).baseline} "
             f"gives {guess:.4f}): it learned nothing from the inputs. Raise the learning "
             "rate, unfreeze the backbone (freeze policy none) if its features are random or "
             "constant, or check that the labels match the images"

@@ -33,7 +33,10 @@ After ``pip install``, ``tl plugins`` lists it and ``tl train --backbone tinynet
   the ones it uses (``def tl_export(backend, model, fmt, path)`` ignores ``example`` and
   ``opset``), but never one that the spec does not have: a misspelt hook or argument name
   makes the plugin *broken* (``tl plugins`` says why) instead of silently never called.
-- *Data.* Arrays cross the boundary as numpy: images are uint8 RGB, NHWC; labels integer.
+- *Data.* Arrays cross the boundary as numpy: images are uint8 RGB, NHWC; targets as the
+  task's loss takes them (:class:`~tlcore.interfaces.Batch`). A backend knows a loss by name
+  (:attr:`~tlcore.interfaces.StepState.loss`) and nothing else of the task: the core computes
+  the metrics from the outputs and adds the final activation to the exported graph.
   Models and optimisers are the backend's own objects, opaque to the core.
 - *Imports.* ``import tlcore`` imports no framework. A plugin imports its framework inside
   its hooks, after checking that the call is for its backend.
@@ -54,7 +57,8 @@ After ``pip install``, ``tl plugins`` lists it and ``tl train --backbone tinynet
 ``tl_get_weights`` / ``tl_get_optimizer_state`` for the checkpoint, ``tl_on_epoch_end``,
 ``tl_on_checkpoint`` → ``tl_on_stage_end`` → finally ``tl_export`` and ``tl_on_export`` per
 format. ``tl_register_backends`` and ``tl_register_backbones`` answer ``tl plugins`` and
-``tl backbones``.
+``tl backbones``; ``tl_register_choices`` is asked when a recipe holds a value that is not
+built in (a plugin's freeze policy, pooling, optimiser, schedule, augmentation or task).
 
 **Debugging.** ``TLCORE_TRACE_PLUGINS=1`` prints every hook call, the plugins it reaches,
 its arguments and its result to stderr; ``TLCORE_PLUGINS=name,other`` loads only those
@@ -121,6 +125,35 @@ def tl_register_backbones(backend: str, register: Register) -> None:
     """
 
 
+@hookspec
+def tl_register_choices(register: Register) -> None:
+    """Add values to the recipe's open choices: freeze policies, pooling, optimisers,
+    schedules, augmentations, tasks.
+
+    Called when a recipe holds a value that is not built in, to validate it (still before
+    any framework is imported; a recipe of built-in values asks no plugin), when the core
+    carries out a plugin's schedule or augmentation, and by ``tl plugins``, which lists what
+    each plugin registered. It must not import a framework. Every implementation is called.
+
+    :param register: call ``register(Choice(kind, name, description, value))`` once per value
+        (a :class:`~tlcore.interfaces.Choice`). ``kind`` names the field it extends
+        (:data:`tlcore.recipe.choices.OPEN_FIELDS`): ``freeze`` (every stage's
+        ``freeze.policy``), ``pooling`` (``head.pooling``), ``optimizer`` and ``schedule`` (a
+        stage's), ``augmentation`` (an item of ``data.augment``), ``task`` (``task``). The
+        recipe then accepts ``name`` there, and an unknown value's error lists the built-in
+        and the registered names, with the plugin of each. A built-in name, a name another
+        plugin registered first, or an unknown kind is ignored, and ``tl plugins`` says why.
+        Implement what the choice means: a ``freeze`` policy in your ``tl_freeze``, a
+        ``pooling`` in your ``tl_attach_head``, an ``optimizer`` in your
+        ``tl_make_optimizer`` (the built-in backends answer ``None`` for a value that is not
+        built in, so yours is asked); a ``schedule`` carries its function as ``value``
+        (``value(stage, step, total_steps) -> lr``), an ``augmentation`` too
+        (``value(images, rng) -> images``, uint8 NHWC in and out, drawing from ``rng``), and
+        a ``task`` its :class:`tlcore.tasks.Task`.
+    :return: nothing; what counts is what was registered.
+    """
+
+
 # --- The five transfer-learning steps ----------------------------------------------------------
 
 
@@ -146,7 +179,7 @@ def tl_load_backbone(backend: str, spec: BackboneSpec) -> Backbone | None:
 
 @hookspec(firstresult=True)
 def tl_attach_head(backend: str, backbone: Backbone, head: HeadSpec, num_classes: int) -> Any:
-    """Put a new classification head on a backbone.
+    """Put a new head on a backbone: ``num_classes`` raw outputs (logits).
 
     Called once per run, after ``tl_load_backbone`` (with the backbone it returned, or a
     user's). The first non-``None`` answer wins.
@@ -155,14 +188,17 @@ def tl_attach_head(backend: str, backbone: Backbone, head: HeadSpec, num_classes
     the backbone, the pooling of ``head.pooling`` (``avg``, ``max``, or ``flatten`` in the
     backbone's own layout), per width in ``head.hidden`` a dense layer, ``head.activation`` and
     ``head.dropout``, then (after ``head.dropout`` when there are no hidden layers) a linear
-    classifier of ``num_classes`` logits.
+    layer of ``num_classes`` outputs, without an activation: the task's loss and final node
+    (softmax, sigmoid, a value's scaling) are applied to them by the core.
 
     :param backend: the recipe's backend.
     :param backbone: what ``tl_load_backbone`` returned.
     :param head: the recipe's ``head`` section (:class:`~tlcore.recipe.HeadSpec`).
-    :param num_classes: the number of classes in the data.
+    :param num_classes: the number of outputs: the classes of a classification, the labels
+        of a multi-label task, 1 for a regression (at least 1).
     :return: the backend's model object, or ``None`` for another backend (or a network of
-        another framework).
+        another framework), and for a ``head.pooling`` that is not yours: one a plugin
+        registered (``tl_register_choices``) is built by that plugin's ``tl_attach_head``.
     """
 
 
@@ -184,7 +220,9 @@ def tl_freeze(backend: str, model: Any, policy: FreezeSpec) -> FreezeReport | No
         ``follow`` for a random one), so a backend sees ``frozen``, ``follow`` or ``train``.
     :return: a :class:`~tlcore.interfaces.FreezeReport` with trainable and frozen parameter
         counts and the trainable blocks (``backbone_trainable == 0`` lets the core train on
-        cached features), or ``None`` for another backend or model.
+        cached features), or ``None`` for another backend or model, and for a policy that is
+        not yours: one a plugin registered (``tl_register_choices``) is applied by that
+        plugin's ``tl_freeze``.
     """
 
 
@@ -200,14 +238,15 @@ def tl_make_optimizer(backend: str, model: Any, stage: StageSpec) -> Any:
         ``adamw``, ``adam``, ``sgd`` (with ``stage.momentum``), ``rmsprop``; ``stage.lr`` and
         ``stage.weight_decay`` apply. The core sets each step's learning rate itself.
     :return: an optimiser object, handed back in ``StepState.optimizer``; ``None`` for another
-        backend or model.
+        backend or model, and for a ``stage.optimizer`` that is not yours: one a plugin
+        registered (``tl_register_choices``) is made by that plugin's ``tl_make_optimizer``.
     """
 
 
 @hookspec(firstresult=True)
 def tl_train_step(
     backend: str, model: Any, batch: Batch, state: StepState
-) -> dict[str, float] | None:
+) -> dict[str, Any] | None:
     """Run one optimisation step on one batch.
 
     Called for every training batch, after ``tl_make_optimizer``. The first non-``None``
@@ -217,11 +256,17 @@ def tl_train_step(
     :param model: what ``tl_attach_head`` returned.
     :param batch: a :class:`~tlcore.interfaces.Batch`: ``batch.x`` is uint8 NHWC images, or
         cached pooled features when ``batch.features`` (then only the head runs); ``batch.y``
-        holds integer labels.
+        holds the targets as ``state.loss`` takes them: int64 class indices
+        (``cross_entropy``), float32 multi-hot ``(n, outputs)`` (``binary_cross_entropy``) or
+        float32 values ``(n, outputs)`` (``mse``).
     :param state: a :class:`~tlcore.interfaces.StepState`: the optimiser, this step's learning
-        rate and the label smoothing of the cross-entropy loss.
-    :return: ``{"loss": float, "accuracy": float}`` on the batch *before* the update (plain
-        floats), or ``None`` for another backend or model.
+        rate, the loss to compute by name (``state.loss``: ``cross_entropy`` with
+        ``state.label_smoothing``, ``binary_cross_entropy`` on the logits, ``mse``).
+    :return: ``{"loss": float, "outputs": ndarray}``: the loss on the batch *before* the
+        update, a plain float, and the batch's logits of that forward pass (float32
+        ``(n, outputs)``), from which the core computes the training metrics; or ``None`` for
+        another backend or model. (A backend that returns ``"accuracy"`` instead of
+        ``"outputs"`` still works for classification: the core then reports that accuracy.)
     """
 
 
@@ -235,7 +280,8 @@ def tl_eval_step(backend: str, model: Any, batch: Batch) -> np.ndarray | None:
     :param backend: the recipe's backend.
     :param model: what ``tl_attach_head`` returned.
     :param batch: images, or cached features when ``batch.features``; ``batch.y`` is unused.
-    :return: the logits as a float32 numpy array ``(batch, num_classes)``, or ``None``.
+    :return: the raw outputs (logits, no activation) as a float32 numpy array ``(batch,
+        num_classes)``, or ``None``.
     """
 
 
@@ -266,8 +312,10 @@ def tl_export(
 
     ``native``: the framework's own file (a state dict, a ``.keras`` file), which
     ``tl_load_backbone`` accepts back as ``weights``. ``onnx``: a *raw* graph with one uint8
-    NHWC image input (dynamic batch) and one output, the logits; the core then adds the
-    softmax, names and metadata, and checks parity against ``tl_eval_step``.
+    NHWC image input (dynamic batch) and one output, the raw outputs (logits) as
+    ``tl_eval_step`` gives them; the core then adds the task's final node (a softmax, a
+    sigmoid, a value's scaling), names and metadata, and checks parity against
+    ``tl_eval_step``.
 
     :param backend: the recipe's backend.
     :param model: what ``tl_attach_head`` returned, trained.
@@ -378,8 +426,9 @@ def tl_on_epoch_end(run: RunInfo, stage: str, epoch: int, metrics: dict[str, flo
         recipe.
     :param stage: the stage's name.
     :param epoch: the epoch within the stage, from 1.
-    :param metrics: ``loss``, ``accuracy``, ``lr`` and the validation metrics (``val_loss``,
-        ``val_accuracy``, ...), as floats.
+    :param metrics: ``loss``, the task's training metrics (``accuracy``; ``f1_micro``, ...;
+        ``mae``, ...), ``lr`` and the validation metrics (``val_loss``, ``val_accuracy``,
+        ...), as floats.
     :return: nothing.
     """
 

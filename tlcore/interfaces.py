@@ -141,8 +141,8 @@ class Backbone:
             features. A backend sets it False for a source with no published weights; the
             core settles it from the recipe's ``weights`` (``none``: False, a weights file:
             True) in :func:`tlcore.build.build_model`.
-        input_spec: what the model built on it takes; derived from ``preprocessing`` for
-            an image backbone when not given.
+        inputs: what the model built on it takes, for a backbone that is not an image
+            network; ``None`` (an image backbone) derives it from ``preprocessing``.
     """
 
     network: Any
@@ -150,11 +150,14 @@ class Backbone:
     name: str
     extra: dict[str, Any] = field(default_factory=dict)
     pretrained: bool = True
-    input_spec: InputSpec | None = None
+    inputs: InputSpec | None = None
 
-    def __post_init__(self) -> None:
-        if self.input_spec is None and self.preprocessing is not None:
-            self.input_spec = InputSpec.image(self.preprocessing)
+    @property
+    def input_spec(self) -> InputSpec:
+        """What the model built on this backbone takes (:class:`InputSpec`). Derived when
+        asked, so a backend may still change ``preprocessing`` (a recipe's ``input_size``)
+        after building the backbone."""
+        return self.inputs if self.inputs is not None else InputSpec.image(self.preprocessing)
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,12 @@ class LoadReport:
 
 @dataclass(frozen=True)
 class Batch:
-    """One batch. ``x`` is uint8 NHWC images, or pooled features when ``features`` is True."""
+    """One batch. ``x`` is uint8 NHWC images, or pooled features when ``features`` is True.
+
+    ``y`` holds the targets as the step's loss takes them (:attr:`StepState.loss`): int64
+    class indices ``(n,)`` for ``cross_entropy``, float32 multi-hot ``(n, outputs)`` for
+    ``binary_cross_entropy``, float32 values ``(n, outputs)`` for ``mse``.
+    """
 
     x: np.ndarray
     y: np.ndarray
@@ -198,14 +206,20 @@ class StepState:
     Attributes:
         optimizer: the object the backend's ``tl_make_optimizer`` returned.
         lr: the learning rate for this step, from the core's schedule.
-        label_smoothing: passed to the cross-entropy loss.
+        label_smoothing: passed to the cross-entropy loss (other losses ignore it).
         step: the step number within the stage, from 0.
+        loss: the loss to compute, by name (the task's, :attr:`tlcore.tasks.Task.loss`):
+            ``cross_entropy`` (softmax cross-entropy of class indices, with label
+            smoothing), ``binary_cross_entropy`` (sigmoid cross-entropy on the logits of
+            multi-hot targets, mean over images and outputs) or ``mse`` (mean squared error
+            of the outputs against float targets, mean over images and outputs).
     """
 
     optimizer: Any
     lr: float
     label_smoothing: float = 0.0
     step: int = 0
+    loss: str = "cross_entropy"
 
 
 @dataclass(frozen=True)
@@ -247,9 +261,15 @@ class Choice:
             ``augmentation`` (``data.augment``) or ``task`` (the recipe's ``task``).
         name: the value users write in the recipe.
         description: one line, shown in errors and ``tl plugins``.
-        value: what the core needs to use the choice, for kinds that need one (a
-            :class:`tlcore.tasks.Task` for ``task``); ``None`` for choices the plugin's own
-            hooks implement (a freeze policy its ``tl_freeze`` applies).
+        value: what the core needs to use the choice, for kinds the core carries out: a
+            function ``(stage, step, total_steps) -> lr`` for ``schedule``, a function
+            ``(images, rng) -> images`` for ``augmentation``, a :class:`tlcore.tasks.Task` for
+            ``task``; ``None`` for choices the plugin's own hooks implement (a freeze policy
+            its ``tl_freeze`` applies, a pooling its ``tl_attach_head``, an optimiser its
+            ``tl_make_optimizer``).
+
+    A built-in name cannot be redefined: such a registration is ignored, and ``tl plugins``
+    says so (:mod:`tlcore.recipe.choices`).
     """
 
     kind: str

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from tlcore.bundle.layout import (
     META_INPUT,
     META_LABELS,
     META_SCHEMA,
+    META_TASK,
     MODEL_FILE,
     PROBABILITIES,
     SCHEMA_VERSION,
@@ -36,6 +36,9 @@ from tlcore.errors import DataError, TlcoreError
 from tlcore.inputs import modality
 from tlcore.inputs.image import ImageInput
 from tlcore.interfaces import InputSpec
+from tlcore.tasks import Prediction, task_from_bundle
+
+__all__ = ["PREDICT_BATCH", "OnError", "Prediction", "Predictor", "open_session"]
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -49,40 +52,10 @@ OnError = Callable[[str, DataError], None]
 """What :meth:`Predictor.iter_predict` calls for an image it skips: its source and the error."""
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """The best classes for one image, most probable first.
-
-    Attributes:
-        source: the file, or ``<image i>`` / ``<array i>`` for in-memory input number ``i``.
-        top: ``(label, probability)`` pairs, ``top_k`` of them.
-    """
-
-    source: str
-    top: tuple[tuple[str, float], ...]
-
-    @property
-    def label(self) -> str:
-        """The most probable class."""
-        return self.top[0][0]
-
-    @property
-    def probability(self) -> float:
-        """The probability of :attr:`label`."""
-        return self.top[0][1]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, as ``tl predict --json`` prints it."""
-        return {
-            "source": self.source,
-            "label": self.label,
-            "probability": self.probability,
-            "top": [{"label": label, "probability": p} for label, p in self.top],
-        }
-
-
 class Predictor:
-    """One onnxruntime session on a bundle, ready to classify images.
+    """One onnxruntime session on a bundle, ready to predict: classes, labels or values, as
+    the bundle's task (``tlcore.json``'s ``task``, or the model's ``tlcore.task`` metadata; a
+    bundle without one is a classifier) decodes its output.
 
     Args:
         path: a bundle folder (``model.onnx`` with its ``tlcore.json``), or a bare ``.onnx``
@@ -118,9 +91,10 @@ class Predictor:
         self.input_spec = InputSpec.from_dict(source["input"])
         self.inputs = modality(self.input_spec)
         self.preprocessing = self.input_spec.preprocessing
+        self.task, self.task_info = task_from_bundle(source.get("task"))
 
     def __repr__(self) -> str:
-        return f"<Predictor {self.model_file}: {len(self.labels)} classes>"
+        return f"<Predictor {self.model_file}: {self.task.name}, {len(self.labels)} outputs>"
 
     @property
     def size(self) -> tuple[int, int]:
@@ -128,10 +102,24 @@ class Predictor:
         return self.input_spec.size
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities, ``(N, classes)`` float32, of uint8 RGB NHWC images already at
-        :attr:`size` (as :meth:`tlcore.data.Dataset.images` returns them)."""
+        """Class (or label) probabilities, ``(N, classes)`` float32, of uint8 RGB NHWC images
+        already at :attr:`size` (as :meth:`tlcore.data.Dataset.images` returns them).
+
+        Raises:
+            TlcoreError: the model gives no probabilities (a regression: see :meth:`outputs`).
+        """
+        if self.task.output != PROBABILITIES:
+            raise TlcoreError(
+                f"a {self.task.name} model gives {self.task.output}, not probabilities",
+                "use Predictor.outputs() or predict()",
+            )
+        return self.outputs(images)
+
+    def outputs(self, images: np.ndarray) -> np.ndarray:
+        """The task's output, float32 ``(N, outputs)`` (class or label probabilities, a
+        regression's values), of inputs already at :attr:`size`."""
         batch = self.inputs.check(images, self.input_spec)
-        return self.session.run([PROBABILITIES], {self.input_spec.name: batch})[0]
+        return self.session.run([self.task.output], {self.input_spec.name: batch})[0]
 
     def predict(
         self,
@@ -140,7 +128,7 @@ class Predictor:
         batch_size: int = PREDICT_BATCH,
         on_error: OnError | None = None,
     ) -> list[Prediction]:
-        """Classify images; see :meth:`iter_predict`, which this collects into a list."""
+        """Predict for images; see :meth:`iter_predict`, which this collects into a list."""
         return list(
             self.iter_predict(inputs, top_k=top_k, batch_size=batch_size, on_error=on_error)
         )
@@ -152,7 +140,9 @@ class Predictor:
         batch_size: int = PREDICT_BATCH,
         on_error: OnError | None = None,
     ) -> Iterator[Prediction]:
-        """Classify images, decoding and running ``batch_size`` of them at a time.
+        """Predict for images, decoding and running ``batch_size`` of them at a time: the
+        ``top_k`` classes of a classifier, every label over its threshold of a multi-label
+        model, the value of a regression.
 
         Args:
             inputs: one input or many: image files, folders (every image under them, sorted),
@@ -160,7 +150,8 @@ class Predictor:
                 uint16 scaled down like 16-bit PNGs). Grayscale, palette, alpha and 16-bit
                 images become RGB, and each is resized to the model's input size, as in
                 training.
-            top_k: how many classes to give per image (at most the number of classes).
+            top_k: how many classes to give per image (at most the number of classes;
+                classification only).
             batch_size: images decoded and run together; peak memory grows with it (see
                 :data:`PREDICT_BATCH`).
             on_error: called with the source and the error of an image that cannot be
@@ -192,9 +183,8 @@ class Predictor:
                 sources.append(source)
             if not decoded:
                 continue
-            for source, row in zip(sources, self.probabilities(np.stack(decoded)), strict=True):
-                best = np.argsort(-row, kind="stable")[:k]
-                yield Prediction(source, tuple((self.labels[i], float(row[i])) for i in best))
+            for source, row in zip(sources, self.outputs(np.stack(decoded)), strict=True):
+                yield self.task.decode(source, row, self.labels, self.task_info, k)
 
 
 def open_session(
@@ -291,7 +281,12 @@ def _from_metadata(meta: dict[str, str], model: Path) -> dict[str, Any]:
             f"{model} is not a tlcore model (no {META_LABELS} / {META_INPUT} metadata)",
             "pass a model.onnx that tlcore exported, or its bundle folder",
         )
-    return {"labels": json.loads(meta[META_LABELS]), "input": json.loads(meta[META_INPUT])}
+    task = json.loads(meta[META_TASK]) if META_TASK in meta else None
+    return {
+        "labels": json.loads(meta[META_LABELS]),
+        "input": json.loads(meta[META_INPUT]),
+        "task": task,
+    }
 
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from tlcore.recipe import StageSpec
+from tlcore.recipe.choices import builtin, implementation
 
 
 def learning_rate(stage: StageSpec, step: int, total_steps: int) -> float:
@@ -14,6 +15,7 @@ def learning_rate(stage: StageSpec, step: int, total_steps: int) -> float:
     - ``cosine``: linear warm-up over ``stage.warmup`` of the steps, then cosine decay to 0.
     - ``onecycle``: as PyTorch's ``OneCycleLR`` with cosine annealing: from ``lr / 25`` up to
       ``lr`` over ``max(warmup, 0.3)`` of the steps, then down to ``lr / 1e4``.
+    - a schedule a plugin registered: its function, ``value(stage, step, total_steps)``.
 
     Example:
         >>> learning_rate(StageSpec(lr=0.1, schedule="cosine"), 0, 10)
@@ -21,6 +23,8 @@ def learning_rate(stage: StageSpec, step: int, total_steps: int) -> float:
     """
     total = max(total_steps, 1)
     step = min(max(step, 0), total - 1)
+    if stage.schedule not in builtin("schedule"):
+        return float(implementation("schedule", stage.schedule)(stage, step, total))
     if stage.schedule == "onecycle":
         peak = max(int(total * max(stage.warmup, 0.3)), 1)
         start, end = stage.lr / 25, stage.lr / 25 / 1e4

@@ -13,7 +13,9 @@ bare backbone's weights loaded into a full model.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from tlcore.errors import TlcoreError
@@ -78,6 +80,34 @@ def match_weights(
     if strict and (report.mismatched or report.missing or report.unexpected):
         raise TlcoreError(_strict_message(report, current, incoming, mapping), _STRICT_HINT)
     return to_load, report
+
+
+def require_some_loaded(report: LoadReport, path: Path, names: Iterable[str]) -> LoadReport:
+    """Refuse a weights file of which nothing loaded into a network.
+
+    A non-strict load reports what did not fit instead of failing; but a file of which not a
+    single weight fits is another architecture's (or not a weights file at all), and training
+    on would silently start from a random initialisation.
+
+    Args:
+        report: what loading ``path`` non-strictly did.
+        path: the weights file, for the message.
+        names: the network's weight names, a few of which the hint shows.
+
+    Returns:
+        ``report``, when something loaded.
+
+    Raises:
+        TlcoreError: nothing in the file matched by name and shape.
+    """
+    if report.loaded:
+        return report
+    example = ", ".join(itertools.islice(names, 3))
+    raise TlcoreError(
+        f"no weight in {path} matches the backbone by name and shape",
+        f"the backbone's weights are named like {example}; "
+        "was the file saved from another architecture?",
+    )
 
 
 _STRICT_HINT = (

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tlcore.errors import TlcoreError
+from tlcore.files import atomic_path
 from tlcore_keras.model import TransferModel
 
 ONNX_FILE = "model.onnx"
@@ -25,7 +26,8 @@ _LOGGERS = ("tf2onnx", "tensorflow")
 
 
 def export_onnx(model: TransferModel, folder: Path, example: np.ndarray, opset: int) -> Path:
-    """Write ``folder/model.onnx``: ``model.full`` in inference mode, uint8 NHWC in, logits out.
+    """Write ``folder/model.onnx``, atomically: ``model.full`` in inference mode, uint8 NHWC
+    in, logits out.
 
     Args:
         model: the trained model.
@@ -54,9 +56,9 @@ def export_onnx(model: TransferModel, folder: Path, example: np.ndarray, opset: 
     inference = tf.function(lambda images: model.full(images, training=False))
     target = Path(folder) / ONNX_FILE
     try:
-        with _quiet():
+        with _quiet(), atomic_path(target) as temp:
             tf2onnx.convert.from_function(
-                inference, input_signature=signature, opset=opset, output_path=str(target)
+                inference, input_signature=signature, opset=opset, output_path=str(temp)
             )
     except Exception as exc:  # tf2onnx raises many types for an unsupported op or opset
         raise TlcoreError(

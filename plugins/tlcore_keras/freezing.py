@@ -29,6 +29,7 @@ import keras
 from tlcore.freezing import batchnorm_in_inference, block_of, plan_freeze
 from tlcore.interfaces import FreezeReport
 from tlcore.recipe import FreezeSpec
+from tlcore.recipe.choices import builtin
 from tlcore_keras.blocks import Blocks
 from tlcore_keras.model import TransferModel
 from tlcore_keras.names import WeightEntry, walk_layers
@@ -113,12 +114,15 @@ def _grouped(entry: WeightEntry, blocks: Blocks) -> str:
     return f"{block}/{entry.name}"
 
 
-def apply_freeze(model: TransferModel, policy: FreezeSpec) -> FreezeReport:
-    """Set the trainable flags of ``model`` for ``policy``; count the result.
+def apply_freeze(model: TransferModel, policy: FreezeSpec) -> FreezeReport | None:
+    """Set the trainable flags of ``model`` for ``policy``; count the result (``None`` for a
+    policy a plugin registered: that plugin's ``tl_freeze`` applies it).
 
     The head always trains. Records on the model the variables the next optimiser trains and
     the ``training`` flag for the backbone.
     """
+    if policy.policy not in builtin("freeze"):
+        return None
     entries, stand_ins = parameter_entries(model)
     trainable, trainable_blocks = plan_names(entries, model.blocks, policy)
     wants: dict[int, bool] = {}

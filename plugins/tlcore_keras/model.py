@@ -28,6 +28,7 @@ import numpy as np
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Backbone, Preprocessing
 from tlcore.recipe import HeadSpec
+from tlcore.recipe.choices import builtin
 from tlcore_keras.blocks import Blocks, find_blocks
 from tlcore_keras.names import WeightEntry, weight_entries
 
@@ -92,9 +93,6 @@ class Preprocess(keras.layers.Layer):
         }
 
 
-_ACTIVATIONS = ("relu", "gelu")
-
-
 def build_head(in_features: int, spec: HeadSpec, num_classes: int) -> keras.Model:
     """Hidden ``Dense → activation → Dropout`` layers, then the ``classifier`` ``Dense``.
 
@@ -103,10 +101,6 @@ def build_head(in_features: int, spec: HeadSpec, num_classes: int) -> keras.Mode
     are named ``hidden_<i>``, ``hidden_<i>_<activation>``, ``hidden_<i>_dropout``, ``dropout``
     and ``classifier``.
     """
-    if num_classes < 2:
-        raise TlcoreError(f"a classifier needs at least 2 classes, got {num_classes}", "")
-    if spec.activation not in _ACTIVATIONS:
-        raise TlcoreError(f"unknown activation {spec.activation!r}", "valid: relu, gelu")
     inputs = keras.Input((in_features,), name="features")
     x = inputs
     for i, width in enumerate(spec.hidden):
@@ -141,8 +135,6 @@ def make_pool(mode: str, rank: int) -> keras.layers.Layer | None:
     tokens ``(N, T, D)`` over the tokens; ``flatten`` keeps everything. Already flat ``(N, D)``
     output needs no pooling (``None``).
     """
-    if mode not in ("avg", "max", "flatten"):
-        raise TlcoreError(f"unknown pooling {mode!r}", "valid: avg, max, flatten")
     if rank == 2:
         return None
     if mode == "flatten" or rank > 4:
@@ -271,8 +263,11 @@ def backbone_output(out: Any) -> Any:
     return out
 
 
-def attach_head(backbone: Backbone, head: HeadSpec, num_classes: int) -> TransferModel:
-    """Build the :class:`TransferModel` for a loaded Keras backbone."""
+def attach_head(backbone: Backbone, head: HeadSpec, num_classes: int) -> TransferModel | None:
+    """Build the :class:`TransferModel` for a loaded Keras backbone; ``None`` for a pooling a
+    plugin registered: that plugin's ``tl_attach_head`` builds the model."""
+    if head.pooling not in builtin("pooling"):
+        return None
     blocks = backbone.extra.get("blocks")
     return TransferModel(
         backbone.network,

@@ -17,8 +17,6 @@ randomly initialised and then loads that file where names and shapes fit (the
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable
 from math import prod
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from tlcore.builtins import BUILTIN_BACKBONES
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Backbone, Preprocessing
 from tlcore.recipe import BackboneSpec
+from tlcore.sources import Loader, load_source, lookup, wants_pretrained, weights_file
 from tlcore_keras import catalogue
 from tlcore_keras.blocks import find_blocks
 from tlcore_keras.builtin import BUILDERS
@@ -37,7 +36,6 @@ from tlcore_keras.model import Preprocess  # also registers it for .keras files
 from tlcore_keras.state import load_weights_file
 
 IMAGENET = catalogue.STYLES["torch"]
-PRETRAINED = ("pretrained", "imagenet")
 
 Loaded = tuple[Any, Preprocessing, dict[str, Any]]
 
@@ -50,33 +48,17 @@ def load_backbone(spec: BackboneSpec) -> Backbone | None:
     """
     if spec.source is None and spec.model is not None:
         return _user_model(spec)
-    source = spec.source or catalogue.DEFAULT_SOURCE
-    kind, sep, name = source.partition(":")
-    if not sep or kind not in LOADERS:
-        return None
-    if not name:
-        raise TlcoreError(f"backbone source {source!r} has no name", f"write {kind}:<name>")
-    weights = spec.weights.lower()
-    pretrained = weights in PRETRAINED
-    network, preprocessing, extra = LOADERS[kind](name, spec, pretrained)
-    if not pretrained and weights != "none":
-        extra["weights_report"] = load_weights_file(network, Path(spec.weights).expanduser())
-    extra["blocks"] = find_blocks(network)
-    # A loader says "pretrained": False for a source with no published weights; the core
-    # decides the rest from the recipe's weights (tlcore.train.random_init).
-    return Backbone(network, preprocessing, source, extra, pretrained=extra.pop("pretrained", True))
+    backbone = load_source(spec, catalogue.DEFAULT_SOURCE, LOADERS, load_weights_file)
+    if backbone is not None:
+        backbone.extra["blocks"] = find_blocks(backbone.network)
+    return backbone
 
 
 # --- keras.applications ---------------------------------------------------------------------
 
 
 def _application(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
-    app = catalogue.APPLICATIONS.get(name)
-    if app is None:
-        raise TlcoreError(
-            f"unknown Keras application {name!r}",
-            "known: " + ", ".join(f"keras:{n}" for n in catalogue.APPLICATIONS) + _close(name),
-        )
+    app = lookup(catalogue.KERAS_KIND, name, catalogue.APPLICATIONS)
     size = spec.input_size or app.size
     constructor = getattr(keras.applications, app.constructor)
     try:
@@ -132,15 +114,11 @@ def application_params(name: str) -> int | None:
 
 
 def _builtin(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
-    if name not in BUILDERS:
-        raise TlcoreError(
-            f"unknown builtin backbone {name!r}",
-            "known: " + ", ".join(f"builtin:{n}" for n in BUILDERS) + _close(name, BUILDERS),
-        )
+    build = lookup(catalogue.BUILTIN_KIND, name, BUILDERS)
     builtin = BUILTIN_BACKBONES[name]
     size = spec.input_size or builtin.preprocessing.size[0]
     # simple_cnn ignores ``pretrained``; EfficientNet-Lite without published weights refuses it.
-    network = BUILDERS[name](size, pretrained)
+    network = build(size, pretrained)
     return network, builtin.preprocessing.with_size(size), {
         "pretrained": pretrained and builtin.published
     }
@@ -259,11 +237,11 @@ def _user_model(spec: BackboneSpec) -> Backbone | None:
         size = _input_size(network, spec, label)
     preprocessing = base.with_size(size)
     extra: dict[str, Any] = {}
-    weights = spec.weights.lower()
-    if weights == "none":
+    path = weights_file(spec.weights)
+    if path is not None:
+        extra["weights_report"] = load_weights_file(network, path)
+    elif not wants_pretrained(spec.weights):
         _reinitialise(network, label)
-    elif weights not in PRETRAINED:
-        extra["weights_report"] = load_weights_file(network, Path(spec.weights).expanduser())
     extra["blocks"] = find_blocks(network)
     return Backbone(network, preprocessing, label, extra)
 
@@ -297,12 +275,7 @@ def _reinitialise(network: Any, label: str) -> None:
     network.set_weights(fresh.get_weights())
 
 
-def _close(name: str, known: Any = None) -> str:
-    close = difflib.get_close_matches(name, list(known or catalogue.APPLICATIONS), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-LOADERS: dict[str, Callable[[str, BackboneSpec, bool], Loaded]] = {
+LOADERS: dict[str, Loader] = {
     catalogue.KERAS_KIND: _application,
     catalogue.BUILTIN_KIND: _builtin,
     catalogue.FILE_KIND: _file,

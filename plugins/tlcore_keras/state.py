@@ -20,8 +20,6 @@ Weights files (``backbone.weights=<path>``):
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -32,8 +30,9 @@ import h5py
 import numpy as np
 
 from tlcore.errors import TlcoreError
+from tlcore.files import atomic_path
 from tlcore.interfaces import LoadReport
-from tlcore.weights import match_weights
+from tlcore.weights import match_weights, require_some_loaded
 from tlcore_keras.model import TransferModel
 from tlcore_keras.names import weight_entries
 from tlcore_keras.training import StageOptimizer
@@ -53,7 +52,7 @@ def get_weights(model: TransferModel) -> dict[str, np.ndarray]:
 
 
 def set_weights(
-    model: TransferModel, weights: Mapping[str, np.ndarray], *, strict: bool
+    model: TransferModel, weights: Mapping[str, np.ndarray], strict: bool
 ) -> LoadReport:
     """Copy numpy arrays into ``model`` by stable name.
 
@@ -257,14 +256,7 @@ def load_weights_file(network: Any, path: Path) -> LoadReport:
         )
     else:
         report = assign(stable, incoming, strict=False)
-    if not report.loaded:
-        example = ", ".join(list(stable)[:3])
-        raise TlcoreError(
-            f"no weight in {path} matches the backbone by name and shape",
-            f"the backbone's weights are named like {example}; "
-            "was the file saved from another architecture?",
-        )
-    return report
+    return require_some_loaded(report, path, stable)
 
 
 # --- optimiser state -----------------------------------------------------------------------
@@ -321,28 +313,30 @@ def set_optimizer_state(opt: StageOptimizer, state: Mapping[str, np.ndarray]) ->
 # --- native export -------------------------------------------------------------------------
 
 
-def export_native(model: TransferModel, folder: Path) -> Path:
-    """Write ``folder/model.keras``: the full model (uint8 images → logits).
+def export_native(
+    model: TransferModel,
+    folder: Path,
+    example: np.ndarray | None = None,
+    opset: int | None = None,
+) -> Path:
+    """Write ``folder/model.keras``: the full model (uint8 images → logits), atomically;
+    ``example`` and ``opset`` are not needed (no tracing, no ONNX).
 
     For a later run it is both a ``file:`` backbone (the trained backbone alone, with its
     normalisation) and a ``backbone.weights`` file for the same architecture (matched by
     structure; ``native/weights.npz`` next to it is matched by name).
 
     Loads with ``keras.saving.load_model(path, safe_mode=True)`` once ``tlcore_keras.model``
-    is imported (it registers the preprocessing layer). Written to a temporary file first and
-    renamed, so a crash never leaves half a file.
+    is imported (it registers the preprocessing layer).
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    # Keras' public ``model.save`` insists on a path ending in ``.keras``, which the temporary
+    # file of an atomic write does not; its saving library writes the same archive to an open
+    # file.
+    from keras.src.saving import saving_lib
+
     target = folder / NATIVE_FILE
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".model-", suffix=".keras")
-    os.close(handle)
-    try:
-        with warnings.catch_warnings():
-            # Keras' own saving code, under numpy 2; the values are written all the same.
-            warnings.filterwarnings("ignore", _NUMPY_COPY_NOTE, DeprecationWarning)
-            model.full.save(temp)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as temp, temp.open("wb") as fh, warnings.catch_warnings():
+        # Keras' own saving code, under numpy 2; the values are written all the same.
+        warnings.filterwarnings("ignore", _NUMPY_COPY_NOTE, DeprecationWarning)
+        saving_lib.save_model(model.full, fh)
     return target

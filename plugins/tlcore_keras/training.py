@@ -22,9 +22,9 @@ import tensorflow as tf
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Batch, StepState
 from tlcore.recipe import StageSpec
+from tlcore.recipe.choices import builtin
 from tlcore_keras.model import TransferModel, live_models
 
-FEATURE_CHUNK = 256
 # torch's defaults, so that one recipe means the same optimiser on both backends.
 ADAM_EPSILON = 1e-8
 RMSPROP_RHO = 0.99
@@ -41,7 +41,8 @@ class StageOptimizer:
             decay, as ``torch.optim`` applies it; ``adamw`` decays in the optimiser instead).
         backbone_training: the ``training`` flag the backbone runs with in this stage.
         freeze_version: the model's freeze count when this optimiser was made.
-        steps: the compiled train steps, by input kind (``True`` for cached features).
+        steps: the compiled train steps, by input kind (``True`` for cached features) and
+            loss name.
     """
 
     optimizer: Any
@@ -49,16 +50,19 @@ class StageOptimizer:
     l2: float
     backbone_training: bool
     freeze_version: int
-    steps: dict[bool, Callable[..., Any]] = field(default_factory=dict)
+    steps: dict[tuple[bool, str], Callable[..., Any]] = field(default_factory=dict)
 
 
-def make_optimizer(model: TransferModel, stage: StageSpec) -> StageOptimizer:
+def make_optimizer(model: TransferModel, stage: StageSpec) -> StageOptimizer | None:
     """The stage's optimiser over the variables trainable now, built so its state exists.
 
     ``adamw`` (decoupled weight decay), ``adam`` and ``rmsprop`` (L2 weight decay; RMSprop with
     ``stage.momentum``), ``sgd`` (``stage.momentum``, no Nesterov). Epsilon and RMSprop's rho
-    are torch's defaults.
+    are torch's defaults. ``None`` for an optimiser a plugin registered: that plugin's
+    ``tl_make_optimizer`` makes it.
     """
+    if stage.optimizer not in builtin("optimizer"):
+        return None
     variables = list(model.train_variables)
     if not variables:
         raise TlcoreError("no parameter is trainable", "the freeze policy left nothing to train")
@@ -72,13 +76,9 @@ def make_optimizer(model: TransferModel, stage: StageSpec) -> StageOptimizer:
         optimizer = optimizers.Adam(learning_rate=lr, epsilon=ADAM_EPSILON)
     elif stage.optimizer == "sgd":
         optimizer = optimizers.SGD(learning_rate=lr, momentum=stage.momentum, nesterov=False)
-    elif stage.optimizer == "rmsprop":
+    else:  # rmsprop: the last built-in name (others were answered above)
         optimizer = optimizers.RMSprop(
             learning_rate=lr, rho=RMSPROP_RHO, momentum=stage.momentum, epsilon=ADAM_EPSILON
-        )
-    else:
-        raise TlcoreError(
-            f"unknown optimizer {stage.optimizer!r}", "valid: adamw, adam, sgd, rmsprop"
         )
     optimizer.build(variables)
     return StageOptimizer(
@@ -105,12 +105,44 @@ def _feature_spec(model: TransferModel) -> tf.TensorSpec:
     return tf.TensorSpec((None, model.num_features), tf.float32, name="features")
 
 
-def _build_train_step(model: TransferModel, opt: StageOptimizer, features: bool) -> Any:
+def _loss_fn(name: str) -> Callable[[Any, Any, Any], Any]:
+    """The loss ``name`` as ``fn(logits, targets, smoothing)``: ``cross_entropy`` (int class
+    indices, label smoothing), ``binary_cross_entropy`` (multi-hot floats, on the logits) or
+    ``mse`` (float values shaped like the logits); means over the batch and the outputs."""
+
+    def binary(logits: Any, y: Any, smoothing: Any) -> Any:
+        z = tf.cast(logits, tf.float32)
+        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z))
+
+    def squared(logits: Any, y: Any, smoothing: Any) -> Any:
+        return tf.reduce_mean(tf.square(tf.cast(logits, tf.float32) - y))
+
+    losses = {
+        "cross_entropy": smoothed_cross_entropy,
+        "binary_cross_entropy": binary,
+        "mse": squared,
+    }
+    if name not in losses:
+        raise TlcoreError(
+            f"the keras backend has no loss {name!r}", "valid: " + ", ".join(losses)
+        )
+    return losses[name]
+
+
+def _build_train_step(
+    model: TransferModel, opt: StageOptimizer, features: bool, loss_name: str
+) -> Any:
     optimizer, variables, l2 = opt.optimizer, opt.variables, opt.l2
     backbone_training = opt.backbone_training
+    loss_fn = _loss_fn(loss_name)
+    targets = (
+        tf.TensorSpec((None,), tf.int32, name="labels")
+        if loss_name == "cross_entropy"
+        else tf.TensorSpec((None, model.num_classes), tf.float32, name="targets")
+    )
     signature = [
         _feature_spec(model) if features else _image_spec(model),
-        tf.TensorSpec((None,), tf.int32, name="labels"),
+        targets,
         tf.TensorSpec((), tf.float32, name="lr"),
         tf.TensorSpec((), tf.float32, name="smoothing"),
     ]
@@ -121,15 +153,20 @@ def _build_train_step(model: TransferModel, opt: StageOptimizer, features: bool)
         with tf.GradientTape() as tape:
             pooled = x if features else model.features(x, training=backbone_training)
             logits = model.classifier(pooled, training=True)
-            loss = smoothed_cross_entropy(logits, y, smoothing)
+            loss = loss_fn(logits, y, smoothing)
         grads = tape.gradient(loss, variables)
         if l2:
             grads = [g if g is None else g + l2 * v for g, v in zip(grads, variables, strict=True)]
         optimizer.apply_gradients(zip(grads, variables, strict=True))
-        hits = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y)
-        return loss, tf.reduce_mean(tf.cast(hits, tf.float32))
+        return loss, tf.cast(logits, tf.float32)
 
     return step
+
+
+def _targets(model: TransferModel, y: np.ndarray, loss_name: str) -> np.ndarray:
+    if loss_name == "cross_entropy":
+        return np.asarray(y).astype(np.int32, copy=False)
+    return np.asarray(y, dtype=np.float32).reshape(-1, model.num_classes)
 
 
 def _inputs(model: TransferModel, batch: Batch) -> np.ndarray:
@@ -149,11 +186,11 @@ def _inputs(model: TransferModel, batch: Batch) -> np.ndarray:
     return x
 
 
-def train_step(model: TransferModel, batch: Batch, state: StepState) -> dict[str, float]:
-    """One step: set the learning rate, forward, cross-entropy, backward, update.
+def train_step(model: TransferModel, batch: Batch, state: StepState) -> dict[str, Any]:
+    """One step: set the learning rate, forward, the loss ``state.loss``, backward, update.
 
     Returns:
-        ``{"loss": float, "accuracy": float}`` of this batch, before the update.
+        ``{"loss": float, "outputs": float32 logits}`` of this batch, before the update.
 
     Raises:
         TlcoreError: the optimiser is not this backend's, or was made before the last freeze.
@@ -169,17 +206,17 @@ def train_step(model: TransferModel, batch: Batch, state: StepState) -> dict[str
             "the freeze policy changed after this optimiser was made",
             "call tl_make_optimizer after every tl_freeze",
         )
-    step = opt.steps.get(batch.features)
+    key = (batch.features, state.loss)
+    step = opt.steps.get(key)
     if step is None:
-        step = opt.steps[batch.features] = _build_train_step(model, opt, batch.features)
-    labels = np.asarray(batch.y).astype(np.int32, copy=False)
-    loss, accuracy = step(
+        step = opt.steps[key] = _build_train_step(model, opt, batch.features, state.loss)
+    loss, logits = step(
         _inputs(model, batch),
-        labels,
+        _targets(model, batch.y, state.loss),
         np.float32(state.lr),
         np.float32(state.label_smoothing),
     )
-    return {"loss": float(loss), "accuracy": float(accuracy)}
+    return {"loss": float(loss), "outputs": np.asarray(logits, dtype=np.float32)}
 
 
 def _compiled(model: TransferModel, kind: str) -> Any:
@@ -200,21 +237,18 @@ def _compiled(model: TransferModel, kind: str) -> Any:
 
 
 def eval_step(model: TransferModel, batch: Batch) -> np.ndarray:
-    """Logits of one batch in inference mode, float32 ``(batch, num_classes)``."""
+    """Raw outputs (logits) of one batch in inference mode, float32 ``(batch, outputs)``."""
     fn = _compiled(model, "head" if batch.features else "logits")
     return np.asarray(fn(_inputs(model, batch)), dtype=np.float32)
 
 
 def extract_features(model: TransferModel, images: np.ndarray) -> np.ndarray:
-    """Pooled backbone features of uint8 NHWC images in inference mode, float32."""
-    fn = _compiled(model, "features")
-    chunks = []
-    for start in range(0, len(images), FEATURE_CHUNK):
-        x = _inputs(model, Batch(images[start : start + FEATURE_CHUNK], np.zeros(0)))
-        chunks.append(np.asarray(fn(x), dtype=np.float32))
-    if not chunks:
+    """Pooled backbone features of uint8 NHWC images in inference mode, float32 (the base
+    class hands over at most ``Backend.feature_batch`` images at a time)."""
+    if not len(images):  # a network need not accept an empty batch
         return np.zeros((0, model.num_features), dtype=np.float32)
-    return np.concatenate(chunks)
+    x = _inputs(model, Batch(images, np.zeros(0)))
+    return np.asarray(_compiled(model, "features")(x), dtype=np.float32)
 
 
 def seed(value: int) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from tlcore.errors import TlcoreError
+from tlcore.files import atomic_path
 from tlcore_torch.model import TransferModel
 
 ONNX_FILE = "model.onnx"
@@ -41,7 +42,8 @@ def export_onnx(
     opset: int,
     exporters: Sequence[str] = EXPORTERS,
 ) -> Path:
-    """Write ``folder/model.onnx``: ``model`` in inference mode, uint8 NHWC in, logits out.
+    """Write ``folder/model.onnx``, atomically: ``model`` in inference mode, uint8 NHWC in,
+    logits out.
 
     Args:
         model: the trained model; put back in its previous mode afterwards.
@@ -61,8 +63,8 @@ def export_onnx(
     try:
         for name in exporters:
             try:
-                with torch.no_grad(), _quiet():
-                    _EXPORT[name](model, images, target, opset)
+                with torch.no_grad(), _quiet(), atomic_path(target) as temp:
+                    _EXPORT[name](model, images, temp, opset)
                 return target
             except Exception as exc:  # any exporter error: try the next one, report all
                 errors.append(f"{name}: {type(exc).__name__}: {str(exc).strip()[:300]}")

@@ -11,6 +11,7 @@ from torch import nn
 from tlcore.freezing import batchnorm_in_inference, plan_freeze
 from tlcore.interfaces import FreezeReport
 from tlcore.recipe import FreezeSpec
+from tlcore.recipe.choices import builtin
 from tlcore_torch.model import TransferModel
 
 _BATCHNORM_TYPES = frozenset({"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm"})
@@ -42,14 +43,17 @@ def weight_entries(network: nn.Module) -> list[tuple[str, str]]:
     return entries
 
 
-def apply_freeze(model: TransferModel, policy: FreezeSpec) -> FreezeReport:
+def apply_freeze(model: TransferModel, policy: FreezeSpec) -> FreezeReport | None:
     """Set ``requires_grad`` and BatchNorm modes of ``model`` for ``policy``; count the result.
 
+    ``None`` for a policy a plugin registered: that plugin's ``tl_freeze`` applies it.
     The head always trains. BatchNorm layers of the backbone stay in inference mode as
     ``policy.batchnorm`` says. When the whole backbone is frozen (and BatchNorm is not set to
     ``train``) the whole backbone runs in inference mode, dropout included, so that training
     on cached features and training on images give the same result.
     """
+    if policy.policy not in builtin("freeze"):
+        return None
     backbone = model.backbone
     entries = weight_entries(backbone)
     plan = plan_freeze([name for name, _ in entries], model.blocks, policy)

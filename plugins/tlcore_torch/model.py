@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Backbone, Preprocessing
 from tlcore.recipe import HeadSpec
+from tlcore.recipe.choices import builtin
 from tlcore_torch.blocks import find_blocks, submodule
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
@@ -30,9 +31,7 @@ class Pool(nn.Module):
 
     def __init__(self, mode: str) -> None:
         super().__init__()
-        if mode not in ("avg", "max", "flatten"):
-            raise TlcoreError(f"unknown pooling {mode!r}", "valid: avg, max, flatten")
-        self.mode = mode
+        self.mode = mode  # avg, max or flatten: attach_head answers only for these
 
     def forward(self, x: Tensor) -> Tensor:
         """Pool ``x`` to ``(N, features)``."""
@@ -52,8 +51,6 @@ def build_head(in_features: int, spec: HeadSpec, num_classes: int) -> nn.Sequent
     Without hidden layers, ``spec.dropout`` is applied to the pooled features before the
     classifier; with them, after every hidden activation. The classifier is the last module.
     """
-    if num_classes < 2:
-        raise TlcoreError(f"a classifier needs at least 2 classes, got {num_classes}", "")
     layers: list[nn.Module] = []
     width = in_features
     for hidden in spec.hidden:
@@ -171,8 +168,11 @@ def backbone_output(out: object) -> Tensor:
     )
 
 
-def attach_head(backbone: Backbone, head: HeadSpec, num_classes: int) -> TransferModel:
-    """Build the :class:`TransferModel` for a loaded backbone."""
+def attach_head(backbone: Backbone, head: HeadSpec, num_classes: int) -> TransferModel | None:
+    """Build the :class:`TransferModel` for a loaded backbone; ``None`` for a pooling a plugin
+    registered: that plugin's ``tl_attach_head`` builds the model."""
+    if head.pooling not in builtin("pooling"):
+        return None
     blocks = backbone.extra.get("blocks")
     if blocks is None:
         blocks = find_blocks(backbone.network)

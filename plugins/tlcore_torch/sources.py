@@ -22,7 +22,6 @@ import difflib
 import importlib
 import inspect
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,13 +33,13 @@ from tlcore.builtins import BUILTIN_BACKBONES, DEFAULT_BACKBONE
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Backbone, Preprocessing
 from tlcore.recipe import BackboneSpec
+from tlcore.sources import Loader, load_source, lookup, wants_pretrained, weights_file
 from tlcore_torch import catalogue
 from tlcore_torch.blocks import find_blocks
 from tlcore_torch.builtin import BUILDERS
 from tlcore_torch.state import load_weights_file
 
 IMAGENET = Preprocessing()
-PRETRAINED = ("pretrained", "imagenet")
 DEFAULT_SOURCE = DEFAULT_BACKBONE
 
 Loaded = tuple[nn.Module, Preprocessing, dict[str, Any]]
@@ -54,38 +53,24 @@ def load_backbone(spec: BackboneSpec) -> Backbone | None:
     """
     if spec.source is None and spec.model is not None:
         return _user_module(spec)
-    source = spec.source or DEFAULT_SOURCE
-    kind, sep, name = source.partition(":")
-    if not sep or kind not in LOADERS:
+    backbone = load_source(spec, DEFAULT_SOURCE, LOADERS, load_weights_file)
+    if backbone is None:
         return None
-    if not name:
-        raise TlcoreError(f"backbone source {source!r} has no name", f"write {kind}:<name>")
-    weights = spec.weights
-    pretrained = weights.lower() in PRETRAINED
-    network, preprocessing, extra = LOADERS[kind](name, spec, pretrained)
-    if not pretrained and weights.lower() != "none":
-        extra["weights_report"] = load_weights_file(network, Path(weights).expanduser())
-    preprocessing = preprocessing.with_size(spec.input_size)
-    if isinstance(network, HFBackbone):
-        network.set_input_size(preprocessing.size)
-    extra.setdefault("blocks", find_blocks(network))
-    # A loader says "pretrained": False for a source with no published weights; the core
-    # decides the rest from the recipe's weights (tlcore.train.random_init).
-    return Backbone(network, preprocessing, source, extra, pretrained=extra.pop("pretrained", True))
+    backbone.preprocessing = backbone.preprocessing.with_size(spec.input_size)
+    if isinstance(backbone.network, HFBackbone):
+        backbone.network.set_input_size(backbone.preprocessing.size)
+    backbone.extra.setdefault("blocks", find_blocks(backbone.network))
+    return backbone
 
 
 # --- builtin --------------------------------------------------------------------------------
 
 
 def _builtin(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
-    if name not in BUILDERS:
-        raise TlcoreError(
-            f"unknown builtin backbone {name!r}",
-            "known: " + ", ".join(f"builtin:{n}" for n in BUILDERS) + _close(name, BUILDERS),
-        )
+    build = lookup(catalogue.BUILTIN_KIND, name, BUILDERS)
     builtin = BUILTIN_BACKBONES[name]
     # simple_cnn ignores ``pretrained``; EfficientNet-Lite without published weights refuses it.
-    network = BUILDERS[name](pretrained)
+    network = build(pretrained)
     return network, builtin.preprocessing, {"pretrained": pretrained and builtin.published}
 
 
@@ -331,14 +316,14 @@ def _user_module(spec: BackboneSpec) -> Backbone | None:
         )
     preprocessing = (own if isinstance(own, Preprocessing) else IMAGENET).with_size(spec.input_size)
     extra: dict[str, Any] = {}
-    weights = spec.weights.lower()
-    if weights == "none":
+    path = weights_file(spec.weights)
+    if path is not None:
+        extra["weights_report"] = load_weights_file(network, path)
+    elif not wants_pretrained(spec.weights):
         for module in network.modules():
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
                 reset()
-    elif weights not in PRETRAINED:
-        extra["weights_report"] = load_weights_file(network, Path(spec.weights).expanduser())
     extra["blocks"] = find_blocks(network)
     return Backbone(network, preprocessing, f"user:{type(network).__name__}", extra)
 
@@ -357,17 +342,12 @@ def _optional(package: str, install: str) -> ModuleType:
         ) from None
 
 
-def _close(name: str, known: Any) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _some(known: list[str], name: str) -> str:
     close = difflib.get_close_matches(name, known, n=5)
     return ", ".join(close or known[:10]) + (", ..." if len(known) > 10 else "")
 
 
-LOADERS: dict[str, Callable[[str, BackboneSpec, bool], Loaded]] = {
+LOADERS: dict[str, Loader] = {
     catalogue.BUILTIN_KIND: _builtin,
     catalogue.HF_KIND: _hf,
     catalogue.FILE_KIND: _file,

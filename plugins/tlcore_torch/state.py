@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -12,8 +10,9 @@ import torch
 from torch import nn
 
 from tlcore.errors import TlcoreError
+from tlcore.files import atomic_path
 from tlcore.interfaces import LoadReport
-from tlcore.weights import match_weights
+from tlcore.weights import match_weights, require_some_loaded
 
 NATIVE_FILE = "model.pt"
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "weights")
@@ -33,7 +32,7 @@ def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
     return {name: to_numpy(value) for name, value in model.state_dict().items()}
 
 
-def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray], *, strict: bool) -> LoadReport:
+def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray], strict: bool) -> LoadReport:
     """Copy numpy arrays into ``model`` by name, deciding what fits with ``tlcore.weights``.
 
     Raises:
@@ -113,14 +112,7 @@ def load_weights_file(network: nn.Module, path: Path) -> LoadReport:
         TlcoreError: nothing in the file fits the network.
     """
     report = set_weights(network, read_weights_file(path), strict=False)
-    if not report.loaded:
-        example = ", ".join(list(network.state_dict())[:3])
-        raise TlcoreError(
-            f"no weight in {path} matches the backbone by name and shape",
-            f"the backbone's weights are named like {example}; "
-            "was the file saved from another architecture?",
-        )
-    return report
+    return require_some_loaded(report, path, network.state_dict())
 
 
 def get_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
@@ -171,20 +163,13 @@ def set_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, np
     optimizer.load_state_dict(full)
 
 
-def export_native(model: nn.Module, folder: Path) -> Path:
-    """Write ``folder/model.pt``: the state dict, loadable with ``torch.load(weights_only=True)``.
-
-    Written to a temporary file first and renamed, so a crash never leaves half a file.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
+def export_native(
+    model: nn.Module, folder: Path, example: np.ndarray | None = None, opset: int | None = None
+) -> Path:
+    """Write ``folder/model.pt``: the state dict, loadable with ``torch.load(weights_only=True)``,
+    written atomically. ``example`` and ``opset`` are not needed (no tracing, no ONNX)."""
     target = folder / NATIVE_FILE
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".model-", suffix=".pt.tmp")
-    os.close(handle)
-    try:
-        state = {name: value.detach().cpu() for name, value in model.state_dict().items()}
+    state = {name: value.detach().cpu() for name, value in model.state_dict().items()}
+    with atomic_path(target) as temp:
         torch.save(state, temp)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
     return target

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -10,16 +12,18 @@ from torch.nn import functional as F
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Batch, StepState
 from tlcore.recipe import StageSpec
+from tlcore.recipe.choices import builtin
 
-FEATURE_CHUNK = 256
 
-
-def make_optimizer(model: nn.Module, stage: StageSpec) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, stage: StageSpec) -> torch.optim.Optimizer | None:
     """The stage's optimiser over the parameters that are trainable now.
 
     ``adamw`` (decoupled weight decay), ``adam`` and ``rmsprop`` (L2 weight decay; RMSprop with
-    ``stage.momentum``), ``sgd`` (``stage.momentum``, no Nesterov).
+    ``stage.momentum``), ``sgd`` (``stage.momentum``, no Nesterov). ``None`` for an optimiser
+    a plugin registered: that plugin's ``tl_make_optimizer`` makes it.
     """
+    if stage.optimizer not in builtin("optimizer"):
+        return None
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TlcoreError("no parameter is trainable", "the freeze policy left nothing to train")
@@ -32,9 +36,8 @@ def make_optimizer(model: nn.Module, stage: StageSpec) -> torch.optim.Optimizer:
         return torch.optim.SGD(
             params, lr=lr, momentum=stage.momentum, nesterov=False, weight_decay=decay
         )
-    if stage.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=stage.momentum, weight_decay=decay)
-    raise TlcoreError(f"unknown optimizer {stage.optimizer!r}", "valid: adamw, adam, sgd, rmsprop")
+    # rmsprop: the last built-in name (others were answered above)
+    return torch.optim.RMSprop(params, lr=lr, momentum=stage.momentum, weight_decay=decay)
 
 
 def _set_mode(model: nn.Module, training: bool) -> None:
@@ -60,42 +63,57 @@ def _logits(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model(x)
 
 
-def train_step(model: nn.Module, batch: Batch, state: StepState) -> dict[str, float]:
-    """One step: set the learning rate, forward, cross-entropy, backward, update.
+def train_step(model: nn.Module, batch: Batch, state: StepState) -> dict[str, Any]:
+    """One step: set the learning rate, forward, the loss ``state.loss``, backward, update.
 
     Returns:
-        ``{"loss": float, "accuracy": float}`` of this batch, before the update.
+        ``{"loss": float, "outputs": float32 logits}`` of this batch, before the update.
     """
     optimizer = state.optimizer
     for group in optimizer.param_groups:
         group["lr"] = state.lr
     _set_mode(model, training=True)
     logits = _logits(model, batch)
-    labels = torch.as_tensor(np.asarray(batch.y), dtype=torch.long)
-    loss = F.cross_entropy(logits, labels, label_smoothing=state.label_smoothing)
+    loss = compute_loss(logits, batch.y, state)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        accuracy = (logits.argmax(dim=1) == labels).float().mean()
-    return {"loss": float(loss.item()), "accuracy": float(accuracy.item())}
+    return {"loss": float(loss.item()), "outputs": logits.detach().float().numpy()}
+
+
+def compute_loss(logits: torch.Tensor, y: np.ndarray, state: StepState) -> torch.Tensor:
+    """The loss ``state.loss`` of ``logits`` against the batch's targets ``y``.
+
+    ``cross_entropy``: int class indices, with ``state.label_smoothing``;
+    ``binary_cross_entropy``: multi-hot floats, on the logits; ``mse``: float values, shaped
+    like the logits.
+    """
+    if state.loss == "cross_entropy":
+        labels = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        return F.cross_entropy(logits, labels, label_smoothing=state.label_smoothing)
+    target = torch.as_tensor(np.asarray(y, dtype=np.float32)).reshape(logits.shape)
+    if state.loss == "binary_cross_entropy":
+        return F.binary_cross_entropy_with_logits(logits.float(), target)
+    if state.loss == "mse":
+        return F.mse_loss(logits.float(), target)
+    raise TlcoreError(
+        f"the torch backend has no loss {state.loss!r}",
+        "valid: cross_entropy, binary_cross_entropy, mse",
+    )
 
 
 def eval_step(model: nn.Module, batch: Batch) -> np.ndarray:
-    """Logits of one batch in inference mode, float32 ``(batch, num_classes)``."""
+    """Raw outputs (logits) of one batch in inference mode, float32 ``(batch, outputs)``."""
     _set_mode(model, training=False)
     with torch.inference_mode():
         return _logits(model, batch).float().numpy()
 
 
 def extract_features(model: nn.Module, images: np.ndarray) -> np.ndarray:
-    """Pooled backbone features of uint8 NHWC images in inference mode, float32."""
-    _set_mode(model, training=False)
-    chunks = []
-    with torch.inference_mode():
-        for start in range(0, len(images), FEATURE_CHUNK):
-            x = _inputs(images[start : start + FEATURE_CHUNK])
-            chunks.append(model.features(x).float().numpy())
-    if not chunks:
+    """Pooled backbone features of uint8 NHWC images in inference mode, float32 (the base
+    class hands over at most ``Backend.feature_batch`` images at a time)."""
+    if not len(images):  # a network need not accept an empty batch
         return np.zeros((0, model.num_features), dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+    _set_mode(model, training=False)
+    with torch.inference_mode():
+        return model.features(_inputs(images)).float().numpy()

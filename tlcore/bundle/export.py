@@ -10,12 +10,13 @@ from tlcore.bundle.graph import OnnxExport, export_onnx
 from tlcore.bundle.layout import INFO_FILE, MODEL_FILE, file_sha256
 from tlcore.bundle.parity import parity_indices
 from tlcore.bundle.quantize import Quantized, discard, quantize_bundle, record
-from tlcore.data import Dataset, load_datasets, scan_folder
+from tlcore.data import Dataset, LabelFileDataset, load_datasets, scan_folder
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import RunInfo
 from tlcore.plugins.calls import BackendCalls
 from tlcore.recipe import Recipe, build_recipe
 from tlcore.runfolder import read_json, write_json
+from tlcore.tasks import get_task, task_from_bundle
 
 
 def export_run(
@@ -41,14 +42,16 @@ def export_run(
     """
     recipe, classes, model, prep = load_run(run)
     info_file = _info_file(run)
+    info = read_json(info_file)
+    task, task_info = task_from_bundle(info.get("task"))
     _, dataset, _ = _images(recipe, data, "the parity check")
     samples = dataset.images(parity_indices(len(dataset)), prep.size)
     spec = recipe.export
     result = export_onnx(
         recipe.backend, model, run, samples, classes, prep,
         opset=spec.opset if opset is None else opset, tolerance=spec.tolerance,
+        task=task, task_info=task_info,
     )
-    info = read_json(info_file)
     info["onnx"] = result.to_dict()
     discard(run, info)
     write_json(info_file, info)
@@ -104,13 +107,14 @@ def quantize_run(
         write_json(info_file, info)
         return None
     _check_float_model(Path(run), info)
+    task, task_info = task_from_bundle(info.get("task"))
     calibration, evaluation, names = _images(recipe, data, "quantisation")
     result = quantize_bundle(
         run, spec.quantize,
         calibration=calibration, evaluation=evaluation, size=tuple(info["input"]["size"]),
         labels=info["labels"], max_drop=spec.max_accuracy_drop,
         calibration_images=spec.calibration_images,
-        calibrated_on=names[0], evaluated_on=names[1],
+        calibrated_on=names[0], evaluated_on=names[1], task=task, task_info=task_info,
     )
     record(info, result)
     write_json(info_file, info)
@@ -142,13 +146,18 @@ def _check_float_model(run: Path, info: dict) -> None:
 def _images(
     recipe: Recipe, data: str | Path | None, purpose: str
 ) -> tuple[Dataset, Dataset, tuple[str, str]]:
-    """``(training images, held-out images, their names)``: the run's own, or ``data`` for
-    both. The held-out images are the validation set, or the training set without one."""
+    """``(training images, held-out images, their names)``: the run's own, or ``data`` (a
+    folder with one sub-folder per class, or a CSV label file) for both. The held-out images
+    are the validation set, or the training set without one."""
+    task = get_task(recipe.task)
     if data is not None:
-        dataset = scan_folder(data, verify=False)
+        if Path(data).is_file():
+            dataset: Dataset = LabelFileDataset(data, task, verify=False)
+        else:
+            dataset = scan_folder(data, verify=False)
         return dataset, dataset, (str(data), str(data))
     try:
-        train, val = load_datasets(recipe.data, recipe.train.seed)
+        train, val = load_datasets(recipe.data, recipe.train.seed, task=task)
     except TlcoreError as exc:
         raise TlcoreError(
             f"{purpose} needs sample images, and the run's data cannot be read: {exc.message}",

@@ -3,10 +3,11 @@
 A backend's ``tl_export(fmt="onnx")`` writes a *raw* graph: one uint8 NHWC input, one output
 of logits. :func:`export_onnx` turns it into the bundle's ``model.onnx``:
 
-1. input named ``images`` with a dynamic ``batch`` dimension; outputs ``probabilities`` (a
-   Softmax appended here) and ``logits``;
-2. labels, input spec, tlcore version and bundle schema version in the metadata, so the file
-   alone is enough to use it;
+1. input named ``images`` with a dynamic ``batch`` dimension; outputs the task's (appended
+   here: ``probabilities`` through a Softmax for classification or a Sigmoid for multi-label,
+   ``values`` for regression) and ``logits``;
+2. labels, input spec, task, tlcore version and bundle schema version in the metadata, so the
+   file alone is enough to use it;
 3. ``onnx.checker.check_model``;
 4. parity (:mod:`tlcore.bundle.parity`): onnxruntime against the framework on real samples;
 5. written atomically; the figures and the file's sha256 go into ``tlcore.json``.
@@ -29,6 +30,7 @@ from tlcore import __version__
 from tlcore.errors import PluginError, TlcoreError
 from tlcore.interfaces import InputSpec, Preprocessing
 from tlcore.runfolder import atomic_path
+from tlcore.tasks import DEFAULT_TASK, Task, get_task
 
 if TYPE_CHECKING:
     import onnx
@@ -40,9 +42,9 @@ from tlcore.bundle.layout import (
     META_INPUT,
     META_LABELS,
     META_SCHEMA,
+    META_TASK,
     META_VERSION,
     MODEL_FILE,
-    PROBABILITIES,
     SCHEMA_VERSION,
     file_sha256,
 )
@@ -87,6 +89,8 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     tolerance: float = 1e-4,
+    task: Task | None = None,
+    task_info: dict[str, Any] | None = None,
 ) -> OnnxExport:
     """Export ``model`` through its backend's ``tl_export`` and write a verified ``model.onnx``.
 
@@ -95,10 +99,13 @@ def export_onnx(
         model: the backend's trained model (uint8 NHWC images in, logits out).
         folder: where ``model.onnx`` is written (the run folder).
         samples: real uint8 NHWC images at the model's input size, for tracing and parity.
-        labels: the class names, in logit order.
+        labels: the class names (the output names), in logit order.
         preprocessing: the model's input spec, written into the metadata.
         opset: the ONNX opset asked of the backend's ``tl_export``.
-        tolerance: the largest probability difference the parity check accepts.
+        tolerance: the largest output difference the parity check accepts (a probability;
+            for a regression, in standard deviations of the training targets).
+        task: the run's task (default classification): its final node ends the graph.
+        task_info: what the task stored for the bundle (thresholds, target scaling).
 
     Returns:
         The written file, its sha256, its opset and the parity figures.
@@ -122,7 +129,7 @@ def export_onnx(
     with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=folder) as raw_dir:
         written = BackendCalls(backend).export(model, "onnx", Path(raw_dir), samples, opset)
         proto = onnx.load(str(written))
-    proto = finish_graph(proto, labels, preprocessing)
+    proto = finish_graph(proto, labels, preprocessing, task, task_info)
     target = folder / MODEL_FILE
     with atomic_path(target) as tmp:
         external = _save(proto, tmp)
@@ -134,21 +141,29 @@ def export_onnx(
             ) from None
         from tlcore.runtime import open_session
 
-        parity = verify_parity(open_session(tmp), backend, model, samples, tolerance)
+        parity = verify_parity(
+            open_session(tmp), backend, model, samples, tolerance, task, task_info
+        )
         digest = file_sha256(tmp)
     data_digest = file_sha256(folder / DATA_FILE) if external else None
     return OnnxExport(target, digest, graph_opset(proto), parity, data_digest)
 
 
 def finish_graph(
-    proto: onnx.ModelProto, labels: Sequence[str], preprocessing: InputSpec | Preprocessing
+    proto: onnx.ModelProto,
+    labels: Sequence[str],
+    preprocessing: InputSpec | Preprocessing,
+    task: Task | None = None,
+    task_info: dict[str, Any] | None = None,
 ) -> onnx.ModelProto:
     """Make a raw ``uint8 NHWC → logits`` graph the bundle's graph (modified in place).
 
     The input becomes ``images`` and the output ``logits`` (through Identity nodes when the
-    backend named them otherwise), the batch dimension of both is made dynamic, a Softmax adds
-    the ``probabilities`` output (listed first), and the metadata gets the labels, the input
-    spec and the versions.
+    backend named them otherwise), the batch dimension of both is made dynamic, the task's
+    final node adds its output, listed first (:meth:`~tlcore.tasks.Task.final_node`: a Softmax
+    giving ``probabilities`` for classification, the default; a Sigmoid giving
+    ``probabilities`` for multi-label; ``values`` for regression), and the metadata gets the
+    labels, the input spec, the task and the versions.
 
     Raises:
         PluginError: the graph has not one image input and one output, the input is not
@@ -177,15 +192,11 @@ def finish_graph(
         logits.name = LOGITS
     for value in (image, logits):
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
-    graph.node.append(
-        helper.make_node("Softmax", [LOGITS], [PROBABILITIES], axis=1, name="tlcore_softmax")
-    )
-    probabilities = helper.make_tensor_value_info(
-        PROBABILITIES, logits.type.tensor_type.elem_type, [BATCH_DIM, len(labels)]
-    )
-    graph.output.insert(0, probabilities)
+    logits.type.tensor_type.shape.dim[1].dim_value = len(labels)
+    task = task or get_task(DEFAULT_TASK)
+    task.final_node(proto, LOGITS, task_info or {})
     meta = {prop.key: prop.value for prop in proto.metadata_props}
-    meta.update(metadata(labels, preprocessing))
+    meta.update(metadata(labels, preprocessing, task, task_info))
     helper.set_model_props(proto, meta)
     return proto
 
@@ -212,11 +223,19 @@ def _check_value(
         )
 
 
-def metadata(labels: Sequence[str], preprocessing: InputSpec | Preprocessing) -> dict[str, str]:
-    """The metadata every bundle's ``model.onnx`` carries, as ONNX string properties."""
+def metadata(
+    labels: Sequence[str],
+    preprocessing: InputSpec | Preprocessing,
+    task: Task | None = None,
+    task_info: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """The metadata every bundle's ``model.onnx`` carries, as ONNX string properties; the
+    task (default classification) with what it stored as JSON under :data:`META_TASK`."""
+    task = task or get_task(DEFAULT_TASK)
     return {
         META_LABELS: json.dumps(list(labels)),
         META_INPUT: json.dumps(preprocessing.to_dict()),
+        META_TASK: json.dumps(task.to_dict(task_info or {})),
         META_VERSION: __version__,
         META_SCHEMA: str(SCHEMA_VERSION),
     }

@@ -32,6 +32,11 @@ INPUT = "images"
 
 
 PROBABILITIES = "probabilities"
+"""The output of a classifier (Softmax) or a multi-label model (Sigmoid)."""
+
+
+VALUES = "values"
+"""The output of a regression: the predicted values, ``(batch, 1)``."""
 
 
 LOGITS = "logits"
@@ -50,6 +55,11 @@ META_VERSION = "tlcore.version"
 
 
 META_SCHEMA = "tlcore.schema_version"
+
+
+META_TASK = "tlcore.task"
+"""The task and what it stored (JSON: ``{"name": "multilabel", "thresholds": [...]}``); a
+model without it is a classifier (tlcore 0.1)."""
 
 
 def file_sha256(path: str | Path) -> str:

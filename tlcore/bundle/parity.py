@@ -1,7 +1,8 @@
 """The parity check of an export: onnxruntime against the framework on real samples.
 
-At batch 1 and at batch ``len(samples)``; a difference above the tolerance, or a top-1
-disagreement that is not a tie within it, is an error, never a warning.
+At batch 1 and at batch ``len(samples)``; a difference above the tolerance, or a different
+answer (top-1 class, labels over their thresholds) that is not a tie within it, is an error,
+never a warning.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Batch
+from tlcore.tasks import DEFAULT_TASK, Task, get_task
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -28,18 +30,28 @@ class Parity:
     Attributes:
         samples: how many images were compared.
         batch_sizes: the batch sizes both sides ran at (1 and ``samples``).
-        max_abs_diff: the largest absolute difference of any class probability.
+        max_abs_diff: the largest absolute difference of any output (a class probability;
+            a regression's value in standard deviations of its training targets).
         worst_sample: the index of the sample where it occurred.
-        top1_agreement: share of (sample, batch size) pairs with the same top-1 class.
+        top1_agreement: share of (sample, batch size) pairs with the same top-1 class
+            (classification; ``None`` for other tasks).
         tolerance: the largest difference allowed.
+        output: the graph output compared (``probabilities``, ``values``).
+        agreement: share of (sample, batch size) pairs with the same answer; ``None`` when
+            the task's answer is its output (regression).
+        agreement_on: what ``agreement`` compares: ``top-1`` (classification),
+            ``labels over threshold`` (multi-label), or ``None``.
     """
 
     samples: int
     batch_sizes: tuple[int, ...]
     max_abs_diff: float
     worst_sample: int
-    top1_agreement: float
+    top1_agreement: float | None
     tolerance: float
+    output: str = PROBABILITIES
+    agreement: float | None = None
+    agreement_on: str | None = "top-1"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, as written into ``tlcore.json``."""
@@ -52,69 +64,78 @@ def verify_parity(
     model: Any,
     samples: np.ndarray,
     tolerance: float,
+    task: Task | None = None,
+    task_info: dict[str, Any] | None = None,
 ) -> Parity:
     """Compare onnxruntime with the framework on ``samples``, at batch 1 and all at once.
 
-    Both sides run every sample alone and then all samples as one batch; probabilities are
-    compared (the framework's logits through a float64 softmax).
+    Both sides run every sample alone and then all samples as one batch; the task's output
+    is compared (:attr:`~tlcore.tasks.Task.output`: probabilities, values), the framework's
+    logits going through the task's final node in float64 (:meth:`~tlcore.tasks.Task.activate`,
+    a softmax for classification), differences measured as the task measures them
+    (:meth:`~tlcore.tasks.Task.difference`). The answers must agree too
+    (:meth:`~tlcore.tasks.Task.agreement`): the top-1 class, the labels over their
+    thresholds; a regression's answer is its value.
 
     Raises:
-        TlcoreError: onnxruntime fails on a batch, a probability differs by more than
-            ``tolerance``, or a top-1 class differs (beyond a tie within ``tolerance``); names
+        TlcoreError: onnxruntime fails on a batch, an output differs by more than
+            ``tolerance``, or an answer differs (beyond a tie within ``tolerance``); names
             the worst sample and the difference.
     """
+    task = task or get_task(DEFAULT_TASK)
+    info = task_info or {}
     batch_sizes = (1, len(samples)) if len(samples) > 1 else (1,)
     worst, worst_sample, worst_batch = -1.0, 0, 1
     agree: list[np.ndarray] = []
     for size in batch_sizes:
-        ours = np.concatenate(
-            [_run_onnx(session, samples[i : i + size]) for i in range(0, len(samples), size)]
-        )
+        chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
+        ours = np.concatenate([_run_onnx(session, chunk, task.output) for chunk in chunks])
         theirs = np.concatenate(
-            [
-                softmax(_run_framework(backend, model, samples[i : i + size]))
-                for i in range(0, len(samples), size)
-            ]
+            [task.activate(_run_framework(backend, model, chunk), info) for chunk in chunks]
         )
-        diff = np.abs(ours.astype(np.float64) - theirs).max(axis=1)
+        diff = task.difference(ours, theirs, info)
         if diff.max() > worst:
             worst, worst_sample, worst_batch = float(diff.max()), int(diff.argmax()), size
-        picked = ours.argmax(axis=1)
-        same = picked == theirs.argmax(axis=1)
-        # Near-equal top classes (an untrained head) may swap by rounding: only a swap the
-        # framework itself sees beyond the tolerance is a different answer.
-        tied = theirs.max(axis=1) - theirs[np.arange(len(picked)), picked] <= tolerance
+        answers = task.agreement(ours, theirs, info, tolerance)
+        if answers is None:
+            continue
+        same, tied = answers
         if not (same | tied).all():
             bad = int(np.flatnonzero(~(same | tied))[0])
             raise TlcoreError(
                 f"ONNX export does not match the {backend} model: sample {bad} (batch of "
-                f"{size}) gets class {int(ours[bad].argmax())} from onnxruntime but "
-                f"{int(theirs[bad].argmax())} from {backend} (probability difference "
-                f"{diff[bad]:.3g})",
+                f"{size}) gets another answer ({task.name}) from onnxruntime than from "
+                f"{backend} (output difference {diff[bad]:.3g})",
                 "the exporter changed the model's arithmetic; report it to the backend plugin",
             )
         agree.append(same)
     if worst > tolerance:
         raise TlcoreError(
             f"ONNX export does not match the {backend} model: sample {worst_sample} (batch of "
-            f"{worst_batch}) differs by {worst:.3g} in probability, over the tolerance "
+            f"{worst_batch}) differs by {worst:.3g} in its {task.output}, over the tolerance "
             f"{tolerance:g}",
             "if that is numerical noise, raise export.tolerance; otherwise report it to the "
             "backend plugin",
         )
+    agreement = float(np.concatenate(agree).mean()) if agree else None
     return Parity(
         samples=len(samples),
         batch_sizes=batch_sizes,
         max_abs_diff=worst,
         worst_sample=worst_sample,
-        top1_agreement=float(np.concatenate(agree).mean()),
+        top1_agreement=agreement if task.agreement_on == "top-1" else None,
         tolerance=float(tolerance),
+        output=task.output,
+        agreement=agreement,
+        agreement_on=task.agreement_on,
     )
 
 
-def _run_onnx(session: onnxruntime.InferenceSession, images: np.ndarray) -> np.ndarray:
+def _run_onnx(
+    session: onnxruntime.InferenceSession, images: np.ndarray, output: str = PROBABILITIES
+) -> np.ndarray:
     try:
-        return session.run([PROBABILITIES], {INPUT: images})[0]
+        return session.run([output], {INPUT: images})[0]
     except Exception as exc:  # onnxruntime raises its own types; all mean "the graph fails"
         raise TlcoreError(
             f"onnxruntime cannot run the exported graph on a batch of {len(images)}: {exc}",

@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tlcore.bundle.layout import DATA_FILE, INPUT, MODEL_FILE, PROBABILITIES, file_sha256
+from tlcore.bundle.layout import DATA_FILE, INPUT, MODEL_FILE, file_sha256
 from tlcore.bundle.parity import parity_indices
-from tlcore.errors import TlcoreError
+from tlcore.errors import RecipeError, TlcoreError
 from tlcore.runfolder import atomic_path
+from tlcore.tasks import DEFAULT_TASK, Task, get_task
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -68,6 +69,8 @@ class Quantized:
         max_drop: the largest accuracy loss accepted (a fraction).
         calibration_images: images the static ranges were calibrated on (0 for dynamic).
         calibrated_on: which images: ``training`` or a folder (``None`` for dynamic).
+        metric: what ``float_accuracy`` and ``accuracy`` measure: the task's quality metric
+            (``accuracy`` for classification, ``f1_micro`` for multi-label), a fraction.
     """
 
     mode: str
@@ -80,6 +83,7 @@ class Quantized:
     max_drop: float
     calibration_images: int = 0
     calibrated_on: str | None = None
+    metric: str = "accuracy"
 
     @property
     def drop(self) -> float:
@@ -109,6 +113,7 @@ class Quantized:
                 "drop": self.drop,
                 "images": self.images,
                 "data": self.evaluated_on,
+                "metric": self.metric,
             },
             "max_accuracy_drop": self.max_drop,
             "accepted": self.accepted,
@@ -118,7 +123,7 @@ class Quantized:
     def summary(self) -> str:
         """One line a person reads: both accuracies and the verdict."""
         line = (
-            f"{self.mode} int8 {self.path.name}: accuracy {self.accuracy:.4f} vs float "
+            f"{self.mode} int8 {self.path.name}: {self.metric} {self.accuracy:.4f} vs float "
             f"{self.float_accuracy:.4f} on {self.images} {self.evaluated_on} images "
             f"(drop {self.drop * 100:+.2f} points, {self.max_drop * 100:g} allowed)"
         )
@@ -139,6 +144,8 @@ def quantize_bundle(
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     calibrated_on: str = "training",
     evaluated_on: str = "validation",
+    task: Task | None = None,
+    task_info: dict[str, Any] | None = None,
 ) -> Quantized:
     """Quantise ``folder/model.onnx`` into ``folder/model.int8.onnx`` and measure both.
 
@@ -154,6 +161,8 @@ def quantize_bundle(
         max_drop: the largest accuracy loss (a fraction) for the int8 model to be accepted.
         calibration_images: how many calibration images to use.
         calibrated_on, evaluated_on: how ``tlcore.json`` names the two image sets.
+        task, task_info: the bundle's task (default classification) and what it stored; both
+            models are compared on its ``quality_metric`` (accuracy, micro F1).
 
     Returns:
         The written file, its checksum, both accuracies and the verdict (:attr:`accepted`).
@@ -162,19 +171,11 @@ def quantize_bundle(
     Raises:
         TlcoreError: bad mode, no ``model.onnx``, a model with external data, no images to
             calibrate or evaluate on, or onnxruntime fails to quantise or to run the result.
+        RecipeError: the task has no quality metric to check an int8 model by (regression).
     """
-    if mode not in MODES:
-        raise TlcoreError(f"unknown quantisation mode {mode!r}", f"use one of: {', '.join(MODES)}")
+    task = task or get_task(DEFAULT_TASK)
     folder = Path(folder)
-    source = folder / MODEL_FILE
-    if not source.is_file():
-        raise TlcoreError(f"no {MODEL_FILE} in {folder} to quantise", f"run 'tl export {folder}'")
-    if (folder / DATA_FILE).is_file():
-        raise TlcoreError(
-            f"{source} keeps its tensors in {DATA_FILE} (over 2 GB); quantising such models "
-            "is not supported yet",
-            "ship the float model, or quantise it with onnxruntime.quantization yourself",
-        )
+    source = _check_source(folder, mode, task)
     if not len(evaluation):
         raise TlcoreError(
             "no labelled images to measure the quantised model on", "give the run validation data"
@@ -193,7 +194,8 @@ def quantize_bundle(
         from tlcore.runtime import open_session
 
         float_acc, quant_acc = (
-            accuracy(open_session(path), evaluation, size, labels) for path in (source, tmp)
+            quality(open_session(path), evaluation, size, labels, task, task_info or {})
+            for path in (source, tmp)
         )
         digest = file_sha256(tmp)
     return Quantized(
@@ -207,7 +209,29 @@ def quantize_bundle(
         max_drop=float(max_drop),
         calibration_images=0 if samples is None else len(samples),
         calibrated_on=calibrated_on if samples is not None else None,
+        metric=task.quality_metric,
     )
+
+
+def _check_source(folder: Path, mode: str, task: Task) -> Path:
+    """The float model to quantise, after checking that it can be."""
+    if task.quality_metric is None:
+        raise RecipeError(
+            "export.quantize", mode, f"none: a {task.name} model cannot be quantised (no "
+            "metric in [0, 1] to check the int8 model against the float one)",
+        )
+    if mode not in MODES:
+        raise TlcoreError(f"unknown quantisation mode {mode!r}", f"use one of: {', '.join(MODES)}")
+    source = folder / MODEL_FILE
+    if not source.is_file():
+        raise TlcoreError(f"no {MODEL_FILE} in {folder} to quantise", f"run 'tl export {folder}'")
+    if (folder / DATA_FILE).is_file():
+        raise TlcoreError(
+            f"{source} keeps its tensors in {DATA_FILE} (over 2 GB); quantising such models "
+            "is not supported yet",
+            "ship the float model, or quantise it with onnxruntime.quantization yourself",
+        )
+    return source
 
 
 def quantize_model(
@@ -279,27 +303,18 @@ def input_prefix(model: Path) -> list[str]:
     return prefix
 
 
-def accuracy(
-    session: onnxruntime.InferenceSession,
-    dataset: Dataset,
-    size: tuple[int, int],
-    labels: tuple[str, ...] | list[str],
+def quality(
+    session: onnxruntime.InferenceSession, dataset: Dataset, size: tuple[int, int],
+    labels: tuple[str, ...] | list[str], task: Task, task_info: dict[str, Any],
 ) -> float:
-    """Top-1 accuracy of an onnxruntime session on a labelled dataset (classes by name)."""
-    index = {name: i for i, name in enumerate(labels)}
-    unknown = sorted(set(dataset.class_names) - set(index))
-    if unknown:
-        raise TlcoreError(
-            f"the evaluation images have classes the model does not know: {', '.join(unknown)}",
-            f"the model knows: {', '.join(labels)}",
-        )
-    truth = np.array([index[dataset.class_names[y]] for y in dataset.labels], dtype=np.int64)
-    correct = 0
+    """The task's quality metric (:meth:`~tlcore.tasks.Task.score`) of an onnxruntime
+    session's output on a labelled dataset, whose labels are matched to ``labels`` by name."""
+    truth = task.align(dataset.labels, dataset.class_names, labels)
+    outputs = []
     for start in range(0, len(dataset), _EVAL_BATCH):
         rows = np.arange(start, min(start + _EVAL_BATCH, len(dataset)))
-        probabilities = session.run([PROBABILITIES], {INPUT: dataset.images(rows, size)})[0]
-        correct += int((probabilities.argmax(axis=1) == truth[rows]).sum())
-    return correct / len(dataset)
+        outputs.append(session.run([task.output], {INPUT: dataset.images(rows, size)})[0])
+    return task.score(np.concatenate(outputs), truth, task_info)
 
 
 def record(info: dict[str, Any], result: Quantized | None) -> None:

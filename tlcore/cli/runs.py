@@ -19,15 +19,27 @@ from tlcore.errors import TlcoreError
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--native", is_flag=True, help="Use the framework model, not model.onnx.")
+@click.option("--labels", type=click.Path(path_type=Path),
+              help="CSV label file (path,label) of the images in DATA; DATA may also be the "
+              "CSV file itself.")
 @click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Folder for report.json and confusion.png [default: RUN/eval/<DATA name>].")
 def eval_(
-    run: Path, data: Path, as_json: bool, batch_size: int, native: bool, out: Path | None
+    run: Path,
+    data: Path,
+    as_json: bool,
+    batch_size: int,
+    native: bool,
+    labels: Path | None,
+    out: Path | None,
 ) -> None:
-    """Evaluate a trained run (or its model.onnx) on a folder of labelled images.
+    """Evaluate a trained run (or its model.onnx) on labelled images: a folder with one
+    sub-folder per class, or images with a CSV label file.
 
-    Prints accuracy, per-class precision and recall, and the confusion matrix, and writes
-    them as report.json with a picture of the matrix, confusion.png (with matplotlib). The
+    Prints the metrics of the run's task (classification: accuracy, per-class precision and
+    recall, the confusion matrix; multilabel: per-label precision, recall and F1, micro and
+    macro F1, subset accuracy; regression: MAE, RMSE, R²) and writes them as report.json,
+    for a classifier with a picture of the matrix, confusion.png (with matplotlib). The
     bundle's default model (model.onnx, or model.int8.onnx when its quantisation was
     accepted) is evaluated on onnxruntime when there is one, else the framework model.
 
@@ -35,15 +47,16 @@ def eval_(
     Example:
       tl eval runs/demo demo-data
       tl eval runs/demo demo-data --json --out reports/demo
+      tl eval runs/tags photos/ --labels photos/test.csv
     """
-    from tlcore.metrics import format_report
     from tlcore.report.evaluate import evaluate_run, report_folder, write_report
+    from tlcore.tasks import get_task
 
-    report = evaluate_run(run, data, batch_size=batch_size, native=native)
+    report = evaluate_run(run, data, batch_size=batch_size, native=native, labels=labels)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(format_report(report, report["class_names"]))
+        click.echo(get_task(report["task"]).format_report(report))
     written = write_report(report, out or report_folder(run, data))
     click.echo("wrote " + " and ".join(str(p) for p in written), err=True)
 
@@ -52,14 +65,16 @@ def eval_(
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Classes to show per image.")
+              help="Classes to show per image (a classifier's; a multi-label model shows "
+              "every label over its threshold, a regression its value).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images decoded and run together. Peak memory grows with it (a float "
               "MobileNetV2 at 224 px: about 10 MB per image); larger batches gain little "
               "speed on CPU.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: source,rank,label,probability.")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="Print CSV: source,rank,label,probability (regression: source,label,value).")
 @click.option("--model", "model", metavar="FILE",
               help="Model file in the bundle, e.g. model.onnx for the float model "
               "[default: the bundle's default model].")
@@ -76,7 +91,8 @@ def predict(
     model: str | None,
     skip_bad: bool,
 ) -> None:
-    """Classify image files or folders with a bundle's model (onnxruntime only).
+    """Predict for image files or folders with a bundle's model (onnxruntime only): the
+    top classes, every label over its threshold (multilabel) or the value (regression).
 
     BUNDLE is a run folder or a .onnx file; folders in PATHS are searched for images. A run
     folder's default model is model.onnx, or model.int8.onnx when its quantisation was
@@ -100,7 +116,8 @@ def predict(
     def stop(source: str, error: DataError) -> None:
         raise DataError(error.message, f"{error.hint}, or pass --skip-bad to skip such images")
 
-    predictions = Predictor(bundle, threads=threads, model=model).iter_predict(
+    predictor = Predictor(bundle, threads=threads, model=model)
+    predictions = predictor.iter_predict(
         paths, top_k=top_k, batch_size=batch_size, on_error=skip if skip_bad else stop
     )
     if as_json:
@@ -109,15 +126,12 @@ def predict(
         import csv
 
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["source", "rank", "label", "probability"])
+        writer.writerow(predictor.task.csv_header())
         for p in predictions:
-            writer.writerows(
-                [p.source, rank, label, f"{prob:.6g}"]
-                for rank, (label, prob) in enumerate(p.top, 1)
-            )
+            writer.writerows(predictor.task.csv_rows(p))
     else:
         for p in predictions:
-            click.echo(f"{p.source}\t" + ", ".join(f"{lab} {prob:.4f}" for lab, prob in p.top))
+            click.echo(p.text())
 
 
 @cli.command()
@@ -155,10 +169,13 @@ def export(
 
     result = export_run(run, opset=opset, data=data)
     parity = result.parity
+    agreed = (
+        f", {parity.agreement_on} agreement {parity.agreement:.0%}"
+        if parity.agreement is not None else ""
+    )
     click.echo(
-        f"wrote {result.path} (opset {result.opset}; max probability difference "
-        f"{parity.max_abs_diff:.2g}, top-1 agreement {parity.top1_agreement:.0%} "
-        f"on {parity.samples} images)"
+        f"wrote {result.path} (opset {result.opset}; max difference of the "
+        f"{parity.output} {parity.max_abs_diff:.2g}{agreed} on {parity.samples} images)"
     )
     quantized = quantize_run(
         run, quantize, data=data, max_drop=max_drop, calibration_images=calibration_images

@@ -28,7 +28,12 @@ COMPARE_HELP = (
 @click.option("--lr", type=float, help="First stage's learning rate; later stages keep ratio.")
 @click.option("--batch-size", type=int, help="Batch size.")
 @click.option("--seed", type=int, help="Seed for a repeatable run.")
-@click.option("--val", "val", type=click.Path(path_type=Path), help="Separate validation folder.")
+@click.option("--task", help="classification (default), multilabel or regression (or a plugin's).")
+@click.option("--labels", type=click.Path(path_type=Path),
+              help="CSV label file, path,label per image (multilabel: a;b, regression: 0.7); "
+              "paths relative to DATA or to the CSV file's folder.")
+@click.option("--val", "val", type=click.Path(path_type=Path),
+              help="Separate validation folder (with --labels: a CSV label file).")
 @click.option("--val-split", type=float, help="Fraction held out for validation.")
 @click.option("--augment", help="Comma-separated: hflip, shift.")
 @click.option("--no-cache", is_flag=True, help="Do not cache frozen-backbone features.")
@@ -76,15 +81,26 @@ def train(ctx: click.Context, data: Path | None, recipe: Path | None, **options:
         click.echo(f"{len(result.warnings)} warning(s), also in tlcore.json:", err=True)
         for text in result.warnings:
             click.echo(f"warning: {text}", err=True)
-    acc = result.metrics.get("val_accuracy")
-    summary = f"done: {result.path}" + (f" (val_accuracy {acc:.4f})" if acc is not None else "")
-    if acc is None and result.history:  # no validation images: say what was measured
-        summary += f" (training accuracy {result.history[-1]['accuracy']:.4f}, no validation set)"
-    click.echo(summary)
+    click.echo(_summary(result))
     if result.quantized is not None:
         click.echo(result.quantized.summary())
     if compare:
         _compare_random(result, Path(f"{result.path}-random"), quiet)
+
+
+def _summary(result: Any) -> str:
+    """``done: PATH (val_accuracy 0.9500)``: the task's main metric, on the validation images
+    or, without them, on the training images."""
+    from tlcore.tasks import get_task
+
+    key = get_task(result.recipe.task).default_monitor
+    value = result.metrics.get(key)
+    summary = f"done: {result.path}" + (f" ({key} {value:.4f})" if value is not None else "")
+    name = key.removeprefix("val_")
+    if value is None and result.history and name in result.history[-1]:
+        # no validation images: say what was measured
+        summary += f" (training {name} {result.history[-1][name]:.4f}, no validation set)"
+    return summary
 
 
 def _compare_random(result: Any, out: Path, quiet: bool) -> None:

@@ -1,8 +1,9 @@
 """The data layer: labelled examples as the training driver sees them.
 
-Two sources, one interface (:class:`Dataset`): :class:`FolderDataset`, a folder with one
-sub-folder per class (:func:`scan_folder`), and :class:`ArrayDataset`, numpy arrays passed
-through the Python API. Inputs are decoded by :mod:`tlcore.inputs`, the same code prediction
+Three sources, one interface (:class:`Dataset`): :class:`FolderDataset`, a folder with one
+sub-folder per class (:func:`scan_folder`), :class:`LabelFileDataset`, images listed in a CSV
+label file (the labels of any task), and :class:`ArrayDataset`, numpy arrays passed through
+the Python API. Inputs are decoded by :mod:`tlcore.inputs`, the same code prediction
 uses. Every problem with the data raises :class:`~tlcore.errors.DataError` with a hint.
 """
 
@@ -12,6 +13,7 @@ from tlcore.data.arrays import ArrayDataset, ArraysInput
 from tlcore.data.augment import AUGMENTATIONS, augment
 from tlcore.data.dataset import DEFAULT_CACHE_BYTES, Dataset
 from tlcore.data.folder import FolderDataset, scan_folder
+from tlcore.data.labelfile import LabelFileDataset
 from tlcore.data.load import load_datasets
 from tlcore.data.split import (
     AUTO_VAL_SPLIT,
@@ -35,6 +37,7 @@ __all__ = [
     "ArraysInput",
     "Dataset",
     "FolderDataset",
+    "LabelFileDataset",
     "augment",
     "image_array",
     "image_files",

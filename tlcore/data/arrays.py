@@ -10,9 +10,9 @@ import numpy as np
 from PIL import Image
 
 from tlcore.data.dataset import DEFAULT_CACHE_BYTES, Dataset
-from tlcore.data.labels import _encode_labels
 from tlcore.errors import DataError
 from tlcore.inputs.image import RESAMPLE, _check_size
+from tlcore.tasks import DEFAULT_TASK, Task, get_task
 
 
 class ArrayDataset(Dataset):
@@ -24,9 +24,13 @@ class ArrayDataset(Dataset):
             values in [0, 1] and are converted to uint8 as ``round(x * 255)``. A uint8 RGB
             array is used as is, not copied: do not modify it afterwards.
         labels: ``N`` integer class indices (0 .. C-1) or ``N`` strings. Strings become the
-            class names, sorted, unless ``class_names`` is given.
+            class names, sorted, unless ``class_names`` is given. For another ``task``, what
+            it encodes (:meth:`~tlcore.tasks.Task.encode_labels`): a multi-hot ``(N, labels)``
+            array or one list of names per image (multilabel), ``N`` numbers (regression).
         class_names: names for the classes: with integer labels, one per index (default
-            ``"0"``, ``"1"``, ...); with string labels, their order.
+            ``"0"``, ``"1"``, ...); with string labels, their order. For a multi-label task,
+            the labels' names; for a regression, the target's (default ``value``).
+        task: the :class:`~tlcore.tasks.Task` the labels are for (default classification).
         cache_bytes: bytes of resized images kept in memory (when ``size`` differs from H, W).
 
     Raises:
@@ -39,11 +43,13 @@ class ArrayDataset(Dataset):
         labels: Any,
         class_names: Sequence[str] | None = None,
         *,
+        task: Task | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         array = _as_uint8_images(images)
-        codes, names = _encode_labels(labels, len(array), class_names)
-        super().__init__(names, codes, cache_bytes)
+        task = task or get_task(DEFAULT_TASK)
+        codes, names = task.encode_labels(labels, len(array), class_names)
+        super().__init__(names, codes, cache_bytes, task=task)
         self.array: np.ndarray = array
         """All source images, uint8 (N, H, W, 3); a subset shares it."""
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from tlcore.errors import DataError
 from tlcore.inputs.image import _check_size
+from tlcore.tasks import DEFAULT_TASK, Task, get_task
 
 if TYPE_CHECKING:
     from tlcore.interfaces import InputSpec
@@ -35,8 +36,13 @@ class Dataset:
     """Labelled images, read by index at any size.
 
     Attributes:
-        class_names: one name per class; label ``i`` means ``class_names[i]``.
-        labels: int64 array of shape ``(len(self),)``, read-only.
+        class_names: one name per output of the model: per class (label ``i`` means
+            ``class_names[i]``), per label of a multi-label task, the target of a regression.
+        labels: the targets, read-only, as the :attr:`task` encodes them: int64 class
+            indices ``(len(self),)``, float32 multi-hot ``(len(self), labels)`` or float64
+            values ``(len(self),)``.
+        task: the :class:`~tlcore.tasks.Task` the labels are for (classification unless
+            given).
 
     A subclass calls ``super().__init__(class_names, labels)`` and implements
     ``_read(key, size)``, which returns one uint8 ``(height, width, 3)`` image for the
@@ -49,9 +55,14 @@ class Dataset:
         class_names: Sequence[str],
         labels: np.ndarray,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        task: Task | None = None,
     ) -> None:
         self.class_names: tuple[str, ...] = tuple(class_names)
-        self.labels: np.ndarray = _readonly(np.array(labels, dtype=np.int64))
+        self.task: Task = task or get_task(DEFAULT_TASK)
+        floats = np.asarray(labels).dtype.kind == "f"
+        self.labels: np.ndarray = _readonly(
+            np.array(labels, dtype=None if floats else np.int64, copy=True)
+        )
         self._keys: np.ndarray = _readonly(np.arange(len(self.labels), dtype=np.int64))
         self._cache = _ImageCache(cache_bytes)
 
@@ -123,16 +134,13 @@ class Dataset:
         return self._keys
 
     def counts(self) -> np.ndarray:
-        """Images per class, an int64 array of ``len(class_names)``."""
-        return np.bincount(self.labels, minlength=len(self.class_names)).astype(np.int64)
+        """Images per class (per label of a multi-label task), an int64 array of
+        ``len(class_names)``."""
+        return self.task.counts(self.labels, self.class_names)
 
     def describe(self) -> str:
         """One line: image and class counts, e.g. ``120 images, 2 classes: cat 60, dog 60``."""
-        counts = self.counts()
-        parts = [f"{name} {int(n)}" for name, n in zip(self.class_names, counts, strict=True)]
-        if len(parts) > 12:
-            parts = [*parts[:10], f"... and {len(parts) - 10} more"]
-        return f"{len(self)} images, {len(self.class_names)} classes: " + ", ".join(parts)
+        return self.task.describe(self.labels, self.class_names)
 
     def _read(self, key: int, size: tuple[int, int]) -> np.ndarray:
         raise NotImplementedError

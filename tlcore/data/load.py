@@ -6,29 +6,34 @@ from __future__ import annotations
 from tlcore.data.arrays import ArrayDataset, ArraysInput
 from tlcore.data.dataset import Dataset
 from tlcore.data.folder import scan_folder
+from tlcore.data.labelfile import LabelFileDataset
 from tlcore.data.split import (
     AUTO_VAL_SPLIT,
     MIN_CLASS_FOR_VAL,
     MIN_VAL_IMAGES,
     MIN_VAL_PER_CLASS,
     split,
+    strata,
 )
 from tlcore.errors import DataError
 from tlcore.inputs.image import _listing
 from tlcore.recipe import DataSpec
+from tlcore.tasks import DEFAULT_TASK, Task, get_task
 
 
 def load_datasets(
-    spec: DataSpec, seed: int, arrays: ArraysInput | None = None
+    spec: DataSpec, seed: int, arrays: ArraysInput | None = None, task: Task | str | None = None
 ) -> tuple[Dataset, Dataset]:
     """The training and validation datasets a recipe's ``data`` section asks for.
 
     The training data comes from ``arrays`` when given (a :class:`Dataset`, e.g. an
     :class:`ArrayDataset`, or an ``(images, labels[, class_names])`` tuple), else from the
-    folder ``spec.path``. With ``spec.val_path``, that folder is the validation set (same class
-    names required) and all training data trains; otherwise :func:`split` holds out
-    ``spec.val_split`` of each class. With ``val_split == 0`` and no ``val_path`` the
-    validation set is empty: the caller must skip evaluation and early stopping.
+    label file ``spec.labels`` (images under ``spec.path``: :class:`LabelFileDataset`), else
+    from the folder ``spec.path``. With ``spec.val_path``, that folder (a label file, with
+    ``spec.labels``) is the validation set (same class names required) and all training data
+    trains; otherwise :func:`split` holds out ``spec.val_split`` of each class. With
+    ``val_split == 0`` and no ``val_path`` the validation set is empty: the caller must skip
+    evaluation and early stopping.
 
     ``val_split`` unset adapts to the data: :data:`AUTO_VAL_SPLIT` of each class, at least
     :data:`MIN_VAL_PER_CLASS` images; and no validation set when the smallest class has fewer
@@ -45,33 +50,48 @@ def load_datasets(
         spec: the recipe's data section.
         seed: seeds the split (the recipe's ``train.seed``).
         arrays: the caller's own data instead of ``spec.path``.
+        task: the recipe's task (or its name), which reads the labels; classification when
+            not given.
 
     Returns:
         ``(train, val)``.
 
     Raises:
-        DataError: no data given, both a path and arrays given, or the data is unusable.
+        DataError: no data given, both a path and arrays given, or the data is unusable
+            (or not what ``task`` trains on).
     """
-    data = _training_source(spec, arrays)
+    task = get_task(task or DEFAULT_TASK) if not isinstance(task, Task) else task
+    data = _training_source(spec, arrays, task)
+    task.check_targets(data.labels)
     if spec.val_path:
-        val = scan_folder(spec.val_path)
-        _same_classes(data.class_names, val.class_names, spec.val_path)
-        return data, val
+        return data, _validation_source(spec, task, data)
     if spec.val_split is not None:
         return split(data, spec.val_split, seed)
     train, val = split(data, AUTO_VAL_SPLIT, seed, MIN_VAL_PER_CLASS)
-    if int(data.counts().min()) < MIN_CLASS_FOR_VAL or len(val) < MIN_VAL_IMAGES:
+    smallest = min(len(members) for _, members in strata(data))
+    if smallest < MIN_CLASS_FOR_VAL or len(val) < MIN_VAL_IMAGES:
         return split(data, 0.0, seed)
     return train, val
 
 
-def _training_source(spec: DataSpec, arrays: ArraysInput | None) -> Dataset:
-    if arrays is not None and spec.path:
+def _training_source(spec: DataSpec, arrays: ArraysInput | None, task: Task) -> Dataset:
+    if arrays is not None and (spec.path or spec.labels):
         raise DataError(
-            f"got both data.path ({spec.path}) and arrays",
-            "give one source: remove data.path from the recipe or do not pass arrays",
+            f"got both data.{'labels' if spec.labels else 'path'} "
+            f"({spec.labels or spec.path}) and arrays",
+            "give one source: remove data.path and data.labels from the recipe or do not "
+            "pass arrays",
         )
     if arrays is None:
+        if spec.labels:
+            return LabelFileDataset(spec.labels, task, images=spec.path)
+        if not task.reads_folders:
+            raise DataError(
+                f"task {task.name} reads its labels from a label file, and data.labels is "
+                "not set",
+                f"set data.labels (tl train --labels) to a CSV file of lines like "
+                f"{task.label_example}, or pass arrays",
+            )
         if not spec.path:
             raise DataError(
                 "no training data: data.path is not set",
@@ -81,11 +101,22 @@ def _training_source(spec: DataSpec, arrays: ArraysInput | None) -> Dataset:
     if isinstance(arrays, Dataset):
         return arrays
     if isinstance(arrays, tuple) and len(arrays) in (2, 3):
-        return ArrayDataset(*arrays)
+        return ArrayDataset(*arrays, task=task)
     raise DataError(
         f"cannot use arrays of type {type(arrays).__name__}",
         "pass an ArrayDataset, or a tuple (images, labels) or (images, labels, class_names)",
     )
+
+
+def _validation_source(spec: DataSpec, task: Task, data: Dataset) -> Dataset:
+    """The separate validation set: a label file with the training outputs' names, or a
+    folder with the training classes."""
+    assert spec.val_path is not None
+    if spec.labels:
+        return LabelFileDataset(spec.val_path, task, images=spec.path, names=data.class_names)
+    val = scan_folder(spec.val_path)
+    _same_classes(data.class_names, val.class_names, spec.val_path)
+    return val
 
 
 def _same_classes(train: tuple[str, ...], val: tuple[str, ...], val_path: str) -> None:

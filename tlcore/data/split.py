@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 
-from tlcore.data.dataset import _D
+from tlcore.data.dataset import _D, Dataset
 from tlcore.errors import DataError
 
 #: ``data.val_split`` unset: the share held out of each class...
@@ -30,9 +30,11 @@ def split(dataset: _D, val_split: float, seed: int, min_held: int = 1) -> tuple[
     """Hold out a stratified, seeded share of each class for validation.
 
     Each class is shuffled by its own generator, seeded by ``seed`` and the class name, so
-    adding a class leaves the other classes' splits unchanged. A class of ``n`` images gives
-    ``round(n * val_split)`` to validation, at least ``min_held`` when ``val_split > 0`` and
-    ``n >= 2``, and always keeps at least one for training. Both parts keep the dataset's order.
+    adding a class leaves the other classes' splits unchanged. Labels that are not classes
+    (multi-label, regression) are split as one group (:func:`strata`). A class of ``n``
+    images gives ``round(n * val_split)`` to validation, at least ``min_held`` when
+    ``val_split > 0`` and ``n >= 2``, and always keeps at least one for training. Both parts
+    keep the dataset's order.
 
     Args:
         dataset: any dataset.
@@ -49,8 +51,7 @@ def split(dataset: _D, val_split: float, seed: int, min_held: int = 1) -> tuple[
         raise DataError(f"seed must be >= 0; got {seed}", "use a non-negative integer seed")
     train: list[np.ndarray] = []
     val: list[np.ndarray] = []
-    for code, name in enumerate(dataset.class_names):
-        members = np.flatnonzero(dataset.labels == code)
+    for name, members in strata(dataset):
         rng = np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8"))])
         shuffled = rng.permutation(members)
         held = _held_out(len(members), val_split, min_held)
@@ -59,6 +60,17 @@ def split(dataset: _D, val_split: float, seed: int, min_held: int = 1) -> tuple[
     return dataset.subset(np.sort(np.concatenate(train))), dataset.subset(
         np.sort(np.concatenate(val))
     )
+
+
+def strata(dataset: Dataset) -> list[tuple[str, np.ndarray]]:
+    """The groups a split holds out from alike: ``(class name, its positions)`` per class of
+    a classification dataset, one group ``("", every position)`` for any other task."""
+    if dataset.labels.ndim == 1 and dataset.labels.dtype.kind in "iu":
+        return [
+            (name, np.flatnonzero(dataset.labels == code))
+            for code, name in enumerate(dataset.class_names)
+        ]
+    return [("", np.arange(len(dataset)))]
 
 
 def _held_out(count: int, val_split: float, min_held: int = 1) -> int:

@@ -60,19 +60,27 @@ class BackendCalls:
     def attach_head(self, backbone: Backbone, head: HeadSpec, num_classes: int) -> Any:
         """``tl_attach_head``: the backend's model."""
         return self._required(
-            "tl_attach_head", backbone=backbone, head=head, num_classes=num_classes
+            "tl_attach_head",
+            backbone=backbone,
+            head=head,
+            num_classes=num_classes,
+            choice=("pooling", head.pooling),
         )
 
     def freeze(self, model: Any, policy: FreezeSpec) -> FreezeReport:
         """``tl_freeze``: apply a stage's freeze policy."""
-        return self._required("tl_freeze", model=model, policy=policy)
+        return self._required(
+            "tl_freeze", model=model, policy=policy, choice=("freeze", policy.policy)
+        )
 
     def make_optimizer(self, model: Any, stage: StageSpec) -> Any:
         """``tl_make_optimizer``: the optimiser of one stage."""
-        return self._required("tl_make_optimizer", model=model, stage=stage)
+        return self._required(
+            "tl_make_optimizer", model=model, stage=stage, choice=("optimizer", stage.optimizer)
+        )
 
-    def train_step(self, model: Any, batch: Batch, state: StepState) -> dict[str, float]:
-        """``tl_train_step``: one optimisation step."""
+    def train_step(self, model: Any, batch: Batch, state: StepState) -> dict[str, Any]:
+        """``tl_train_step``: one optimisation step; ``{"loss", "outputs"}`` before it."""
         return self._required("tl_train_step", model=model, batch=batch, state=state)
 
     def eval_step(self, model: Any, batch: Batch) -> np.ndarray:
@@ -153,8 +161,12 @@ class BackendCalls:
         """``tl_on_export`` for every observer."""
         hook().tl_on_export(run=run, fmt=fmt, path=path)
 
-    def _required(self, name: str, **kwargs: Any) -> Any:
+    def _required(self, name: str, choice: tuple[str, str] | None = None, **kwargs: Any) -> Any:
+        """Call hook ``name``; ``choice`` is the ``(kind, value)`` of the recipe choice the
+        answer depends on, named in the error when a plugin's value finds no implementation."""
         result = getattr(hook(), name)(backend=self.backend, **kwargs)
+        if result is None and choice is not None:
+            _unimplemented_choice(name, self.backend, *choice)
         if result is None:
             raise PluginError(
                 f"backend {self.backend!r} gave no answer to {name} "
@@ -163,3 +175,17 @@ class BackendCalls:
                 "see 'tl plugins' and tlcore.hookspecs",
             )
         return result
+
+
+def _unimplemented_choice(hook_name: str, backend: str, kind: str, value: str) -> None:
+    """Raise when ``value``, a ``kind`` a plugin registered, found no hook to implement it."""
+    from tlcore.recipe.choices import builtin
+
+    if value in builtin(kind):
+        return  # a built-in value: the general error applies
+    raise PluginError(
+        f"no plugin implements the {kind} {value!r} for backend {backend!r}: "
+        f"{hook_name} gave no answer",
+        f"the plugin that registers {value!r} must answer {hook_name} for backend {backend!r}; "
+        "see 'tl plugins'",
+    )

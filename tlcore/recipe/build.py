@@ -61,6 +61,7 @@ def load_recipe_file(path: str | Path) -> dict[str, Any]:
 #: Short names shared by CLI flags and keyword arguments, and the field each one sets.
 SHORTCUTS: dict[str, str] = {
     "backend": "backend",
+    "task": "task",
     "backbone": "backbone.source",
     "weights": "backbone.weights",
     "input_size": "backbone.input_size",
@@ -68,6 +69,7 @@ SHORTCUTS: dict[str, str] = {
     "seed": "train.seed",
     "cache_features": "train.cache_features",
     "data": "data.path",
+    "labels": "data.labels",
     "val": "data.val_path",
     "val_split": "data.val_split",
     "augment": "data.augment",
@@ -276,6 +278,8 @@ def _coerce(base: type, value: Any, path: str) -> Any:
         except (TypeError, ValueError):
             raise RecipeError(path, value, "a number") from None
     if base is str:
+        if isinstance(value, Path):  # a path given as a path (``--labels``, ``labels=Path(...)``)
+            return str(value)
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value)
         raise RecipeError(path, value, "a string")

@@ -7,10 +7,11 @@ recipe field it extends. A field keeps its built-in values in its ``choices`` me
 value that is not built in asks the plugins (:func:`check`): building the default recipe loads
 no plugin, and loading plugins imports no framework (their entry points only register).
 
-A registration is *ignored*, with the reason shown by ``tl plugins``, when it is not a
-:class:`~tlcore.interfaces.Choice`, names an unknown kind, reuses a built-in name (a plugin
-adds values; it never changes what ``policy: all`` means) or a name an earlier plugin
-registered (the first wins, in the order plugins are called).
+A registration is *ignored*, with the reason shown by ``tl plugins`` and in the recipe's error
+for that name, when it is not a :class:`~tlcore.interfaces.Choice`, names an unknown kind,
+reuses a built-in name (a plugin adds values; it never changes what ``policy: all`` means) or a
+name an earlier plugin registered (the first wins, in the order plugins are called), or is a
+schedule or augmentation without its function as ``value``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tlcore.errors import RecipeError
+from tlcore.errors import PluginError, RecipeError
 from tlcore.interfaces import Choice
 from tlcore.recipe.spec import DataSpec, FreezeSpec, HeadSpec, Recipe, StageSpec
 
@@ -36,6 +38,10 @@ OPEN_FIELDS: dict[str, tuple[type, str]] = {
     "augmentation": (DataSpec, "augment"),
     "task": (Recipe, "task"),
 }
+
+
+#: The kinds the core itself carries out, with the function a plugin registers as ``value``.
+CARRIED_OUT_BY_THE_CORE = ("schedule", "augmentation")
 
 
 @dataclass(frozen=True)
@@ -125,11 +131,25 @@ def registered_choices() -> list[RegisteredChoice]:
 
 def registered(kind: str) -> dict[str, RegisteredChoice]:
     """The names plugins add to ``kind`` (those the recipe accepts), by name."""
-    return {
-        r.choice.name: r
-        for r in registered_choices()
-        if not r.ignored and r.choice.kind == kind
-    }
+    entries = registered_choices()
+    return {r.choice.name: r for r in entries if not r.ignored and r.choice.kind == kind}
+
+
+def implementation(kind: str, name: str) -> Callable[..., Any]:
+    """The function a plugin registered as the ``value`` of ``name``, for the kinds the core
+    itself carries out: a ``schedule`` (``value(stage, step, total_steps) -> lr``) and an
+    ``augmentation`` (``value(images, rng) -> images``, uint8 NHWC in and out).
+
+    Raises:
+        PluginError: no plugin registers ``name`` (any more).
+    """
+    entry = registered(kind).get(name)
+    if entry is None:  # a registration without a function is ignored: see _ignored
+        raise PluginError(
+            f"no plugin registers the {kind} {name!r}",
+            "install the plugin that adds it, or see 'tl plugins' for what is registered",
+        )
+    return entry.choice.value
 
 
 def check(kind: str, value: Any, path: str) -> Choice:
@@ -139,7 +159,8 @@ def check(kind: str, value: Any, path: str) -> Choice:
     Raises:
         RecipeError: no plugin registered ``value``; lists the built-in and registered names.
     """
-    found = registered(kind)
+    entries = [r for r in registered_choices() if getattr(r.choice, "kind", None) == kind]
+    found = {r.choice.name: r for r in entries if not r.ignored}
     if value in found:
         return found[value].choice
     names = builtin(kind)
@@ -150,6 +171,9 @@ def check(kind: str, value: Any, path: str) -> Choice:
         )
     else:
         valid += f"; no installed plugin adds to {kind!r} (see 'tl plugins')"
+    for r in entries:
+        if r.ignored and r.choice.name == value:
+            valid += f"; plugin {r.plugin!r} registers {value!r}, ignored: {r.ignored}"
     close = difflib.get_close_matches(str(value), [*names, *found], n=1)
     if close:
         valid += f"; did you mean {close[0]!r}?"
@@ -160,6 +184,8 @@ def _ignored(choice: Any, first: dict[tuple[str, str], str]) -> str:
     """Why the recipe does not accept ``choice``, or ``""`` when it does."""
     if not isinstance(choice, Choice):
         return f"not a tlcore.interfaces.Choice: {type(choice).__name__}"
+    if not isinstance(choice.name, str) or not choice.name:
+        return f"the name must be a non-empty string, not {choice.name!r}"
     if choice.kind not in OPEN_FIELDS:
         return f"unknown kind {choice.kind!r}; kinds: {', '.join(OPEN_FIELDS)}"
     if not _has_field(choice.kind):
@@ -169,6 +195,8 @@ def _ignored(choice: Any, first: dict[tuple[str, str], str]) -> str:
     earlier = first.get((choice.kind, choice.name))
     if earlier is not None:
         return f"{choice.name!r} is already registered by plugin {earlier!r}"
+    if choice.kind in CARRIED_OUT_BY_THE_CORE and not callable(choice.value):
+        return f"a {choice.kind} carries its function as value (Choice(..., value=function))"
     return ""
 
 

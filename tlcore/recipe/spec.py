@@ -19,6 +19,13 @@ def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
     return {"min": lo, "max": hi}
 
 
+#: What a stage's ``monitor`` may watch: ``auto`` (the task's default) or a validation metric
+#: of a built-in task (:attr:`tlcore.tasks.Task.metric_names`, prefixed ``val_``).
+MONITORS = (
+    "auto", "val_loss", "val_accuracy", "val_f1_micro", "val_f1_macro", "val_subset_accuracy",
+    "val_mae", "val_rmse", "val_r2",
+)
+
 #: The ``backbone.weights`` values that mean the source's own published weights.
 PRETRAINED_WEIGHTS = ("pretrained", "imagenet")
 
@@ -81,6 +88,10 @@ class StageSpec:
     ``schedule``: ``constant``, ``cosine`` (after ``warmup``, a fraction of the stage's steps,
     of linear warm-up) or ``onecycle``. ``patience`` > 0 stops the stage after that many
     epochs without improvement of ``monitor``; ``restore_best`` then keeps the best epoch.
+    ``monitor``: a validation metric of the recipe's task (``val_loss``; ``val_accuracy`` for
+    classification; ``val_f1_micro``, ``val_f1_macro``, ``val_subset_accuracy`` for multilabel;
+    ``val_mae``, ``val_rmse``, ``val_r2`` for regression) or ``auto`` (the default): the
+    task's own (``val_accuracy``, ``val_f1_micro``, ``val_mae``).
     ``min_steps``: the stage runs more epochs than ``epochs`` when that many would give fewer
     optimiser steps, so that a small dataset still trains (five epochs of 40 images are ten
     steps, far from converged); the run says when it extends a stage.
@@ -97,7 +108,7 @@ class StageSpec:
     warmup: float = field(default=0.0, metadata=_range(0.0, 0.9))
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.9))
     patience: int = field(default=0, metadata=_range(0))
-    monitor: str = field(default="val_accuracy", metadata=_choice("val_accuracy", "val_loss"))
+    monitor: str = field(default="auto", metadata=_choice(*MONITORS))
     restore_best: bool = True
     min_steps: int = field(default=0, metadata=_range(0, 10_000_000))
 
@@ -175,18 +186,26 @@ class TrainSpec:
 class DataSpec:
     """Where the images are and how the validation set is made.
 
-    ``path``: a folder with one sub-folder per class. ``val_path``: a separate validation
-    folder with the same classes; without it, ``val_split`` of each class is held out (seeded
-    by ``train.seed``). Left unset (``null``), it adapts to the data: 20 % of each class but at
-    least 2 images, and nothing at all when the smallest class has fewer than 100 images or the
-    validation set would hold fewer than 50: with few images, a fifth of them is worth more as
-    training data than as a measurement (:func:`tlcore.data.load_datasets`); measure such a
-    model on other images (``val_path``, ``tl eval``) or set ``val_split`` to hold some out.
+    ``path``: a folder with one sub-folder per class, or the folder of the images a label
+    file names. ``labels``: a CSV label file, one image per line, ``path,label``: for
+    ``task: multilabel`` the labels separated by ``;`` (``img/1.png,cat;dog``), for
+    ``regression`` a number (``img/1.png,0.73``), for classification one class; paths are
+    relative to ``path`` or to the CSV file's folder, a header line (``path,label``) is
+    optional. ``val_path``: a separate validation folder with the same classes (with
+    ``labels``: a CSV label file of its own); without it, ``val_split`` of each class is held
+    out (seeded by ``train.seed``; of all images for multilabel and regression). Left unset
+    (``null``), it adapts to the data: 20 % of each class but at least 2 images, and nothing
+    at all when the smallest class has fewer than 100 images or the validation set would hold
+    fewer than 50 (for multilabel and regression: 20 %, and nothing below 50): with few
+    images, a fifth of them is worth more as training data than as a measurement
+    (:func:`tlcore.data.load_datasets`); measure such a model on other images
+    (``val_path``, ``tl eval``) or set ``val_split`` to hold some out.
     ``augment``: any of ``hflip``, ``shift`` (applied to training batches; any augmentation
     turns feature caching off).
     """
 
     path: str | None = None
+    labels: str | None = None
     val_path: str | None = None
     val_split: float | None = field(default=None, metadata=_range(0.0, 0.9))
     augment: tuple[str, ...] = field(default=(), metadata=_choice("hflip", "shift"))
@@ -213,11 +232,19 @@ class ExportSpec:
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything a run needs, except the data arrays a Python caller may pass directly."""
+    """Everything a run needs, except the data arrays a Python caller may pass directly.
+
+    ``task``: what the head predicts (:mod:`tlcore.tasks`): ``classification`` (one class per
+    image), ``multilabel`` (any number of labels per image, from ``data.labels``) or
+    ``regression`` (one number per image, from ``data.labels``); plugins may add more.
+    """
 
     backend: str = "torch"
     backbone: BackboneSpec = BackboneSpec()
     head: HeadSpec = HeadSpec()
+    task: str = field(
+        default="classification", metadata=_choice("classification", "multilabel", "regression")
+    )
     train: TrainSpec = TrainSpec()
     data: DataSpec = DataSpec()
     export: ExportSpec = ExportSpec()

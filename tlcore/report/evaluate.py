@@ -1,74 +1,99 @@
-"""Evaluate a trained run on a labelled image folder: through its ONNX model, or the framework's."""
+"""Evaluate a trained run on labelled images (a folder per class, or a CSV label file): through
+its ONNX model, or the framework's; the run's task computes the metrics."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tlcore.bundle.layout import MODEL_FILE
-from tlcore.data import scan_folder
+from tlcore.bundle.layout import INFO_FILE, MODEL_FILE
+from tlcore.data import Dataset, LabelFileDataset, scan_folder
 from tlcore.errors import DataError, TlcoreError
 from tlcore.interfaces import Batch
-from tlcore.metrics import classification_report
 from tlcore.plugins.calls import BackendCalls
-from tlcore.runfolder import write_json
+from tlcore.runfolder import RunFolder, read_json, write_json
+from tlcore.tasks import Task, task_from_bundle
 
 REPORT_FILE = "report.json"
 
 
 def evaluate_run(
-    run: str | Path, data: str | Path, batch_size: int = 64, native: bool = False
+    run: str | Path,
+    data: str | Path,
+    batch_size: int = 64,
+    native: bool = False,
+    labels: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall and confusion matrix of ``run`` on ``data``.
+    """The run's task's metrics on labelled images ``data``: for a classifier accuracy,
+    per-class precision/recall and the confusion matrix; for a multi-label model per-label
+    precision/recall/F1, micro and macro F1 and subset accuracy; for a regression MAE, RMSE
+    and R² (:meth:`tlcore.tasks.Task.report`).
 
     The model is the bundle's default model (``model.onnx``, or its int8 model when that was
     accepted) on onnxruntime whenever there is one (``run`` may also be a bare ``.onnx``
     file): what is shipped is what is measured, and no framework is needed. Otherwise, or with
-    ``native``, the framework model is rebuilt from the run's weights. The folder's class names
-    must be among the run's; images are resized as in training. The report names the
-    ``engine`` and the ``model`` file it measured.
+    ``native``, the framework model is rebuilt from the run's weights. ``data`` is a folder
+    with one sub-folder per class, or the images of a CSV label file ``labels`` (any task; see
+    :class:`~tlcore.data.LabelFileDataset`), or that CSV file itself. Its class (label) names
+    must be among the run's; images are resized as in training. The report names the ``task``,
+    the ``engine`` and the ``model`` file it measured.
     """
     if not native and (Path(run).is_file() or (Path(run) / MODEL_FILE).is_file()):
-        classes, size, scores, engine, model = _onnx_model(run)
+        model = _onnx_model(run)
     else:
-        classes, size, scores, engine, model = _native_model(run)
-    dataset = scan_folder(data)
-    unknown = sorted(set(dataset.class_names) - set(classes))
-    if unknown:
-        raise DataError(
-            f"classes in {data} that run {run} was not trained on: {', '.join(unknown)}",
-            f"the run knows: {', '.join(classes)}",
-        )
-    index = {name: i for i, name in enumerate(classes)}
-    labels = np.array([index[dataset.class_names[y]] for y in dataset.labels], dtype=np.int64)
-    predicted = []
-    for start in range(0, len(dataset), batch_size):
-        indices = np.arange(start, min(start + batch_size, len(dataset)))
-        predicted.append(scores(dataset.images(indices, size)).argmax(axis=1))
-    report = classification_report(labels, np.concatenate(predicted), classes)
+        model = _native_model(run)
+    dataset = _labelled(data, labels, model.task)
+    targets = model.task.align(dataset.labels, dataset.class_names, model.classes)
+    outputs = [
+        model.outputs(dataset.images(np.arange(start, min(start + batch_size, len(dataset))),
+                                     model.size))
+        for start in range(0, len(dataset), batch_size)
+    ]
+    found = np.concatenate(outputs) if outputs else np.zeros((0, len(model.classes)))
+    report = model.task.report(found, targets, model.classes, model.info)
     return {
         **report,
-        "class_names": list(classes),
+        "task": model.task.name,
+        "class_names": list(model.classes),
         "run": str(run),
         "data": str(data),
-        "engine": engine,
-        "model": model,
+        **({"labels": str(labels)} if labels else {}),
+        "engine": model.engine,
+        "model": model.file,
     }
+
+
+def _labelled(data: str | Path, labels: str | Path | None, task: Task) -> Dataset:
+    """The labelled images: a label file's (``labels``, or ``data`` when it is a file), else a
+    folder with one sub-folder per class."""
+    if labels is None and Path(data).is_file():
+        return LabelFileDataset(data, task)
+    if labels is not None:
+        return LabelFileDataset(labels, task, images=data)
+    if not task.reads_folders:
+        raise DataError(
+            f"a {task.name} model is evaluated on images with a label file",
+            f"pass --labels FILE.csv (lines like {task.label_example}), or the CSV file as DATA",
+        )
+    return scan_folder(data)
 
 
 def report_folder(run: str | Path, data: str | Path) -> Path:
     """Where ``tl eval`` writes its files by default: ``eval/<data folder name>`` in the run
-    folder (beside a bare ``.onnx`` file: in its folder)."""
+    folder (beside a bare ``.onnx`` file: in its folder); for a CSV label file, its name
+    without ``.csv``."""
     bundle = Path(run).parent if Path(run).is_file() else Path(run)
-    return bundle / "eval" / (Path(data).resolve().name or "data")
+    source = Path(data).resolve()
+    return bundle / "eval" / ((source.stem if source.is_file() else source.name) or "data")
 
 
 def write_report(report: dict[str, Any], folder: str | Path) -> list[Path]:
-    """Write ``report.json`` and the confusion matrix ``confusion.png`` (when matplotlib is
-    installed) into ``folder``; returns the files written."""
+    """Write ``report.json`` and, for a classifier, the confusion matrix ``confusion.png``
+    (when matplotlib is installed) into ``folder``; returns the files written."""
     from tlcore.report.plots import CONFUSION_FILE, plot_confusion
 
     folder = Path(folder)
@@ -80,6 +105,8 @@ def write_report(report: dict[str, Any], folder: str | Path) -> list[Path]:
             f"cannot write the evaluation report into {folder}: {exc.strerror or exc}",
             "choose another folder with --out",
         ) from None
+    if "confusion" not in report:
+        return [folder / REPORT_FILE]
     title = f"accuracy {report['accuracy']:.4f} on {report['count']} images ({report['model']})"
     picture = plot_confusion(
         report["confusion"], report["class_names"], folder / CONFUSION_FILE, title=title
@@ -87,25 +114,44 @@ def write_report(report: dict[str, Any], folder: str | Path) -> list[Path]:
     return [folder / REPORT_FILE, *([picture] if picture else [])]
 
 
-_Model = tuple[tuple[str, ...], tuple[int, int], Callable[[np.ndarray], np.ndarray], str, str]
+@dataclass(frozen=True)
+class _Model:
+    """What evaluation needs of a model: its output names, input size, a function from
+    images to the task's final outputs, and what it is."""
+
+    classes: tuple[str, ...]
+    size: tuple[int, int]
+    outputs: Callable[[np.ndarray], np.ndarray]
+    engine: str
+    file: str
+    task: Task
+    info: dict[str, Any]
 
 
 def _onnx_model(run: str | Path) -> _Model:
     from tlcore.runtime import Predictor
 
     predictor = Predictor(run)
-    model = predictor.model_file.name
-    return predictor.labels, predictor.size, predictor.probabilities, "onnxruntime", model
+    return _Model(
+        predictor.labels, predictor.size, predictor.outputs, "onnxruntime",
+        predictor.model_file.name, predictor.task, predictor.task_info,
+    )
 
 
 def _native_model(run: str | Path) -> _Model:
     from tlcore.build import load_run
 
     recipe, classes, model, prep = load_run(run)
+    described = Path(run) / INFO_FILE
+    saved = read_json(described) if described.is_file() else RunFolder(run).info()
+    task, info = task_from_bundle(saved.get("task"))
 
-    def logits(images: np.ndarray) -> np.ndarray:
+    def outputs(images: np.ndarray) -> np.ndarray:
         batch = Batch(images, np.zeros(len(images), dtype=np.int64))
-        return BackendCalls(recipe.backend).eval_step(model, batch)
+        return task.activate(BackendCalls(recipe.backend).eval_step(model, batch), info)
 
     weights = "native/weights.npz"
-    return classes, tuple(prep.size), logits, recipe.backend, weights  # type: ignore[return-value]
+    return _Model(
+        classes, tuple(prep.size), outputs, recipe.backend, weights,  # type: ignore[arg-type]
+        task, info,
+    )

@@ -29,15 +29,20 @@ _MAX_TICKS = 60  # classes up to which the axes carry the class names
 
 
 def plot_history(
-    history: Sequence[dict[str, Any]], path: str | Path, warn: Warn | None = None
+    history: Sequence[dict[str, Any]],
+    path: str | Path,
+    warn: Warn | None = None,
+    metric: str = "accuracy",
 ) -> Path | None:
-    """Draw loss and accuracy per epoch, training and validation, over all stages.
+    """Draw the loss and one metric per epoch, training and validation, over all stages.
 
     Args:
         history: the rows of ``history.json`` (``stage``, ``epoch``, ``loss``, ``accuracy``,
             and ``val_loss`` / ``val_accuracy`` when there is validation data).
         path: the PNG to write (atomically).
         warn: called with one line when matplotlib is missing (default: print to stderr).
+        metric: the metric of the second panel (the task's: ``accuracy``, ``f1_micro``,
+            ``mae``, ...).
 
     Returns:
         ``path``, or ``None`` when nothing was drawn (no epochs, or no matplotlib).
@@ -54,7 +59,7 @@ def plot_history(
 
     epochs = list(range(1, len(history) + 1))
     for axes, key, title in zip(
-        figure.subplots(1, 2), ("loss", "accuracy"), ("loss", "accuracy"), strict=True
+        figure.subplots(1, 2), ("loss", metric), ("loss", metric), strict=True
     ):
         for prefix, style, name in (("", "-o", "train"), ("val_", "--s", "validation")):
             values = [row.get(prefix + key) for row in history]

@@ -1,19 +1,25 @@
-"""A backend under test: every hook called by name, with the backend filled in and checked.
+"""A backend under test: every hook called through the core's facade, its answer checked.
 
 ``BackendUnderTest("torch").build()`` is ``tl_load_backbone`` then ``tl_attach_head`` through
-the real plugin manager. A ``firstresult`` hook that no plugin answers is an
-:class:`AssertionError` naming the hook, the most common mistake in a new backend.
+:class:`~tlcore.plugins.calls.BackendCalls` and the real plugin manager. A ``firstresult``
+hook that no plugin answers is an :class:`AssertionError` naming the hook, the most common
+mistake in a new backend.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlcore import plugins
+from tlcore.errors import TlcoreError
 from tlcore.freezing import resolve_batchnorm
 from tlcore.interfaces import Batch, StepState
+from tlcore.plugins import calls as calls_module
+from tlcore.plugins.calls import BackendCalls
 from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec, StageSpec
 
 if TYPE_CHECKING:
@@ -28,12 +34,18 @@ _HEAD = re.compile(r"^head\W")
 class BackendUnderTest:
     """The hooks of one backend, as methods; arguments default to what most tests want.
 
+    Every hook is called through the core's own facade
+    (:class:`~tlcore.plugins.calls.BackendCalls`), so a backend is tested the way the trainer
+    calls it.
+
     Attributes:
         name: the backend's name, as users pass ``--backend``.
+        calls: the facade the hooks are called through.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.calls = BackendCalls(name)
 
     def __repr__(self) -> str:
         return f"BackendUnderTest({self.name!r})"
@@ -48,12 +60,13 @@ class BackendUnderTest:
 
     def load(self, **spec: Any) -> Backbone:
         """``tl_load_backbone`` with ``BackboneSpec(**spec)``."""
-        return self._call("tl_load_backbone", spec=BackboneSpec(**spec))
+        with _answered("tl_load_backbone", self.name):
+            return self.calls.load_backbone(BackboneSpec(**spec))
 
     def attach(self, backbone: Backbone, num_classes: int = 3, head: HeadSpec | None = None) -> Any:
         """``tl_attach_head`` (the default head: average pooling and a linear classifier)."""
-        head = head or HeadSpec()
-        return self._call("tl_attach_head", backbone=backbone, head=head, num_classes=num_classes)
+        with _answered("tl_attach_head", self.name):
+            return self.calls.attach_head(backbone, head or HeadSpec(), num_classes)
 
     def build(self, num_classes: int = 3, head: HeadSpec | None = None, **spec: Any) -> Any:
         """Load a backbone (``builtin:simple_cnn`` unless ``source`` is given), attach a head."""
@@ -65,11 +78,13 @@ class BackendUnderTest:
         resolved as for a pretrained backbone (``frozen``), as the core resolves it before
         every ``tl_freeze`` call: backends never see ``auto``."""
         spec = resolve_batchnorm(FreezeSpec(**policy), pretrained=True)
-        return self._call("tl_freeze", model=model, policy=spec)
+        with _answered("tl_freeze", self.name):
+            return self.calls.freeze(model, spec)
 
     def optimizer(self, model: Any, **stage: Any) -> Any:
         """``tl_make_optimizer`` with ``StageSpec(**stage)``."""
-        return self._call("tl_make_optimizer", model=model, stage=StageSpec(**stage))
+        with _answered("tl_make_optimizer", self.name):
+            return self.calls.make_optimizer(model, StageSpec(**stage))
 
     def step(
         self,
@@ -80,40 +95,50 @@ class BackendUnderTest:
         lr: float = 1e-2,
         features: bool = False,
         smoothing: float = 0.0,
-    ) -> dict[str, float]:
-        """``tl_train_step`` on one batch of images (or of cached features)."""
+        loss: str = "cross_entropy",
+    ) -> dict[str, Any]:
+        """``tl_train_step`` on one batch of images (or of cached features), with the loss
+        ``loss`` (``cross_entropy``, ``binary_cross_entropy``, ``mse``)."""
         batch = Batch(x, y, features=features)
-        state = StepState(optimizer, lr=lr, label_smoothing=smoothing)
-        return self._call("tl_train_step", model=model, batch=batch, state=state)
+        state = StepState(optimizer, lr=lr, label_smoothing=smoothing, loss=loss)
+        with _answered("tl_train_step", self.name):
+            return self.calls.train_step(model, batch, state)
 
     def logits(self, model: Any, x: np.ndarray, features: bool = False) -> np.ndarray:
         """``tl_eval_step``: the logits on images (or cached features)."""
         import numpy as np
 
         batch = Batch(x, np.zeros(len(x), np.int64), features=features)
-        return self._call("tl_eval_step", model=model, batch=batch)
+        with _answered("tl_eval_step", self.name):
+            return self.calls.eval_step(model, batch)
 
     def features(self, model: Any, x: np.ndarray) -> np.ndarray:
         """``tl_extract_features``: pooled backbone features."""
-        return self._call("tl_extract_features", model=model, images=x)
+        with _answered("tl_extract_features", self.name):
+            return self.calls.extract_features(model, x)
 
     def weights(self, model: Any) -> dict[str, np.ndarray]:
         """``tl_get_weights``: every weight and buffer, by name."""
-        return self._call("tl_get_weights", model=model)
+        with _answered("tl_get_weights", self.name):
+            return self.calls.get_weights(model)
 
     def set_weights(
         self, model: Any, weights: dict[str, np.ndarray], strict: bool = True
     ) -> LoadReport:
         """``tl_set_weights``."""
-        return self._call("tl_set_weights", model=model, weights=weights, strict=strict)
+        with _answered("tl_set_weights", self.name):
+            return self.calls.set_weights(model, weights, strict)
 
     def optimizer_state(self, optimizer: Any) -> dict[str, np.ndarray]:
         """``tl_get_optimizer_state``."""
-        return self._call("tl_get_optimizer_state", optimizer=optimizer)
+        with _answered("tl_get_optimizer_state", self.name):
+            return self.calls.get_optimizer_state(optimizer)
 
     def set_optimizer_state(self, optimizer: Any, state: dict[str, np.ndarray]) -> bool:
-        """``tl_set_optimizer_state``."""
-        return self._call("tl_set_optimizer_state", optimizer=optimizer, state=state)
+        """``tl_set_optimizer_state``; ``True`` once restored (the facade requires it)."""
+        with _answered("tl_set_optimizer_state", self.name):
+            self.calls.set_optimizer_state(optimizer, state)
+        return True
 
     def trains(self, model: Any, x: np.ndarray, y: np.ndarray) -> set[str]:
         """The names one AdamW step (weight decay 0.1) changes: what the model trains now.
@@ -128,7 +153,7 @@ class BackendUnderTest:
 
     def seed(self, seed: int) -> None:
         """``tl_seed`` (every implementation is called)."""
-        plugins.hook().tl_seed(backend=self.name, seed=seed)
+        self.calls.seed(seed)
 
     def export(
         self, model: Any, fmt: str, path: Path, example: np.ndarray | None = None, opset: int = 17
@@ -137,18 +162,37 @@ class BackendUnderTest:
         from tlcore.testing.data import images
 
         example = images(2) if example is None else example
-        return self._call(
-            "tl_export", model=model, fmt=fmt, path=Path(path), example=example, opset=opset
-        )
+        with _answered("tl_export", self.name):
+            return self.calls.export(model, fmt, Path(path), example, opset)
 
-    def _call(self, hook_name: str, **kwargs: Any) -> Any:
-        result = getattr(plugins.hook(), hook_name)(backend=self.name, **kwargs)
-        if result is None:
-            raise AssertionError(
-                f"no plugin answered {hook_name} for backend {self.name!r} "
-                f"(arguments: {', '.join(kwargs)}); see 'tl plugins' and tlcore.hookspecs"
-            )
-        return result
+
+@contextmanager
+def _answered(hook_name: str, backend: str) -> Iterator[None]:
+    """Turn the facade's "no answer" into an :class:`AssertionError` naming the hook.
+
+    Only errors the facade raises itself are turned: a :class:`~tlcore.errors.TlcoreError` a
+    plugin raises (an unknown name, a missing file) is what the suite's tests expect, and
+    passes through as it is.
+    """
+    try:
+        yield
+    except TlcoreError as exc:
+        if not _raised_by_facade(exc):
+            raise
+        raise AssertionError(
+            f"no plugin answered {hook_name} for backend {backend!r}: {exc.message}; "
+            "see 'tl plugins' and tlcore.hookspecs"
+        ) from exc
+
+
+def _raised_by_facade(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised in :mod:`tlcore.plugins.calls` itself, not in a hook."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_globals.get("__name__") == calls_module.__name__
 
 
 # --- weight names ---------------------------------------------------------------------------

@@ -21,6 +21,28 @@ def cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0) -> 
     return float((1 - smoothing) * nll + smoothing * -log_p.mean())
 
 
+def binary_cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean sigmoid cross-entropy of multi-hot ``y`` under ``logits``, over images and outputs.
+
+    Example:
+        >>> round(binary_cross_entropy(np.zeros((2, 3)), np.ones((2, 3))), 4)
+        0.6931
+    """
+    z = logits.astype(np.float64)
+    p = 1 / (1 + np.exp(-z))
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def mean_squared_error(outputs: np.ndarray, y: np.ndarray) -> float:
+    """Mean squared error of ``outputs`` against ``y`` (same shape), over images and outputs.
+
+    Example:
+        >>> mean_squared_error(np.zeros((2, 1)), np.array([[1.0], [3.0]]))
+        5.0
+    """
+    return float(((outputs.astype(np.float64) - y) ** 2).mean())
+
+
 def reference_head(features: np.ndarray, head: dict[str, np.ndarray], activation: str):
     """The head in numpy: its dense layers chained by their shapes, in inference mode.
 

@@ -9,7 +9,6 @@ import numpy as np
 
 from tlcore.data import Dataset, augment
 from tlcore.interfaces import Batch
-from tlcore.metrics import cross_entropy
 
 if TYPE_CHECKING:
     from tlcore.train.trainer import Trainer
@@ -36,8 +35,10 @@ class Feed:
         return np.concatenate(chunks)
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator) -> Batch:
-        """The training batch at ``indices`` (augmented images, or cached features)."""
-        labels = self.dataset.labels[indices]
+        """The training batch at ``indices`` (augmented images, or cached features), its
+        targets as the task's loss takes them."""
+        t = self.trainer
+        labels = t.task.train_targets(self.dataset.labels[indices], t.task_info)
         if self.features is not None:
             return Batch(self.features[indices], labels, features=True)
         images = self.dataset.inputs(indices, self.trainer.input_spec)
@@ -45,26 +46,26 @@ class Feed:
         return Batch(augment(images, names, rng) if names else images, labels)
 
     def logits(self) -> np.ndarray:
-        """Logits for the whole dataset, in order."""
+        """Raw outputs (logits) for the whole dataset, in order."""
         t = self.trainer
         size = max(t.recipe.train.batch_size, 64)
         out = []
         for start in range(0, len(self.dataset), size):
             indices = np.arange(start, min(start + size, len(self.dataset)))
-            labels = self.dataset.labels[indices]
+            labels = np.zeros(len(indices), dtype=np.int64)  # unused by tl_eval_step
             if self.features is not None:
                 batch = Batch(self.features[indices], labels, features=True)
             else:
                 batch = Batch(self.dataset.inputs(indices, t.input_spec), labels)
             out.append(t.calls.eval_step(t.model, batch))
-        return np.concatenate(out) if out else np.zeros((0, len(t.class_names)), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, t.num_outputs), np.float32)
 
-    def evaluate(self) -> dict[str, float]:
-        """Validation loss and accuracy (empty when the dataset is)."""
+    def evaluate(self, logits: np.ndarray | None = None) -> dict[str, float]:
+        """The task's validation metrics, ``val_loss``, ``val_accuracy``, ... (empty when the
+        dataset is), of :meth:`logits` unless given."""
         if not len(self.dataset):
             return {}
-        logits = self.logits()
-        return {
-            "val_loss": cross_entropy(logits, self.dataset.labels),
-            "val_accuracy": float(np.mean(logits.argmax(axis=1) == self.dataset.labels)),
-        }
+        t = self.trainer
+        outputs = self.logits() if logits is None else logits
+        found = t.task.metrics(outputs, self.dataset.labels, t.task_info)
+        return {f"val_{key}": value for key, value in found.items()}

@@ -12,7 +12,7 @@ import numpy as np
 from tlcore.bundle.graph import export_onnx
 from tlcore.bundle.layout import INFO_FILE
 from tlcore.bundle.parity import parity_indices
-from tlcore.diagnose import chance_warning, stalled_stage_warnings
+from tlcore.diagnose import stalled_stage_warnings
 from tlcore.plugins import require_backend
 from tlcore.report.plots import HISTORY_FILE, plot_history
 from tlcore.runfolder import write_arrays, write_json
@@ -30,7 +30,12 @@ def finish(t: Trainer) -> TrainResult:
 
     # Cached features stay valid after the stage (its backbone was frozen), so the final
     # evaluation need not run the backbone again.
-    val_metrics = (t.cached_val or Feed(t, t.val_set, cached=False)).evaluate()
+    feed = t.cached_val or Feed(t, t.val_set, cached=False)
+    logits = feed.logits()
+    # The task's last word on the held-out images (a multi-label model's thresholds), before
+    # the final metrics and the exports, which use it.
+    t.task_info = t.task.calibrate(t.task_info, logits, t.val_set.labels)
+    val_metrics = feed.evaluate(logits)
     _diagnose(t, val_metrics)
     native = t.folder.path / "native"
     native.mkdir(exist_ok=True)
@@ -38,7 +43,8 @@ def finish(t: Trainer) -> TrainResult:
     example = t.val_set if len(t.val_set) else t.train_set
     images = example.inputs(parity_indices(len(example)), t.input_spec)
     write_json(t.folder.path / "history.json", t.history)
-    plot_history(t.history, t.folder.path / HISTORY_FILE, warn=t.progress.warn)
+    metric = t.task.default_monitor.removeprefix("val_")
+    plot_history(t.history, t.folder.path / HISTORY_FILE, warn=t.progress.warn, metric=metric)
     info = bundle_info(t, val_metrics)
     # Written before the exports too: a failed export still leaves a usable native run.
     write_json(t.folder.path / INFO_FILE, info)
@@ -62,14 +68,18 @@ def finish(t: Trainer) -> TrainResult:
 
 
 def _diagnose(t: Trainer, val_metrics: dict[str, float]) -> None:
-    """The end-of-run checks of :mod:`tlcore.diagnose`: at chance, a loss that never moved."""
-    classes = len(t.class_names)
-    texts = stalled_stage_warnings(t.history, t.recipe.train.stages, t.train_set.labels, classes)
+    """The end-of-run checks of :mod:`tlcore.diagnose` and the task's: at chance, a loss
+    that never moved."""
+    outputs, task, info = t.num_outputs, t.task, t.task_info
+    texts = stalled_stage_warnings(
+        t.history, t.recipe.train.stages, t.train_set.labels, outputs, task=task, info=info
+    )
     if len(t.val_set):
-        chance = chance_warning(val_metrics.get("val_accuracy"), t.val_set.labels, classes)
+        final = {key.removeprefix("val_"): value for key, value in val_metrics.items()}
+        chance = task.chance_warning(final, t.val_set.labels, outputs, info, "validation")
     else:
-        last = t.history[-1].get("accuracy") if t.history else None
-        chance = chance_warning(last, t.train_set.labels, classes, part="training")
+        last = t.history[-1] if t.history else {}
+        chance = task.chance_warning(last, t.train_set.labels, outputs, info, "training")
     for text in [*texts, *([chance] if chance else [])]:
         t.warn(text)
 
@@ -91,6 +101,7 @@ def _quantize(t: Trainer, info: dict[str, Any]) -> Quantized | None:
         calibration=t.train_set, evaluation=evaluation, size=t.size,
         labels=t.class_names, max_drop=spec.max_accuracy_drop,
         calibration_images=spec.calibration_images, evaluated_on=name,
+        task=t.task, task_info=t.task_info,
     )
     record(info, result)
     write_json(t.folder.path / INFO_FILE, info)
@@ -106,7 +117,7 @@ def _export(t: Trainer, fmt: str, images: np.ndarray, info: dict[str, Any]) -> P
         onnx = export_onnx(
             t.backend, t.model, t.folder.path, images, t.class_names,
             t.input_spec,
-            opset=spec.opset, tolerance=spec.tolerance,
+            opset=spec.opset, tolerance=spec.tolerance, task=t.task, task_info=t.task_info,
         )
         info["onnx"] = onnx.to_dict()
         from tlcore.bundle.quantize import discard

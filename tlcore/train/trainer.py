@@ -24,13 +24,13 @@ from tlcore.data import Dataset, load_datasets
 from tlcore.diagnose import (
     feature_warning,
 )
+from tlcore.errors import RecipeError
 from tlcore.freezing import resolve_batchnorm
 from tlcore.interfaces import (
     FreezeReport,
     InputSpec,
     Preprocessing,
     RunInfo,
-    StepState,
 )
 from tlcore.plugins.calls import BackendCalls
 from tlcore.progress import Progress
@@ -39,10 +39,12 @@ from tlcore.recipe import (
     StageSpec,
 )
 from tlcore.runfolder import RunFolder, unchanged, write_json
-from tlcore.schedule import learning_rate, stage_epochs
+from tlcore.schedule import stage_epochs
+from tlcore.tasks import Task, get_task
+from tlcore.train.epoch import check_monitors, monitored, train_epoch
 from tlcore.train.feed import Feed
 from tlcore.train.finish import finish
-from tlcore.train.stages import derive_seed, plan_stages
+from tlcore.train.stages import plan_stages
 
 
 @dataclass
@@ -79,7 +81,7 @@ def _absolute_paths(recipe: Recipe) -> Recipe:
     """The recipe with its data folders made absolute, so a resume works from anywhere."""
     paths = {
         f"data.{name}": str(Path(value).resolve())
-        for name in ("path", "val_path")
+        for name in ("path", "labels", "val_path")
         if (value := getattr(recipe.data, name)) is not None
     }
     return recipe.replace(**paths) if paths else recipe
@@ -104,10 +106,18 @@ class Trainer:
         self.progress = Progress(quiet=quiet)
         # Resolved once and written into run.json, so a resume or export rebuilds the same one.
         self.recipe = _absolute_paths(with_default_backbone(recipe))
+        self.task: Task = get_task(recipe.task)
+        _check_task(self.task, self.recipe)
         if isinstance(data, tuple) and all(isinstance(d, Dataset) for d in data):
             self.train_set, self.val_set = data
+            self.task.check_targets(self.train_set.labels)
         else:
-            self.train_set, self.val_set = load_datasets(recipe.data, recipe.train.seed, data)
+            self.train_set, self.val_set = load_datasets(
+                recipe.data, recipe.train.seed, data, self.task
+            )
+        # What the task learns from the training targets (a regression's scaling); its
+        # calibration on the validation images (thresholds) is added at the end of the run.
+        self.task_info: dict[str, Any] = self.task.prepare(self.train_set.labels)
         if recipe.backbone.source is None and recipe.backbone.model is None:
             self.progress.message(
                 f"no backbone given: using {self.recipe.backbone.source} "
@@ -120,6 +130,7 @@ class Trainer:
                 "measure the model on other images with 'tl eval' (or pass --val or --val-split)"
             )
         self.class_names = tuple(self.train_set.class_names)
+        self.num_outputs = self.task.num_outputs(self.class_names)
         self.history: list[dict[str, Any]] = []
         self.model: Any = None
         self.preprocessing: Preprocessing | None = None
@@ -133,11 +144,11 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train every stage (continuing from the last checkpoint when resuming)."""
         self.folder.start(self.run_info(), resume=self.resume)
-        self.model, backbone = build_model(self.recipe, len(self.class_names), self.progress)
+        self.model, backbone = build_model(self.recipe, self.num_outputs, self.progress)
         self.preprocessing = backbone.preprocessing
         self.input_spec: InputSpec = backbone.input_spec  # type: ignore[assignment]
         self.progress.message(
-            f"{self.backend} · {backbone.name} · {len(self.class_names)} classes · "
+            f"{self.backend} · {backbone.name} · {self.task.name}, {self.num_outputs} outputs · "
             f"{len(self.train_set)} train / {len(self.val_set)} val images"
         )
         self.pretrained = backbone.pretrained
@@ -238,7 +249,7 @@ class Trainer:
         stage, epoch = run.stage, progress.epoch
         self.progress.start_epoch(f"{stage.name} {epoch + 1}/{epochs}")
         started = time.perf_counter()
-        metrics = self._train_epoch(run, epoch)
+        metrics = train_epoch(self, run, epoch)
         metrics.update(run.val_feed.evaluate())
         seconds = round(time.perf_counter() - started, 3)
         row = {"stage": stage.name, "epoch": epoch + 1, **metrics, "seconds": seconds}
@@ -252,7 +263,7 @@ class Trainer:
         if stage.patience and progress.bad_epochs >= stage.patience:
             progress.stopped = True
             self.progress.message(
-                f"stage {stage.name}: no improvement of {stage.monitor} for "
+                f"stage {stage.name}: no improvement of {monitored(stage, self.task)} for "
                 f"{stage.patience} epochs, stopping"
             )
         state = {
@@ -274,35 +285,13 @@ class Trainer:
         self.calls.on_checkpoint(self.info, path)
         return best
 
-    def _train_epoch(self, run: _StageRun, epoch: int) -> dict[str, float]:
-        seed = derive_seed(self.recipe.train.seed, run.index, epoch)
-        self.calls.seed(seed)
-        rng = np.random.default_rng(seed)
-        feed, stage = run.train_feed, run.stage
-        order = rng.permutation(len(feed.dataset))
-        size = self.recipe.train.batch_size
-        batches = [order[i : i + size] for i in range(0, len(order), size)]
-        sums = {"loss": 0.0, "accuracy": 0.0}
-        lr = stage.lr
-        for b, indices in enumerate(batches):
-            step = epoch * len(batches) + b
-            lr = learning_rate(stage, step, run.total_steps)
-            batch = feed.batch(indices, rng)
-            state = StepState(run.optimizer, lr, stage.label_smoothing, step)
-            result = self.calls.train_step(self.model, batch, state)
-            for key in sums:
-                sums[key] += float(result[key]) * len(indices)
-            seen = b * size + len(indices)
-            self.progress.batch(b + 1, len(batches), {k: v / seen for k, v in sums.items()})
-        n = max(len(order), 1)
-        return {"loss": sums["loss"] / n, "accuracy": sums["accuracy"] / n, "lr": lr}
-
     def _track_best(
         self, stage: StageSpec, progress: _StageProgress, metrics: dict[str, float]
     ) -> bool:
-        if stage.monitor not in metrics:
+        monitor = monitored(stage, self.task)
+        if monitor not in metrics:
             return False
-        score = metrics[stage.monitor] * (-1 if stage.monitor == "val_loss" else 1)
+        score = metrics[monitor] * (1 if self.task.higher_is_better(monitor) else -1)
         if progress.best_score is None or score > progress.best_score + 1e-9:
             progress.best_score = score
             progress.best_metrics = dict(metrics)
@@ -352,12 +341,14 @@ class Trainer:
         return RunInfo(self.folder.path, self.backend, self.class_names, self.recipe.to_dict())
 
     def run_info(self) -> dict[str, Any]:
-        """What ``run.json`` holds: versions, backend, classes and the resolved recipe."""
+        """What ``run.json`` holds: versions, backend, classes (the model's output names),
+        the task with what it learned from the data, and the resolved recipe."""
         return {
             "schema_version": SCHEMA_VERSION,
             "tlcore_version": __version__,
             "backend": self.backend,
             "class_names": list(self.class_names),
+            "task": self.task.to_dict(self.task_info),
             "recipe": self.recipe.to_dict(),
         }
 
@@ -368,6 +359,18 @@ class Trainer:
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Load the run's own weights back, strictly."""
         self.calls.set_weights(self.model, weights, strict=True)
+
+
+def _check_task(task: Task, recipe: Recipe) -> None:
+    """What the recipe asks must suit its task: the stages' ``monitor``, quantisation."""
+    check_monitors(recipe.train.stages, task)
+    if recipe.export.quantize != "none" and task.quality_metric is None:
+        raise RecipeError(
+            "export.quantize",
+            recipe.export.quantize,
+            f"none: task {task.name} cannot be quantised (no metric in [0, 1] to check the "
+            "int8 model against the float one)",
+        )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Training steps: the loss goes down, label smoothing is the textbook one, seeds repeat."""
+"""Training steps: the loss goes down, each loss is the textbook one, seeds repeat."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from tlcore.testing.backend import BackendUnderTest, head_part
 from tlcore.testing.data import images, separable
 from tlcore.testing.marks import SUITE_MARKS, hooks
-from tlcore.testing.reference import cross_entropy
+from tlcore.testing.reference import binary_cross_entropy, cross_entropy, mean_squared_error
 
 pytestmark = SUITE_MARKS
 
@@ -22,8 +22,11 @@ def test_training_steps_reduce_the_loss(tl_backend: BackendUnderTest) -> None:
     before = cross_entropy(tl_backend.logits(model, x), y)
     optimizer = tl_backend.optimizer(model, optimizer="adamw", lr=1e-2)
     results = [tl_backend.step(model, optimizer, x, y, smoothing=0.1) for _ in range(8)]
-    assert all(set(r) == {"loss", "accuracy"} for r in results)
-    assert all(type(v) is float for r in results for v in r.values())
+    assert all(set(r) <= {"loss", "outputs", "accuracy"} and "loss" in r for r in results)
+    assert all(type(r["loss"]) is float for r in results)
+    for r in results:  # the batch's logits before the update, for the core's metrics
+        if "outputs" in r:
+            assert r["outputs"].dtype == np.float32 and r["outputs"].shape == (32, 2)
     out = tl_backend.logits(model, x)
     assert out.dtype == np.float32 and out.shape == (32, 2)
     assert cross_entropy(out, y) < before / 2
@@ -41,6 +44,45 @@ def test_label_smoothing_matches_the_definition(tl_backend: BackendUnderTest) ->
     optimizer = tl_backend.optimizer(model)
     result = tl_backend.step(model, optimizer, feats, y, features=True, smoothing=0.2, lr=0.0)
     assert result["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+@hooks("tl_train_step", "tl_eval_step")
+@pytest.mark.parametrize("loss", ["binary_cross_entropy", "mse"])
+def test_multilabel_and_regression_losses_match_the_definition(
+    tl_backend: BackendUnderTest, loss: str
+) -> None:
+    """``binary_cross_entropy`` (multi-hot float targets) and ``mse`` (float targets) by name,
+    on the batch before the step; the outputs returned are that batch's logits."""
+    model = tl_backend.build(num_classes=3)
+    tl_backend.freeze(model, policy="none")
+    x = images(6)
+    rng = np.random.default_rng(1)
+    if loss == "mse":
+        y = rng.normal(size=(6, 3)).astype(np.float32)
+        reference = mean_squared_error
+    else:
+        y = (rng.random((6, 3)) > 0.5).astype(np.float32)
+        reference = binary_cross_entropy
+    expected = reference(tl_backend.logits(model, x), y)
+    optimizer = tl_backend.optimizer(model)
+    result = tl_backend.step(model, optimizer, x, y, lr=0.0, loss=loss)
+    assert result["loss"] == pytest.approx(expected, rel=1e-4)
+    if "outputs" in result:
+        np.testing.assert_allclose(result["outputs"], tl_backend.logits(model, x), atol=1e-4)
+
+
+@hooks("tl_attach_head", "tl_train_step", "tl_eval_step")
+def test_a_head_with_one_output_trains_a_regression(tl_backend: BackendUnderTest) -> None:
+    model = tl_backend.build(num_classes=1)
+    tl_backend.freeze(model, policy="none")
+    x, labels = separable(32)
+    y = labels.astype(np.float32).reshape(-1, 1)
+    assert tl_backend.logits(model, x).shape == (32, 1)
+    before = mean_squared_error(tl_backend.logits(model, x), y)
+    optimizer = tl_backend.optimizer(model, optimizer="adamw", lr=1e-2)
+    for _ in range(8):
+        tl_backend.step(model, optimizer, x, y, loss="mse")
+    assert mean_squared_error(tl_backend.logits(model, x), y) < before / 2
 
 
 @hooks("tl_seed", "tl_attach_head")

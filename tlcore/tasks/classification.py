@@ -1,0 +1,185 @@
+"""Single-label classification: one class per image, softmax cross-entropy, top-1 accuracy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tlcore.bundle.layout import PROBABILITIES
+from tlcore.errors import DataError
+from tlcore.metrics import classification_report, cross_entropy, format_report
+from tlcore.tasks.base import Prediction, Task, append_output, logits_type
+
+
+class ClassificationTask(Task):
+    """One class per image, from a folder per class, integer or string labels, or a CSV file
+    of ``path,label``. Targets are int64 class indices; the ONNX model adds a Softmax
+    (``probabilities``); ``tl predict`` prints the ``top_k`` classes."""
+
+    name: ClassVar[str] = "classification"
+    description: ClassVar[str] = "one class per image (softmax, cross-entropy, accuracy)"
+    loss: ClassVar[str] = "cross_entropy"
+    output: ClassVar[str] = PROBABILITIES
+    metric_names: ClassVar[tuple[str, ...]] = ("loss", "accuracy")
+    default_monitor: ClassVar[str] = "val_accuracy"
+    quality_metric: ClassVar[str | None] = "accuracy"
+    reads_folders: ClassVar[bool] = True
+    baseline: ClassVar[str] = "predicting the class frequencies"
+    agreement_on: ClassVar[str | None] = "top-1"
+
+    def encode_labels(
+        self, labels: Any, count: int, names: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Integer class indices or class names as int64 codes (see
+        :class:`~tlcore.data.ArrayDataset`); at least two classes."""
+        from tlcore.data.labels import _encode_labels  # the data layer imports the tasks
+
+        return _encode_labels(labels, count, names)
+
+    def check_targets(self, targets: np.ndarray) -> None:
+        """Class indices: int64, one per image."""
+        array = np.asarray(targets)
+        if array.dtype.kind not in "iu" or array.ndim != 1:
+            raise DataError(
+                f"task classification needs one class index per image; got labels of "
+                f"{array.dtype} {array.shape}",
+                "give class indices or names, or set the task that fits the labels "
+                "(multilabel, regression)",
+            )
+
+    def align(
+        self, targets: np.ndarray, names: Sequence[str], labels: Sequence[str]
+    ) -> np.ndarray:
+        """Class indices of ``names`` as indices of ``labels``, by class name."""
+        super().align(targets, names, labels)
+        index = {name: i for i, name in enumerate(labels)}
+        mapping = np.array([index[name] for name in names], dtype=np.int64)
+        return mapping[np.asarray(targets, dtype=np.int64)]
+
+    def counts(self, targets: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """Images per class."""
+        return np.bincount(targets, minlength=len(names)).astype(np.int64)
+
+    def describe(self, targets: np.ndarray, names: Sequence[str]) -> str:
+        """``120 images, 2 classes: cat 60, dog 60``."""
+        counts = self.counts(targets, names)
+        parts = [f"{name} {int(n)}" for name, n in zip(names, counts, strict=True)]
+        if len(parts) > 12:
+            parts = [*parts[:10], f"... and {len(parts) - 10} more"]
+        return f"{len(targets)} images, {len(names)} classes: " + ", ".join(parts)
+
+    def metrics(
+        self, outputs: np.ndarray, targets: np.ndarray, info: dict[str, Any]
+    ) -> dict[str, float]:
+        """Softmax cross-entropy (no label smoothing) and top-1 accuracy."""
+        if not len(targets):
+            return {}
+        return {
+            "loss": cross_entropy(outputs, targets),
+            "accuracy": float(np.mean(np.asarray(outputs).argmax(axis=1) == targets)),
+        }
+
+    def baseline_loss(
+        self,
+        targets: np.ndarray,
+        num_outputs: int,
+        info: dict[str, Any],
+        smoothing: float = 0.0,
+    ) -> tuple[float, float]:
+        """The cross-entropy of predicting the class frequencies, and of a perfect fit."""
+        classes = num_outputs
+        return label_entropy(targets, classes, smoothing), loss_floor(classes, smoothing)
+
+    def chance_warning(
+        self,
+        metrics: dict[str, float],
+        targets: np.ndarray,
+        num_outputs: int,
+        info: dict[str, Any],
+        part: str,
+    ) -> str | None:
+        """:func:`tlcore.diagnose.chance_warning` on the accuracy."""
+        from tlcore.diagnose import chance_warning  # the training side, never the runtime's
+
+        return chance_warning(metrics.get("accuracy"), targets, num_outputs, part=part)
+
+    def activate(self, outputs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """Row-wise softmax in float64."""
+        z = np.asarray(outputs, dtype=np.float64)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def final_node(self, proto: Any, logits: str, info: dict[str, Any]) -> None:
+        """A Softmax over the classes: ``probabilities``."""
+        from onnx import helper
+
+        elem_type, width = logits_type(proto, logits)
+        node = helper.make_node("Softmax", [logits], [self.output], axis=1, name="tlcore_softmax")
+        append_output(proto, self.output, elem_type, width, [node])
+
+    def agreement(
+        self, ours: np.ndarray, theirs: np.ndarray, info: dict[str, Any], tolerance: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The same top-1 class; near-equal top classes (an untrained head) may swap by
+        rounding, so only a swap the framework itself sees beyond the tolerance counts."""
+        picked = np.asarray(ours).argmax(axis=1)
+        same = picked == theirs.argmax(axis=1)
+        tied = theirs.max(axis=1) - theirs[np.arange(len(picked)), picked] <= tolerance
+        return same, tied
+
+    def decode(
+        self, source: str, row: np.ndarray, labels: Sequence[str], info: dict[str, Any],
+        top_k: int,
+    ) -> Prediction:
+        """The ``top_k`` most probable classes."""
+        best = np.argsort(-row, kind="stable")[: min(top_k, len(labels))]
+        return Prediction(source, tuple((labels[i], float(row[i])) for i in best), task=self.name)
+
+    def prediction_dict(self, prediction: Prediction) -> dict[str, Any]:
+        """``{"source", "label", "probability", "top": [{"label", "probability"}, ...]}``."""
+        return {
+            "source": prediction.source,
+            "label": prediction.label,
+            "probability": prediction.probability,
+            "top": [{"label": label, "probability": p} for label, p in prediction.top],
+        }
+
+    def score(self, outputs: np.ndarray, targets: np.ndarray, info: dict[str, Any]) -> float:
+        """Top-1 accuracy."""
+        if not len(targets):
+            return 0.0
+        return float(np.mean(np.asarray(outputs).argmax(axis=1) == targets))
+
+    def report(
+        self, outputs: np.ndarray, targets: np.ndarray, labels: Sequence[str],
+        info: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Accuracy, per-class precision / recall / support and the confusion matrix."""
+        predicted = np.asarray(outputs).argmax(axis=1) if len(outputs) else np.zeros(0, np.int64)
+        return classification_report(targets, predicted, tuple(labels))
+
+    def format_report(self, report: dict[str, Any]) -> str:
+        """:func:`tlcore.metrics.format_report`."""
+        return format_report(report, report["class_names"])
+
+
+def label_entropy(labels: np.ndarray, num_classes: int, smoothing: float = 0.0) -> float:
+    """The training loss of the best constant prediction: the cross-entropy of the (smoothed)
+    class frequencies of ``labels`` with themselves; ``ln K`` for K balanced classes."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    p = counts / max(counts.sum(), 1)
+    p = (1 - smoothing) * p + smoothing / num_classes
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def loss_floor(num_classes: int, smoothing: float) -> float:
+    """The lowest cross-entropy possible: the entropy of one smoothed one-hot target."""
+    if smoothing <= 0 or num_classes < 2:
+        return 0.0
+    low = smoothing / num_classes
+    high = 1 - smoothing + low
+    return float(-(high * math.log(high) + (num_classes - 1) * low * math.log(low)))

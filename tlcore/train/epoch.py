@@ -1,0 +1,125 @@
+"""One training epoch: the steps, and the task's metrics computed by the core from the outputs
+each step returns; which validation metric a stage monitors.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tlcore.errors import RecipeError
+from tlcore.interfaces import StepState
+from tlcore.schedule import learning_rate
+from tlcore.train.stages import derive_seed
+
+if TYPE_CHECKING:
+    from tlcore.recipe import StageSpec
+    from tlcore.tasks import Task
+    from tlcore.train.trainer import Trainer, _StageRun
+
+AUTO = "auto"
+
+
+def train_epoch(t: Trainer, run: _StageRun, epoch: int) -> dict[str, float]:
+    """Train one epoch of ``run``'s stage; its training metrics (``loss``, the task's metrics
+    on the outputs before each update, ``lr``)."""
+    seed = derive_seed(t.recipe.train.seed, run.index, epoch)
+    t.calls.seed(seed)
+    rng = np.random.default_rng(seed)
+    feed, stage = run.train_feed, run.stage
+    order = rng.permutation(len(feed.dataset))
+    size = t.recipe.train.batch_size
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
+    metrics = EpochMetrics(t.task, t.task_info, live=t.progress.live)
+    lr = stage.lr
+    for b, indices in enumerate(batches):
+        step = epoch * len(batches) + b
+        lr = learning_rate(stage, step, run.total_steps)
+        batch = feed.batch(indices, rng)
+        state = StepState(run.optimizer, lr, stage.label_smoothing, step, loss=t.task.loss)
+        metrics.add(t.calls.train_step(t.model, batch, state), feed.dataset.labels[indices])
+        t.progress.batch(b + 1, len(batches), metrics.running())
+    return {**metrics.result(), "lr": lr}
+
+
+class EpochMetrics:
+    """The training metrics of one epoch, from what each ``tl_train_step`` returned.
+
+    The loss is the backend's (it includes label smoothing), averaged over the images; every
+    other metric is the task's, computed once over the epoch's outputs (the logits before
+    each update). A backend that returns ``accuracy`` instead of ``outputs`` has its
+    accuracy averaged, as before tasks existed.
+
+    Args:
+        task: the run's task.
+        info: what the task learned from the training data.
+        live: keep running metrics for a live progress bar.
+    """
+
+    def __init__(self, task: Task, info: dict[str, Any], live: bool = False) -> None:
+        self.task, self.info, self.live = task, info, live
+        self.seen = 0
+        self.loss = 0.0
+        self.accuracy: float | None = None
+        self.outputs: list[np.ndarray] = []
+        self.targets: list[np.ndarray] = []
+        self._running: dict[str, float] = {}
+
+    def add(self, result: dict[str, Any], targets: np.ndarray) -> None:
+        """One step's result, for ``targets`` (the dataset's labels of its batch)."""
+        n = len(targets)
+        self.seen += n
+        self.loss += float(result["loss"]) * n
+        if result.get("outputs") is not None:
+            outputs = np.asarray(result["outputs"])
+            self.outputs.append(outputs)
+            self.targets.append(targets)
+            if self.live:
+                step = self.task.metrics(outputs, targets, self.info)
+                for key, value in step.items():
+                    self._running[key] = self._running.get(key, 0.0) + value * n
+        elif "accuracy" in result:
+            self.accuracy = (self.accuracy or 0.0) + float(result["accuracy"]) * n
+
+    def running(self) -> dict[str, float]:
+        """The epoch so far: the mean loss (and, on a live display, the mean of the steps'
+        metrics)."""
+        seen = max(self.seen, 1)
+        shown = {key: value / seen for key, value in self._running.items() if key != "loss"}
+        return {"loss": self.loss / seen, **shown}
+
+    def result(self) -> dict[str, float]:
+        """The epoch's mean loss and the task's metrics over all its outputs."""
+        seen = max(self.seen, 1)
+        out = {"loss": self.loss / seen}
+        if self.outputs:
+            found = self.task.metrics(
+                np.concatenate(self.outputs), np.concatenate(self.targets), self.info
+            )
+            out.update({key: value for key, value in found.items() if key != "loss"})
+        elif self.accuracy is not None:
+            out["accuracy"] = self.accuracy / seen
+        return out
+
+
+def monitored(stage: StageSpec, task: Task) -> str:
+    """The validation metric ``stage`` watches: its ``monitor``, or the task's default for
+    ``auto``."""
+    return task.default_monitor if stage.monitor == AUTO else stage.monitor
+
+
+def check_monitors(stages: tuple[StageSpec, ...], task: Task) -> None:
+    """Every stage's ``monitor`` is ``auto`` or a validation metric of ``task``.
+
+    Raises:
+        RecipeError: names the stage's field and the task's metrics.
+    """
+    for i, stage in enumerate(stages):
+        if stage.monitor != AUTO and stage.monitor not in task.monitors():
+            raise RecipeError(
+                f"train.stages.{i}.monitor",
+                stage.monitor,
+                f"{AUTO} or a validation metric of task {task.name}: "
+                + ", ".join(task.monitors()),
+            )
