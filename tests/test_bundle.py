@@ -17,7 +17,8 @@ import transformers
 from PIL import Image
 
 import tlcore
-from tlcore import bundle, plugins
+from tlcore import plugins
+from tlcore.bundle import graph
 from tlcore.build import load_run
 from tlcore.bundle.export import export_run
 from tlcore.bundle.graph import export_onnx
@@ -305,7 +306,7 @@ def test_a_model_over_the_protobuf_limit_keeps_its_tensors_beside_it(
 ):
     # No 2 GB model here: the limit is lowered, the code path is the one a big model takes.
     expected = Predictor(cnn_run).predict(small_digits / "4")
-    monkeypatch.setattr(bundle, "_PROTOBUF_LIMIT", 0)
+    monkeypatch.setattr(graph, "_PROTOBUF_LIMIT", 0)
     result = export_run(cnn_run)
     assert result.data_sha256 == file_sha256(cnn_run / "model.onnx.data")
     assert (cnn_run / "model.onnx").stat().st_size < 10_000

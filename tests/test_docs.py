@@ -46,6 +46,7 @@ PAGES = [
     "deploy.md",
     "architecture.md",
     "plugins/tutorial.md",
+    "plugins/backend.md",
 ]
 RUN_LANGUAGES = {"python": "python", "bash": "bash"}
 DIRECTIVES = ("skip", "ci", "exit", "output", "file", "append", "setup")

@@ -71,8 +71,9 @@ def test_multilabel_and_regression_losses_match_the_definition(
         np.testing.assert_allclose(result["outputs"], tl_backend.logits(model, x), atol=1e-4)
 
 
-@hooks("tl_attach_head", "tl_train_step", "tl_eval_step")
+@hooks("tl_seed", "tl_attach_head", "tl_train_step", "tl_eval_step")
 def test_a_head_with_one_output_trains_a_regression(tl_backend: BackendUnderTest) -> None:
+    tl_backend.seed(0)
     model = tl_backend.build(num_classes=1)
     tl_backend.freeze(model, policy="none")
     x, labels = separable(32)
@@ -80,9 +81,10 @@ def test_a_head_with_one_output_trains_a_regression(tl_backend: BackendUnderTest
     assert tl_backend.logits(model, x).shape == (32, 1)
     before = mean_squared_error(tl_backend.logits(model, x), y)
     optimizer = tl_backend.optimizer(model, optimizer="adamw", lr=1e-2)
-    for _ in range(8):
+    for _ in range(30):
         tl_backend.step(model, optimizer, x, y, loss="mse")
-    assert mean_squared_error(tl_backend.logits(model, x), y) < before / 2
+    # Better than halving the start, and than predicting the mean (0.25 on balanced 0/1).
+    assert mean_squared_error(tl_backend.logits(model, x), y) < min(before / 2, 0.2)
 
 
 @hooks("tl_seed", "tl_attach_head")
