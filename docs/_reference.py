@@ -373,6 +373,13 @@ def hook_reference() -> str:
         "any subset, with `@tlcore.hookimpl` on functions of the same name; it may leave out "
         "arguments it does not use. The [plugin tutorial](../plugins/tutorial.md) builds one "
         "step by step.\n",
+        "**Implementing a whole backend?** Subclass `tlcore.Backend` "
+        "([below](#backend-class)): its plain methods (`load_backbone`, `attach_head`, "
+        "`freeze`, `train_step`, ...) are the steps, and it implements the backend hooks with "
+        "them, answering only for its own name and objects. The built-in backends are written "
+        "that way; [Writing a backend](../plugins/backend.md) builds one from scratch. The hooks "
+        "below stay the contract: a plugin that adds a backbone source, a freeze policy or a "
+        "logger still writes a function per hook.\n",
         rst_to_markdown(module.__doc__),
         "## Hooks at a glance\n",
         "| hook | called | answers |\n| --- | --- | --- |",
@@ -394,6 +401,7 @@ def hook_reference() -> str:
             f"*{kind}.*\n",
             rst_to_markdown(fn.__doc__),
         ]
+    parts += backend_class_reference()
     parts += [
         "## Objects that cross the boundary\n",
         rst_to_markdown(interfaces.__doc__),
@@ -405,6 +413,26 @@ def hook_reference() -> str:
         if dataclasses.is_dataclass(cls):
             parts.append(_dataclass_fields(cls))
     return "\n".join(parts)
+
+
+def backend_class_reference() -> list[str]:
+    """The section on :class:`tlcore.Backend`: its docstring, then each method a subclass
+    provides, with its signature and docstring (the methods behind the hooks name their hook)."""
+    from tlcore.plugins.backend import Backend
+
+    parts = [
+        "## The backend base class: `tlcore.Backend` {#backend-class}\n",
+        rst_to_markdown(Backend.__doc__),
+        "**What a subclass provides** besides the class attributes (each method says which "
+        "hook it answers; [Writing a backend](../plugins/backend.md) shows a whole subclass):\n",
+    ]
+    for name, method in vars(Backend).items():
+        if name.startswith(("_", "tl_")) or not inspect.isfunction(method):
+            continue
+        text = " ".join(rst_to_markdown(method.__doc__).split())
+        signature = re.sub(r"\(self(, )?", "(", signature_text(name, method), count=1)
+        parts.append(f"- `{signature}`: {text}")
+    return [*parts, ""]
 
 
 def _group(name: str) -> str:

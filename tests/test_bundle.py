@@ -18,8 +18,8 @@ from PIL import Image
 
 import tlcore
 from tlcore import plugins
-from tlcore.bundle import graph
 from tlcore.build import load_run
+from tlcore.bundle import graph
 from tlcore.bundle.export import export_run
 from tlcore.bundle.graph import export_onnx
 from tlcore.bundle.layout import SCHEMA_VERSION, file_sha256
