@@ -100,16 +100,13 @@ def logreg_accuracy(
     from sklearn.linear_model import LogisticRegression
 
     from tlcore.build import build_model
-    from tlcore.plugins import hook
+    from tlcore.plugins.calls import BackendCalls
     from tlcore.recipe import build_recipe
 
     model, _ = build_model(build_recipe(backend=backend, input_size=size), 10)
 
     def features(images: np.ndarray) -> np.ndarray:
-        return np.concatenate([
-            hook().tl_extract_features(backend=backend, model=model, images=images[i : i + 128])
-            for i in range(0, len(images), 128)
-        ])
+        return BackendCalls(backend).extract_features(model, images)  # batched by the backend
 
     x_train, x_test = features(train[0]), features(test[0])
     mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6

@@ -24,7 +24,7 @@ from PIL import Image
 import tlcore
 from tlcore.bundle.export import quantize_run
 from tlcore.bundle.graph import finish_graph
-from tlcore.bundle.layout import META_TASK
+from tlcore.bundle.layout import META_INPUT, META_TASK
 from tlcore.cli import cli
 from tlcore.data import LabelFileDataset, load_datasets
 from tlcore.errors import DataError, RecipeError
@@ -361,9 +361,12 @@ def test_a_bundle_without_a_task_is_a_classifier(tmp_path):
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     finish_graph(proto, ["r", "g", "b"], Preprocessing((4, 4)))
-    kept = [p for p in proto.metadata_props if p.key != META_TASK]
+    # As 0.1 wrote it: no task, and the input as the image preprocessing alone (no modality).
+    kept = [p for p in proto.metadata_props if p.key not in (META_TASK, META_INPUT)]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
+    old_input = json.dumps(Preprocessing((4, 4)).to_dict())
+    proto.metadata_props.add(key=META_INPUT, value=old_input)
     onnx.save(proto, str(tmp_path / "old.onnx"))
     image = np.zeros((4, 4, 3), np.uint8)
     image[..., 1] = 200

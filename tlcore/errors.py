@@ -18,6 +18,18 @@ class TlcoreError(Exception):
     def __str__(self) -> str:
         return f"{self.message} (hint: {self.hint})" if self.hint else self.message
 
+    @classmethod
+    def caused_by(cls, what: str, exc: BaseException, hint: str) -> TlcoreError:
+        """The error for a framework exception that means the user's input cannot be used:
+        ``what`` went wrong, then the exception's type and (the start of) its message, which
+        frameworks raise in many types (raise it ``from None``: the traceback is theirs).
+
+        Example:
+            >>> str(TlcoreError.caused_by("cannot read w.pt", ValueError("bad magic"), "re-save"))
+            'cannot read w.pt: ValueError: bad magic (hint: re-save)'
+        """
+        return cls(f"{what}: {type(exc).__name__}: {str(exc).strip()[:300]}", hint)
+
 
 class RecipeError(TlcoreError):
     """A recipe value is invalid: names the field's path, the value given and what is valid."""

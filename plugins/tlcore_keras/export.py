@@ -61,9 +61,8 @@ def export_onnx(model: TransferModel, folder: Path, example: np.ndarray, opset: 
                 inference, input_signature=signature, opset=opset, output_path=str(temp)
             )
     except Exception as exc:  # tf2onnx raises many types for an unsupported op or opset
-        raise TlcoreError(
-            f"tf2onnx cannot export the model to ONNX (opset {opset}): "
-            f"{type(exc).__name__}: {str(exc).strip()[:300]}",
+        raise TlcoreError.caused_by(
+            f"tf2onnx cannot export the model to ONNX (opset {opset})", exc,
             "set export.formats to [native] to skip ONNX, or try another export.opset",
         ) from None
     return target

@@ -189,9 +189,8 @@ class TransferModel:
         except TlcoreError:
             raise
         except Exception as exc:  # any framework error here means the input does not fit
-            raise TlcoreError(
-                f"the backbone cannot run on {height}x{width} RGB images: "
-                f"{type(exc).__name__}: {str(exc).strip()[:300]}",
+            raise TlcoreError.caused_by(
+                f"the backbone cannot run on {height}x{width} RGB images", exc,
                 "check backbone.input_size, and that the network takes (N, H, W, 3) input",
             ) from None
         pool = make_pool(head.pooling, len(out.shape))

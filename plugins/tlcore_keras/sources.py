@@ -147,8 +147,8 @@ def _file(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
     try:
         network = keras.saving.load_model(str(path), safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many types for a bad or unsafe file
-        raise TlcoreError(
-            f"cannot load {path}: {type(exc).__name__}: {str(exc).strip()[:300]}",
+        raise TlcoreError.caused_by(
+            f"cannot load {path}", exc,
             "save it with model.save(path) from Keras 3; custom layers must be registered "
             "with keras.saving.register_keras_serializable, and lambdas are refused",
         ) from None

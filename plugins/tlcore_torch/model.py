@@ -137,9 +137,8 @@ class TransferModel(nn.Module):
                 dummy = torch.zeros(1, height, width, 3, dtype=torch.uint8)
                 out = self.features(dummy)
         except Exception as exc:  # any framework error here means the input does not fit
-            raise TlcoreError(
-                f"the backbone cannot run on {height}x{width} RGB images: "
-                f"{type(exc).__name__}: {exc}",
+            raise TlcoreError.caused_by(
+                f"the backbone cannot run on {height}x{width} RGB images", exc,
                 "check backbone.input_size, and that the network takes (N, 3, H, W) input",
             ) from exc
         finally:

@@ -80,8 +80,8 @@ def read_weights_file(path: Path) -> dict[str, np.ndarray]:
         else:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch and safetensors raise many types for a bad file
-        raise TlcoreError(
-            f"cannot read weights file {path}: {type(exc).__name__}: {exc}",
+        raise TlcoreError.caused_by(
+            f"cannot read weights file {path}", exc,
             "save weights with torch.save(model.state_dict(), path) or safetensors; "
             "pickled objects other than tensors are refused for safety",
         ) from None
