@@ -134,9 +134,23 @@ class Task:
         """
         raise NotImplementedError
 
+    #: The targets this task trains on: numpy dtype kinds, dimensions, and how to say it.
+    target_kinds: ClassVar[str] = "iuf"
+    target_ndim: ClassVar[int] = 1
+    target_text: ClassVar[str] = "one label per image"
+    target_hint: ClassVar[str] = "give labels of the kind the task takes"
+
     def check_targets(self, targets: np.ndarray) -> None:
         """Raise :class:`~tlcore.errors.DataError` when a dataset's targets (its ``labels``)
-        are not what this task trains on (e.g. class indices for a regression)."""
+        are not what this task trains on (e.g. class indices for a regression), as
+        :attr:`target_kinds` and :attr:`target_ndim` say."""
+        array = np.asarray(targets)
+        if array.dtype.kind not in self.target_kinds or array.ndim != self.target_ndim:
+            raise DataError(
+                f"task {self.name} needs {self.target_text}; got labels of {array.dtype} "
+                f"{array.shape}",
+                self.target_hint,
+            )
 
     def num_outputs(self, names: Sequence[str]) -> int:
         """How many outputs the head has for these output names."""

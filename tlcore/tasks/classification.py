@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tlcore.bundle.layout import PROBABILITIES
-from tlcore.errors import DataError
 from tlcore.metrics import classification_report, cross_entropy, format_report
 from tlcore.tasks.base import Prediction, Task, append_output, logits_type
 
@@ -29,6 +28,12 @@ class ClassificationTask(Task):
     reads_folders: ClassVar[bool] = True
     baseline: ClassVar[str] = "predicting the class frequencies"
     agreement_on: ClassVar[str | None] = "top-1"
+    target_kinds: ClassVar[str] = "iu"
+    target_text: ClassVar[str] = "one class index per image"
+    target_hint: ClassVar[str] = (
+        "give class indices or names, or set the task that fits the labels "
+        "(multilabel, regression)"
+    )
 
     def encode_labels(
         self, labels: Any, count: int, names: Sequence[str] | None = None
@@ -38,17 +43,6 @@ class ClassificationTask(Task):
         from tlcore.data.labels import _encode_labels  # the data layer imports the tasks
 
         return _encode_labels(labels, count, names)
-
-    def check_targets(self, targets: np.ndarray) -> None:
-        """Class indices: int64, one per image."""
-        array = np.asarray(targets)
-        if array.dtype.kind not in "iu" or array.ndim != 1:
-            raise DataError(
-                f"task classification needs one class index per image; got labels of "
-                f"{array.dtype} {array.shape}",
-                "give class indices or names, or set the task that fits the labels "
-                "(multilabel, regression)",
-            )
 
     def align(
         self, targets: np.ndarray, names: Sequence[str], labels: Sequence[str]

@@ -38,6 +38,12 @@ class MultiLabelTask(Task):
     quality_metric: ClassVar[str | None] = "f1_micro"
     baseline: ClassVar[str] = "predicting each label's frequency"
     agreement_on: ClassVar[str | None] = "labels over threshold"
+    target_kinds: ClassVar[str] = "f"
+    target_ndim: ClassVar[int] = 2
+    target_text: ClassVar[str] = "multi-hot labels (n, labels)"
+    target_hint: ClassVar[str] = (
+        "read them from a label file (data.labels) or pass a multi-hot array"
+    )
     label_example: ClassVar[str] = "img/1.png,cat;dog (labels separated by ';')"
 
     def parse_label(self, text: str) -> tuple[str, ...]:
@@ -83,16 +89,6 @@ class MultiLabelTask(Task):
         for i, row in enumerate(rows):
             targets[i, [index[str(name)] for name in row]] = 1.0
         return targets, known
-
-    def check_targets(self, targets: np.ndarray) -> None:
-        """Multi-hot floats, ``(n, labels)``."""
-        array = np.asarray(targets)
-        if array.dtype.kind != "f" or array.ndim != 2:
-            raise DataError(
-                f"task multilabel needs multi-hot labels (n, labels); got {array.dtype} "
-                f"{array.shape}",
-                "read them from a label file (data.labels) or pass a multi-hot array",
-            )
 
     def align(
         self, targets: np.ndarray, names: Sequence[str], labels: Sequence[str]

@@ -36,6 +36,9 @@ class RegressionTask(Task):
     default_monitor: ClassVar[str] = "val_mae"
     quality_metric: ClassVar[str | None] = None
     baseline: ClassVar[str] = "predicting the mean"
+    target_kinds: ClassVar[str] = "f"
+    target_text: ClassVar[str] = "one number per image"
+    target_hint: ClassVar[str] = "read them from a label file (data.labels) or pass a float array"
     label_example: ClassVar[str] = "img/1.png,0.73 (a finite number)"
 
     def parse_label(self, text: str) -> float:
@@ -77,16 +80,6 @@ class RegressionTask(Task):
         if len(known) != 1:
             raise DataError(f"one target name needed, got {list(known)}", "e.g. ['age']")
         return values, known
-
-    def check_targets(self, targets: np.ndarray) -> None:
-        """Numbers, ``(n,)``."""
-        array = np.asarray(targets)
-        if array.dtype.kind != "f" or array.ndim != 1:
-            raise DataError(
-                f"task regression needs one number per image; got labels of {array.dtype} "
-                f"{array.shape}",
-                "read them from a label file (data.labels) or pass a float array",
-            )
 
     def num_outputs(self, names: Sequence[str]) -> int:
         """One output."""
