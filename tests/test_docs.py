@@ -44,6 +44,7 @@ PAGES = [
     "getting-started.md",
     "embedding.md",
     "deploy.md",
+    "security.md",
     "architecture.md",
     "plugins/tutorial.md",
     "plugins/backend.md",

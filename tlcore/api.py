@@ -88,16 +88,19 @@ def resolve_run(
     recipe, the run folder and the in-memory data (``None`` for a folder).
 
     Raises:
-        TlcoreError: resuming without a run folder; no data at all.
+        TlcoreError: resuming without a run folder; another process is writing the run
+            folder (refused here, before any data is read); no data at all.
     """
+    from tlcore.runfolder import RunFolder
+
     if isinstance(data, str | Path):
         shortcuts["data"] = str(data)
         data = None
+    if out is not None:
+        RunFolder(out).check_free()
     if resume:
         if out is None:
             raise TlcoreError("resuming needs the run folder", "pass out= (tl train --resume RUN)")
-        from tlcore.runfolder import RunFolder
-
         recipe = recipe if recipe is not None else RunFolder(out).info()["recipe"]
     resolved = make_recipe(recipe, overrides, **shortcuts)
     if resolved.data.path is None and resolved.data.labels is None and data is None:
@@ -113,6 +116,7 @@ def fit(
     resume: bool = False,
     quiet: bool = True,
     overrides: dict[str, Any] | None = None,
+    data_changed_ok: bool = False,
     **shortcuts: Any,
 ) -> TrainResult:
     """Fine-tune a pretrained backbone on ``data`` and write a run folder.
@@ -123,9 +127,14 @@ def fit(
             ``data.path``.
         recipe: a :class:`Recipe`, a YAML/TOML file, or a dict; defaults otherwise.
         out: the run folder; default :func:`default_out`, a new timestamped folder.
-        resume: continue the interrupted run in ``out`` (pass the same ``data``).
+        resume: continue the interrupted run in ``out`` (pass the same ``data``). The data
+            must be what the run started with (its files, sizes and times, or the same
+            arrays); a run that stopped before its first checkpoint starts again.
         quiet: no progress output.
         overrides: dotted-path overrides, ``{"train.stages.1.lr": 1e-5}``.
+        data_changed_ok: resume even though files were added, removed or changed since the
+            run started (the validation images are then drawn from the data as it is now);
+            other classes are refused all the same.
         shortcuts: ``backend="keras"``, ``backbone="hf:./resnet"`` or a ``torch.nn.Module`` /
             ``keras.Model``, ``epochs=3``, ``lr=1e-3``, ``batch_size=16``, ``task="multilabel"``
             with ``labels="tags.csv"`` (a CSV label file; ``data`` is then the folder its paths
@@ -142,4 +151,7 @@ def fit(
     resolved, folder, arrays = resolve_run(
         data, recipe=recipe, out=out, resume=resume, overrides=overrides, **shortcuts
     )
-    return Trainer(resolved, folder, data=arrays, resume=resume, quiet=quiet).run()
+    trainer = Trainer(
+        resolved, folder, data=arrays, resume=resume, quiet=quiet, data_changed_ok=data_changed_ok
+    )
+    return trainer.run()

@@ -55,6 +55,9 @@ def build_model(recipe: Recipe, num_classes: int, progress: Progress | None = No
     report = backbone.extra.get("weights_report")
     if isinstance(report, LoadReport) and progress is not None:
         _warn_partial_load(report, spec.weights, progress)
+    if progress is not None:
+        for text in backbone.extra.get("warnings", ()):
+            progress.warn(text)
     backbone.pretrained = not random_init(recipe, backbone)
     model = calls.attach_head(backbone, recipe.head, num_classes)
     return model, backbone

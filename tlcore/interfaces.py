@@ -135,7 +135,8 @@ class Backbone:
         network: the native object (a ``torch.nn.Module``, a ``keras.Model``, ...).
         preprocessing: the input size and normalisation the network expects.
         name: a readable name for logs and the bundle, e.g. ``hf:microsoft/resnet-18``.
-        extra: anything the backend wants to carry from loading to attaching the head.
+        extra: anything the backend wants to carry from loading to attaching the head;
+            ``extra["warnings"]``, a list of texts, is shown to the user as warnings.
         pretrained: False when the weights are a random initialisation: the core then trains
             the whole network with BatchNorm in training mode instead of freezing random
             features. A backend sets it False for a source with no published weights; the

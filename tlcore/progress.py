@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import TextIO
+
+# C0 controls but tab and newline, DEL, C1 controls, and the bidirectional marks and overrides
+# that can make a terminal show text in another order than it is written.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    r"""``text`` safe to print on a terminal: control characters and bidirectional overrides
+    are shown escaped (``\x1b``, ``\u202e``), so a class folder or file name cannot send
+    escape sequences to the terminal; newlines and tabs are kept.
+
+    Example:
+        >>> printable("cat\x1b[2J")
+        'cat\\x1b[2J'
+    """
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 class Progress:
@@ -25,16 +47,16 @@ class Progress:
         """One line of information (stage start, freeze report, cache)."""
         if not self.quiet:
             self._clear()
-            print(text, file=self.stream, flush=True)
+            print(printable(text), file=self.stream, flush=True)
 
     def warn(self, text: str) -> None:
         """A warning, shown even when quiet."""
         self._clear()
-        print(f"warning: {text}", file=self.stream, flush=True)
+        print(f"warning: {printable(text)}", file=self.stream, flush=True)
 
     def start_epoch(self, label: str) -> None:
         """Begin an epoch called ``label`` (e.g. ``head 2/5``)."""
-        self._label = label
+        self._label = printable(label)
         self._start = time.perf_counter()
 
     def batch(self, done: int, total: int, metrics: dict[str, float]) -> None:

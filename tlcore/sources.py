@@ -91,8 +91,9 @@ def load_source(
             ``(network, preprocessing, extra)``; ``extra["pretrained"] = False`` says that the
             source has no published weights.
         load_weights_file: ``load_weights_file(network, path)`` loads a weights file where
-            names and shapes fit and returns the report, refusing a file of which nothing
-            fits (:func:`tlcore.weights.require_some_loaded`).
+            names and shapes fit and returns the report, refusing a file that holds NaN or
+            inf (:func:`tlcore.weights.require_finite`) or of which nothing fits
+            (:func:`tlcore.weights.require_some_loaded`).
 
     Returns:
         The :class:`~tlcore.interfaces.Backbone`, named by its source; ``None`` when the

@@ -98,16 +98,69 @@ def require_some_loaded(report: LoadReport, path: Path, names: Iterable[str]) ->
         ``report``, when something loaded.
 
     Raises:
-        TlcoreError: nothing in the file matched by name and shape.
+        TlcoreError: nothing in the file matched by name and shape, or only counters did
+            (BatchNorm's ``num_batches_tracked``: every network of BatchNorm layers has them,
+            so matching them says nothing about the architecture).
     """
-    if report.loaded:
+    if any(not is_counter(name) for name in report.loaded):
         return report
-    example = ", ".join(itertools.islice(names, 3))
+    example = ", ".join(itertools.islice((n for n in names if not is_counter(n)), 3))
+    counters = f" (only {len(report.loaded)} BatchNorm counters did)" if report.loaded else ""
     raise TlcoreError(
-        f"no weight in {path} matches the backbone by name and shape",
+        f"no weight in {path} matches the backbone by name and shape{counters}",
         f"the backbone's weights are named like {example}; "
         "was the file saved from another architecture?",
     )
+
+
+def require_finite(arrays: Mapping[str, Any], path: Path | str) -> None:
+    """Refuse a weights file that holds NaN or infinity.
+
+    Such weights are what a diverged run saves; a network that starts from them outputs NaN
+    and trains nothing, so every backend refuses the file before loading it.
+
+    Args:
+        arrays: the file's tensors by name, as numpy arrays (or anything ``np.asarray`` takes).
+        path: the file, for the message.
+
+    Raises:
+        TlcoreError: a floating-point tensor holds a NaN or an infinity; names the file, the
+            first such tensor and how many values are bad.
+
+    Example:
+        >>> import numpy as np
+        >>> require_finite({"fc.weight": np.ones((2, 2))}, "w.pt")  # finite: nothing happens
+    """
+    import numpy as np
+
+    bad = []
+    for name, value in arrays.items():
+        array = np.asarray(value)
+        if array.dtype.kind not in "fc":  # integers (BatchNorm counters) cannot be NaN
+            continue
+        finite = np.isfinite(array)
+        if not finite.all():
+            bad.append((name, int(array.size - finite.sum()), int(array.size)))
+    if not bad:
+        return
+    name, count, size = bad[0]
+    more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+    raise TlcoreError(
+        f"weights file {path} holds non-finite values: tensor {name!r} has {count} NaN or "
+        f"infinite values of {size}{more}",
+        "the run that saved it diverged; use weights saved before it diverged, or "
+        "backbone.weights: pretrained",
+    )
+
+
+COUNTERS = ("num_batches_tracked",)
+"""Last name components of counters rather than weights (PyTorch's BatchNorm step count)."""
+
+
+def is_counter(name: str) -> bool:
+    """True for a counter such as ``layer1.0.bn1.num_batches_tracked``, which any network with
+    the same kind of layer has: loading one proves nothing about the file fitting."""
+    return name.rsplit(".", 1)[-1] in COUNTERS
 
 
 _STRICT_HINT = (

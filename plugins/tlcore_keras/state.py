@@ -30,9 +30,9 @@ import h5py
 import numpy as np
 
 from tlcore.errors import TlcoreError
-from tlcore.files import atomic_path
+from tlcore.files import atomic_path, read_arrays
 from tlcore.interfaces import LoadReport
-from tlcore.weights import match_weights, require_some_loaded
+from tlcore.weights import match_weights, require_finite, require_some_loaded
 from tlcore_keras.model import TransferModel
 from tlcore_keras.names import weight_entries
 from tlcore_keras.training import StageOptimizer
@@ -115,10 +115,9 @@ def read_weights_file(path: Path) -> tuple[dict[str, np.ndarray], bool]:
             or "backbone.weights is 'pretrained', 'none' or the path of a weights file: "
             + _FORMATS,
         )
+    if path.suffix == ".npz":
+        return read_arrays(path), False
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                return {name: npz[name] for name in npz.files}, False
         if path.suffix == ".keras":
             with zipfile.ZipFile(path) as archive:
                 data = archive.read(_KERAS_WEIGHTS_MEMBER)
@@ -131,9 +130,9 @@ def read_weights_file(path: Path) -> tuple[dict[str, np.ndarray], bool]:
                     return _legacy_arrays(root), False
                 return _structural_arrays(h5), True
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise TlcoreError(
-            f"cannot read weights file {path}: {type(exc).__name__}: {exc}",
-            "give a weights file: " + _FORMATS,
+        raise TlcoreError.caused_by(
+            f"cannot read weights file {path} (damaged, cut short, or not a weights file)",
+            exc, "give a weights file: " + _FORMATS,
         ) from None
     raise TlcoreError(
         f"unknown weights file type: {path.name}",
@@ -233,9 +232,10 @@ def load_weights_file(network: Any, path: Path) -> LoadReport:
     names.
 
     Raises:
-        TlcoreError: the file cannot be read, or nothing in it fits the network.
+        TlcoreError: the file cannot be read, holds NaN or inf, or nothing in it fits.
     """
     incoming, by_structure = read_weights_file(path)
+    require_finite(incoming, path)
     stable = {e.name: e.variable for e in weight_entries(network)}
     if by_structure:
         named = {id(v): name for name, v in stable.items()}

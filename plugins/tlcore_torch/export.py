@@ -32,6 +32,9 @@ from tlcore_torch.model import TransferModel
 ONNX_FILE = "model.onnx"
 EXPORTERS = ("torchscript", "dynamo")
 DYNAMO_MIN_OPSET = 18
+TORCHSCRIPT_MAX_OPSET = 20
+"""The newest opset the tracing exporter writes (torch 2.x); above it, it fails after printing
+its whole IR graph to stderr, so it is not tried when another exporter is left."""
 _NAMES = {"input_names": ["images"], "output_names": ["logits"]}
 
 
@@ -62,6 +65,8 @@ def export_onnx(
     model.eval()
     try:
         for name in exporters:
+            if name == "torchscript" and opset > TORCHSCRIPT_MAX_OPSET and len(exporters) > 1:
+                continue
             try:
                 with torch.no_grad(), _quiet(), atomic_path(target) as temp:
                     _EXPORT[name](model, images, temp, opset)

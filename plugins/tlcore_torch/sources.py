@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from tlcore.builtins import BUILTIN_BACKBONES, DEFAULT_BACKBONE
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Backbone, Preprocessing
+from tlcore.plugins.calls import is_out_of_memory
 from tlcore.recipe import BackboneSpec
 from tlcore.sources import Loader, load_source, lookup, wants_pretrained, weights_file
 from tlcore_torch import catalogue
@@ -117,15 +118,34 @@ def _hf(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
         "a folder needs config.json and weights from save_pretrained; a hub id needs a "
         "connection or the Hugging Face cache (save_pretrained once online, then use the folder)"
     )
+    config_file = local / "config.json" if local.is_dir() else None
     try:
-        config = transformers.AutoConfig.from_pretrained(where)
-        kwargs = _hf_model_kwargs(config)
+        config = transformers.AutoConfig.from_pretrained(where, trust_remote_code=False)
+    except Exception as exc:  # transformers raises many types for a missing or malformed config
+        if config_file is None or not config_file.is_file():
+            what = f"cannot load Hugging Face model {name!r}"
+            raise TlcoreError.caused_by(what, exc, hint) from None
+        raise TlcoreError.caused_by(
+            f"cannot load Hugging Face model {name!r}: {config_file} is not a usable config",
+            exc, "config.json must be the JSON file save_pretrained wrote, with a model_type "
+            "this transformers knows; write it again with save_pretrained",
+        ) from None
+    kwargs = {**_hf_model_kwargs(config), "trust_remote_code": False}
+    try:
         if pretrained:
             model = transformers.AutoModel.from_pretrained(where, config=config, **kwargs)
         else:
             model = transformers.AutoModel.from_config(config, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
-        raise TlcoreError(f"cannot load Hugging Face model {name!r}: {exc}", hint) from None
+        raise TlcoreError.caused_by(f"cannot load Hugging Face model {name!r}", exc, hint) from None
+    except (TypeError, RuntimeError, AttributeError) as exc:  # values the model cannot be built of
+        if is_out_of_memory(exc):
+            raise  # the facade names the sizes to lower
+        raise TlcoreError.caused_by(
+            f"cannot build the Hugging Face model that {config_file or name} describes", exc,
+            "the configuration holds values this architecture cannot take (a negative size, "
+            "a wrong type): write it again with save_pretrained",
+        ) from None
     return HFBackbone(model), _hf_preprocessing(transformers, where, config), {}
 
 
@@ -204,7 +224,13 @@ def _file(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
             "save it with torch.jit.save(torch.jit.script(net), path); for a state dict, "
             "set backbone.weights to its path and choose an architecture as source",
         ) from None
-    return network, IMAGENET, {}
+    return network, IMAGENET, {"warnings": [TORCHSCRIPT_WARNING.format(path=path)]}
+
+
+TORCHSCRIPT_WARNING = (
+    "{path} is TorchScript: loading it and running it runs the code inside it, which no "
+    "loader can make safe; use only files you made or trust (see docs/security.md)"
+)
 
 
 def _refuse_weights_only(path: Path, name: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,11 +12,15 @@ import torch
 from torch import nn
 
 from tlcore.errors import TlcoreError
-from tlcore.files import atomic_path
+from tlcore.files import atomic_path, read_arrays
 from tlcore.interfaces import LoadReport
-from tlcore.weights import match_weights, require_some_loaded
+from tlcore.weights import match_weights, require_finite, require_some_loaded
 
 NATIVE_FILE = "model.pt"
+_SAVE_HINT = (
+    "save weights with torch.save(model.state_dict(), path) or as .safetensors; tlcore "
+    "unpickles tensors only, never code, whatever the source of the file"
+)
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "weights")
 
 
@@ -69,21 +75,28 @@ def read_weights_file(path: Path) -> dict[str, np.ndarray]:
             f"weights file not found: {path}",
             "backbone.weights is 'pretrained', 'none' or the path of a weights file",
         )
+    if path.suffix == ".npz":
+        return read_arrays(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             data: object = load_file(str(path), device="cpu")
-        elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                return {name: npz[name] for name in npz.files}
         else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # "pickle protocol 4 ..." is not the user's concern
+                warnings.simplefilter("ignore")
+                data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # what torch's weights-only unpickler refuses
+        raise TlcoreError(
+            f"cannot read weights file {path}: it is not a state dict of tensors saved by "
+            "torch.save (it is damaged, or holds pickled objects other than tensors, which "
+            "tlcore never loads)",
+            _SAVE_HINT,
+        ) from None
     except Exception as exc:  # torch and safetensors raise many types for a bad file
         raise TlcoreError.caused_by(
-            f"cannot read weights file {path}", exc,
-            "save weights with torch.save(model.state_dict(), path) or safetensors; "
-            "pickled objects other than tensors are refused for safety",
+            f"cannot read weights file {path} (damaged, cut short, or not a weights file)",
+            exc, _SAVE_HINT,
         ) from None
     state = _unwrap_state_dict(data)
     if not state:
@@ -109,9 +122,11 @@ def load_weights_file(network: nn.Module, path: Path) -> LoadReport:
     """Load a weights file into ``network`` where names and shapes fit.
 
     Raises:
-        TlcoreError: nothing in the file fits the network.
+        TlcoreError: the file holds NaN or inf, or nothing in it fits the network.
     """
-    report = set_weights(network, read_weights_file(path), strict=False)
+    incoming = read_weights_file(path)
+    require_finite(incoming, path)
+    report = set_weights(network, incoming, strict=False)
     return require_some_loaded(report, path, network.state_dict())
 
 

@@ -3,62 +3,143 @@ an int8 model beside the float one."""
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tlcore.build import load_run
-from tlcore.bundle.graph import OnnxExport, export_onnx
-from tlcore.bundle.layout import INFO_FILE, MODEL_FILE, file_sha256
+from tlcore.bundle.graph import OnnxExport, check_opset, export_onnx
+from tlcore.bundle.layout import INFO_FILE, MODEL_FILE, RUN_FILE, file_sha256
 from tlcore.bundle.parity import parity_indices
 from tlcore.bundle.quantize import Quantized, discard, quantize_bundle, record
+from tlcore.bundle.read import (
+    Description,
+    describe_info,
+    describe_model,
+    differences,
+    open_bundle,
+    read_info,
+)
 from tlcore.data import Dataset, LabelFileDataset, load_datasets, scan_folder
 from tlcore.errors import TlcoreError
-from tlcore.interfaces import RunInfo
+from tlcore.interfaces import InputSpec, RunInfo
 from tlcore.plugins.calls import BackendCalls
 from tlcore.recipe import Recipe, build_recipe
-from tlcore.runfolder import read_json, write_json
-from tlcore.tasks import get_task, task_from_bundle
+from tlcore.runfolder import RunFolder, write_json
+from tlcore.tasks import DEFAULT_TASK, Task, get_task, task_from_bundle
+
+Warn = Callable[[str], None]
+"""Where :func:`export_run` says what it corrected in ``tlcore.json``."""
 
 
 def export_run(
-    run: str | Path, *, opset: int | None = None, data: str | Path | None = None
+    run: str | Path,
+    *,
+    opset: int | None = None,
+    data: str | Path | None = None,
+    warn: Warn | None = None,
 ) -> OnnxExport:
     """Write a run's ``model.onnx`` again from its native weights, verified like training does.
+
+    The model gets the run's own labels (``run.json``), input (the rebuilt backbone's) and
+    task (the recipe's, with what the bundle's intact ``model.onnx``, else ``tlcore.json``,
+    stored for it: a multi-label model's thresholds). Where ``tlcore.json`` said otherwise,
+    or nothing, it is written again, and ``warn`` names what differed. The finished bundle is
+    then opened with the runtime's own reader (:func:`tlcore.bundle.read.open_bundle`): an
+    export either passes every check ``tl predict`` makes or is an error.
 
     An int8 model made from the previous ``model.onnx`` is deleted with it (it would no longer
     match); :func:`quantize_run` makes a new one.
 
     Args:
         run: a finished run folder.
-        opset: the ONNX opset (default: the recipe's ``export.opset``).
+        opset: the ONNX opset (default: the recipe's ``export.opset``); one the installed
+            ``onnx`` cannot write is refused before anything is rebuilt.
         data: an image folder for the parity samples (default: the run's own validation
             images, or its training images without a validation set).
+        warn: called with each correction (default: :func:`warnings.warn`).
 
     Returns:
         What was written; ``tlcore.json`` records it.
 
     Raises:
-        TlcoreError: the run is not finished, its data is gone and no ``data`` is given, or
-            the export fails its check.
+        TlcoreError: a bad opset, the run is not finished or its ``tlcore.json`` unreadable,
+            its data is gone and no ``data`` is given, or the export fails its check.
     """
-    recipe, classes, model, prep = load_run(run)
+    if opset is not None:
+        check_opset(opset)
+    say = warn or _warn
     info_file = _info_file(run)
-    info = read_json(info_file)
-    task, task_info = task_from_bundle(info.get("task"))
+    info = read_info(info_file)
+    recipe, classes, model, prep = load_run(run)
+    spec = InputSpec.image(prep)
+    task, task_info = _run_task(Path(run), recipe.task, info)
+    _describe(info, info_file, Description(classes, spec, task.to_dict(task_info)), say)
     _, dataset, _ = _images(recipe, data, "the parity check")
     samples = dataset.images(parity_indices(len(dataset)), prep.size)
-    spec = recipe.export
     result = export_onnx(
-        recipe.backend, model, run, samples, classes, prep,
-        opset=spec.opset if opset is None else opset, tolerance=spec.tolerance,
-        task=task, task_info=task_info,
+        recipe.backend, model, run, samples, classes, spec,
+        opset=recipe.export.opset if opset is None else opset,
+        tolerance=recipe.export.tolerance, task=task, task_info=task_info,
     )
     info["onnx"] = result.to_dict()
     discard(run, info)
     write_json(info_file, info)
+    _verify(run, MODEL_FILE)
     BackendCalls(recipe.backend).on_export(
         RunInfo(Path(run), recipe.backend, classes, recipe.to_dict()), "onnx", result.path
     )
     return result
+
+
+def _run_task(run: Path, name: str, info: dict[str, Any]) -> tuple[Task, dict[str, Any]]:
+    """The recipe's task ``name`` with what it stored: from ``model.onnx`` when ``tlcore.json``
+    vouches for its checksum (the model is the source of truth), else ``tlcore.json``'s
+    ``task``, else ``run.json``'s (written before training: no thresholds yet)."""
+    sections: list[Any] = []
+    model = run / MODEL_FILE
+    section = info.get("onnx")
+    recorded = section.get("sha256") if isinstance(section, dict) else None
+    if recorded and model.is_file() and file_sha256(model) == recorded:
+        with contextlib.suppress(TlcoreError):  # metadata unreadable: the next source decides
+            sections.append(describe_model(model).task)
+    sections += [info.get("task"), RunFolder(run).info().get("task")]
+    for section in sections:
+        if isinstance(section, dict) and section.get("name", DEFAULT_TASK) == name:
+            return task_from_bundle(section)
+    return task_from_bundle({"name": name})
+
+
+def _describe(info: dict[str, Any], info_file: Path, run: Description, say: Warn) -> None:
+    """``tlcore.json``'s labels, input and task made the run's; a difference is said."""
+    try:
+        found = differences(describe_info(info, info_file), run, INFO_FILE, "the run")
+    except TlcoreError as exc:
+        found = [exc.message]
+    if found:
+        say(
+            f"{info_file} did not describe the run's model ({'; '.join(found)}); its labels, "
+            f"input and task are written again from {RUN_FILE} and the recipe"
+        )
+    info.update(run.to_dict())
+
+
+def _verify(run: str | Path, model: str) -> None:
+    """Open what was just written as ``tl predict`` will: every check must pass."""
+    try:
+        open_bundle(run, model=model)
+    except TlcoreError as exc:
+        raise TlcoreError(
+            f"the bundle written in {run} fails its own check: {exc.message}",
+            "this is a bug (of tlcore or of the backend plugin): please report it with this "
+            "message",
+        ) from None
+
+
+def _warn(text: str) -> None:
+    warnings.warn(text, UserWarning, stacklevel=3)
 
 
 def quantize_run(
@@ -94,30 +175,34 @@ def quantize_run(
             and no ``data`` is given, or onnxruntime cannot quantise the model.
     """
     info_file = _info_file(run)
-    info = read_json(info_file)
+    info = read_info(info_file)
     overrides = {
         "export.quantize": mode,
         "export.max_accuracy_drop": max_drop,
         "export.calibration_images": calibration_images,
     }
+    if not isinstance(info.get("recipe"), dict):
+        raise TlcoreError(f"{info_file} records no recipe", "restore it from a copy of the run")
     recipe = build_recipe(info["recipe"], {k: v for k, v in overrides.items() if v is not None})
     spec = recipe.export
     if spec.quantize == "none":
         discard(run, info)
         write_json(info_file, info)
         return None
-    _check_float_model(Path(run), info)
-    task, task_info = task_from_bundle(info.get("task"))
+    # The verified float model (every check of tl predict) gives labels, input and task.
+    float_model = open_bundle(run, model=MODEL_FILE)
     calibration, evaluation, names = _images(recipe, data, "quantisation")
     result = quantize_bundle(
         run, spec.quantize,
-        calibration=calibration, evaluation=evaluation, size=tuple(info["input"]["size"]),
-        labels=info["labels"], max_drop=spec.max_accuracy_drop,
-        calibration_images=spec.calibration_images,
-        calibrated_on=names[0], evaluated_on=names[1], task=task, task_info=task_info,
+        calibration=calibration, evaluation=evaluation,
+        size=float_model.description.input.size, labels=float_model.description.labels,
+        max_drop=spec.max_accuracy_drop, calibration_images=spec.calibration_images,
+        calibrated_on=names[0], evaluated_on=names[1],
+        task=float_model.task, task_info=float_model.task_info,
     )
     record(info, result)
     write_json(info_file, info)
+    _verify(run, result.path.name)
     return result
 
 
@@ -129,18 +214,6 @@ def _info_file(run: str | Path) -> Path:
             f"finish it with 'tl train --resume {run}'",
         )
     return info_file
-
-
-def _check_float_model(run: Path, info: dict) -> None:
-    recorded = (info.get("onnx") or {}).get("sha256")
-    model = run / MODEL_FILE
-    if not recorded or not model.is_file():
-        raise TlcoreError(f"run {run} has no verified {MODEL_FILE}", f"run 'tl export {run}'")
-    if file_sha256(model) != recorded:
-        raise TlcoreError(
-            f"{model} does not match the sha256 recorded in {INFO_FILE}",
-            f"write it again with 'tl export {run}'",
-        )
 
 
 def _images(

@@ -53,6 +53,10 @@ from tlcore.bundle.parity import Parity, verify_parity
 DEFAULT_OPSET = 17
 
 
+MIN_OPSET = 9
+"""The lowest opset tlcore exports: its final nodes and the backends' graphs need no less."""
+
+
 _PROTOBUF_LIMIT = 2**31 - 1  # one protobuf message holds at most 2 GB
 
 
@@ -115,6 +119,7 @@ def export_onnx(
             needs, the checker rejects it, or the parity check fails.
     """
     onnx = _require_onnx()
+    check_opset(opset)
     samples = np.ascontiguousarray(samples)
     if samples.ndim != 4 or samples.dtype != np.uint8 or not len(samples):
         raise TlcoreError(
@@ -129,6 +134,13 @@ def export_onnx(
     with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=folder) as raw_dir:
         written = BackendCalls(backend).export(model, "onnx", Path(raw_dir), samples, opset)
         proto = onnx.load(str(written))
+    if graph_opset(proto) != opset:
+        raise PluginError(
+            f"the {backend} backend wrote ONNX opset {graph_opset(proto)} when asked for "
+            f"opset {opset}",
+            f"ask for opset {graph_opset(proto)} (--opset, or the recipe's export.opset) if "
+            "the runtimes you deploy to take it; otherwise report it to the backend plugin",
+        )
     proto = finish_graph(proto, labels, preprocessing, task, task_info)
     target = folder / MODEL_FILE
     with atomic_path(target) as tmp:
@@ -139,7 +151,7 @@ def export_onnx(
             raise PluginError(
                 f"the exported ONNX graph is invalid: {exc}", "report it to the backend plugin"
             ) from None
-        from tlcore.runtime import open_session
+        from tlcore.bundle.read import open_session
 
         parity = verify_parity(
             open_session(tmp), backend, model, samples, tolerance, task, task_info
@@ -232,13 +244,31 @@ def metadata(
     """The metadata every bundle's ``model.onnx`` carries, as ONNX string properties; the
     task (default classification) with what it stored as JSON under :data:`META_TASK`."""
     task = task or get_task(DEFAULT_TASK)
+    # Strict JSON, as every file tlcore writes: the runtime of another language reads it too.
     return {
         META_LABELS: json.dumps(list(labels)),
-        META_INPUT: json.dumps(preprocessing.to_dict()),
-        META_TASK: json.dumps(task.to_dict(task_info or {})),
+        META_INPUT: json.dumps(preprocessing.to_dict(), allow_nan=False),
+        META_TASK: json.dumps(task.to_dict(task_info or {}), allow_nan=False),
         META_VERSION: __version__,
         META_SCHEMA: str(SCHEMA_VERSION),
     }
+
+
+def check_opset(opset: int) -> None:
+    """Refuse, before anything is exported, an opset the installed ``onnx`` cannot write.
+
+    Raises:
+        TlcoreError: ``opset`` is outside :data:`MIN_OPSET` to the newest opset of ``onnx``;
+            names the valid range.
+    """
+    newest = _require_onnx().defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise TlcoreError(
+            f"ONNX opset {opset!r} cannot be exported: the installed onnx writes opsets "
+            f"{MIN_OPSET} to {newest}",
+            f"choose an opset from {MIN_OPSET} to {newest} (--opset, or the recipe's "
+            f"export.opset; default {DEFAULT_OPSET})",
+        )
 
 
 def graph_opset(proto: onnx.ModelProto) -> int:

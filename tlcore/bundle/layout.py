@@ -1,7 +1,8 @@
 """The bundle's file layout: file names, the ONNX graph's names and metadata keys, the schema
 version and checksums.
 
-The runtime reads a bundle with this module alone: it imports no recipe, trainer or framework.
+The runtime reads a bundle with this module and :mod:`tlcore.bundle.read`: neither imports a
+recipe, trainer or framework.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ MODEL_FILE = "model.onnx"
 
 
 INFO_FILE = "tlcore.json"
+
+
+RUN_FILE = "run.json"
+"""A run's own record (``tlcore.runfolder``): a model in a folder holding one is part of a
+run, and is used only with the ``tlcore.json`` that records its checksum."""
 
 
 DATA_FILE = "model.onnx.data"

@@ -2,11 +2,12 @@
 
 At batch 1 and at batch ``len(samples)``; a difference above the tolerance, or a different
 answer (top-1 class, labels over their thresholds) that is not a tie within it, is an error,
-never a warning.
+never a warning; so is a non-finite output (NaN or inf) on either side.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -78,21 +79,24 @@ def verify_parity(
     thresholds; a regression's answer is its value.
 
     Raises:
-        TlcoreError: onnxruntime fails on a batch, an output differs by more than
-            ``tolerance``, or an answer differs (beyond a tie within ``tolerance``); names
-            the worst sample and the difference.
+        TlcoreError: either side gives a non-finite output (NaN or inf); the tolerance is
+            not a finite number >= 0; onnxruntime fails on a batch, an output differs by
+            more than ``tolerance``, or an answer differs (beyond a tie within
+            ``tolerance``); names the worst sample and the difference.
     """
     task = task or get_task(DEFAULT_TASK)
     info = task_info or {}
+    if not math.isfinite(tolerance) or tolerance < 0:
+        # NaN would switch the check off: every comparison with it is false.
+        raise TlcoreError(
+            f"the parity tolerance must be a finite number >= 0, not {tolerance}",
+            "set export.tolerance to a small number such as 1e-4",
+        )
     batch_sizes = (1, len(samples)) if len(samples) > 1 else (1,)
     worst, worst_sample, worst_batch = -1.0, 0, 1
     agree: list[np.ndarray] = []
     for size in batch_sizes:
-        chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
-        ours = np.concatenate([_run_onnx(session, chunk, task.output) for chunk in chunks])
-        theirs = np.concatenate(
-            [task.activate(_run_framework(backend, model, chunk), info) for chunk in chunks]
-        )
+        ours, theirs = _both_sides(session, backend, model, samples, size, task, info)
         diff = task.difference(ours, theirs, info)
         if diff.max() > worst:
             worst, worst_sample, worst_batch = float(diff.max()), int(diff.argmax()), size
@@ -128,6 +132,52 @@ def verify_parity(
         output=task.output,
         agreement=agreement,
         agreement_on=task.agreement_on,
+    )
+
+
+def _both_sides(
+    session: onnxruntime.InferenceSession,
+    backend: str,
+    model: Any,
+    samples: np.ndarray,
+    size: int,
+    task: Task,
+    info: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The task's output of onnxruntime and of the framework on ``samples``, in batches of
+    ``size``; both finite."""
+    chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
+    ours = np.concatenate([_run_onnx(session, chunk, task.output) for chunk in chunks])
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN is refused just below
+        theirs = np.concatenate(
+            [task.activate(_run_framework(backend, model, chunk), info) for chunk in chunks]
+        )
+    # Before any difference is taken: a NaN difference is never "over the tolerance".
+    _require_finite(theirs, f"the {backend} model", size, task.output)
+    _require_finite(ours, "onnxruntime", size, task.output)
+    return ours, theirs
+
+
+def _require_finite(outputs: np.ndarray, side: str, size: int, output: str) -> None:
+    """Refuse NaN or infinity in one side's ``outputs``: no bundle holds such a model."""
+    finite = np.isfinite(np.asarray(outputs, dtype=np.float64))
+    bad = np.flatnonzero(~finite.all(axis=tuple(range(1, finite.ndim))))
+    if not len(bad):
+        return
+    if side == "onnxruntime":
+        hint = (
+            "the framework's outputs are finite, so the exported graph computes something "
+            "else; report it to the backend plugin"
+        )
+    else:
+        hint = (
+            "the model's weights hold NaN or inf, or its arithmetic overflows: training "
+            "diverged (too high a learning rate?); train again at a lower learning rate"
+        )
+    raise TlcoreError(
+        f"ONNX export refused: {side} gives non-finite {output} (NaN or inf) for "
+        f"{len(bad)} of {len(outputs)} samples (first: sample {int(bad[0])}, batch of {size})",
+        hint,
     )
 
 

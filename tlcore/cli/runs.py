@@ -11,6 +11,7 @@ import click
 
 from tlcore.cli.app import MAX_DROP_HELP, QUANTIZE_HELP, cli
 from tlcore.errors import TlcoreError
+from tlcore.progress import printable
 
 
 @cli.command(name="eval")
@@ -49,15 +50,22 @@ def eval_(
       tl eval runs/demo demo-data --json --out reports/demo
       tl eval runs/tags photos/ --labels photos/test.csv
     """
-    from tlcore.report.evaluate import evaluate_run, report_folder, write_report
+    from tlcore.report.evaluate import (
+        check_report_folder,
+        evaluate_run,
+        report_folder,
+        write_report,
+    )
     from tlcore.tasks import get_task
 
+    folder = out or report_folder(run, data)
+    check_report_folder(folder, data)  # before the work, not after it
     report = evaluate_run(run, data, batch_size=batch_size, native=native, labels=labels)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(get_task(report["task"]).format_report(report))
-    written = write_report(report, out or report_folder(run, data))
+        click.echo(printable(get_task(report["task"]).format_report(report)))
+    written = write_report(report, folder)
     click.echo("wrote " + " and ".join(str(p) for p in written), err=True)
 
 
@@ -111,7 +119,7 @@ def predict(
     from tlcore.runtime import Predictor
 
     def skip(source: str, error: DataError) -> None:
-        click.echo(f"warning: skipped {source}: {error.message}", err=True)
+        click.echo(printable(f"warning: skipped {source}: {error.message}"), err=True)
 
     def stop(source: str, error: DataError) -> None:
         raise DataError(error.message, f"{error.hint}, or pass --skip-bad to skip such images")
@@ -128,10 +136,11 @@ def predict(
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(predictor.task.csv_header())
         for p in predictions:
-            writer.writerows(predictor.task.csv_rows(p))
+            rows = predictor.task.csv_rows(p)
+            writer.writerows([printable(c) if isinstance(c, str) else c for c in r] for r in rows)
     else:
         for p in predictions:
-            click.echo(p.text())
+            click.echo(printable(p.text()))  # labels are folder names: no escape sequences
 
 
 @cli.command()
@@ -167,7 +176,10 @@ def export(
     """
     from tlcore.bundle.export import export_run, quantize_run
 
-    result = export_run(run, opset=opset, data=data)
+    def warn(text: str) -> None:
+        click.echo(f"warning: {printable(text)}", err=True)
+
+    result = export_run(run, opset=opset, data=data, warn=warn)
     parity = result.parity
     agreed = (
         f", {parity.agreement_on} agreement {parity.agreement:.0%}"

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import click
 
-from tlcore.cli.app import MAX_DROP_HELP, QUANTIZE_HELP, cli
+from tlcore.cli.app import MAX_DROP_HELP, QUANTIZE_HELP, cli, sigterm_interrupts
 from tlcore.errors import TlcoreError
+from tlcore.progress import printable
 
 COMPARE_HELP = (
     "Then train the same recipe from random weights into OUT-random and print both "
@@ -41,7 +43,11 @@ COMPARE_HELP = (
 @click.option("--max-drop", type=click.FloatRange(0.0, 1.0), help=MAX_DROP_HELP)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any recipe field.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Run folder to write.")
-@click.option("--resume", type=click.Path(path_type=Path), help="Continue an interrupted run.")
+@click.option("--resume", type=click.Path(path_type=Path),
+              help="Continue an interrupted run (--set train.stages.N.lr=X: at another rate).")
+@click.option("--data-changed-ok", is_flag=True,
+              help="With --resume: go on although files of the data were added, removed or "
+              "changed since the run started (refused otherwise).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--compare-random", is_flag=True, help=COMPARE_HELP)
 @click.pass_context
@@ -53,6 +59,7 @@ def train(ctx: click.Context, data: Path | None, recipe: Path | None, **options:
       tl train photos/ --backbone hf:microsoft/resnet-18 --epochs 5
       tl train demo-data --recipe demo-data/recipe.yaml --backend keras
       tl train --resume runs/demo
+      tl train --resume runs/demo --set train.stages.1.lr=1e-5   (after it diverged)
     """
     from tlcore.api import default_out, fit
     from tlcore.recipe import parse_override
@@ -64,28 +71,58 @@ def train(ctx: click.Context, data: Path | None, recipe: Path | None, **options:
     overrides = dict(parse_override(s) for s in options.pop("sets"))
     if options.pop("no_cache"):
         options["cache_features"] = False
+    data_changed_ok = options.pop("data_changed_ok")
+    if data_changed_ok and resume is None:
+        raise TlcoreError("--data-changed-ok goes with --resume", "tl train --resume RUN "
+                          "--data-changed-ok: continue RUN on data that changed")
     shortcuts = {k: v for k, v in options.items() if v is not None}
-    if resume is not None and (recipe or shortcuts or overrides or data):
-        raise TlcoreError(
-            "--resume takes no other recipe options", "the run continues with its own recipe"
-        )
+    if resume is not None:
+        _check_resume_options(data, recipe, shortcuts, overrides)
     out = resume or out or default_out()
     ctx.obj["out"] = out
-    result = fit(
-        data, recipe=recipe, out=out, resume=resume is not None, quiet=quiet,
-        overrides=overrides, **shortcuts,
-    )
+    with sigterm_interrupts():  # kill (SIGTERM) stops a run as Ctrl-C does: resumable
+        result = fit(
+            data, recipe=recipe, out=out, resume=resume is not None, quiet=quiet,
+            overrides=overrides, data_changed_ok=data_changed_ok, **shortcuts,
+        )
     if result.warnings and not quiet:
         # Said when found, but a warning from the start has scrolled away under the epochs:
         # repeat them all where the run ends. Quiet runs printed nothing in between.
         click.echo(f"{len(result.warnings)} warning(s), also in tlcore.json:", err=True)
         for text in result.warnings:
-            click.echo(f"warning: {text}", err=True)
-    click.echo(_summary(result))
+            click.echo(f"warning: {printable(text)}", err=True)
+    click.echo(printable(_summary(result)))
     if result.quantized is not None:
         click.echo(result.quantized.summary())
     if compare:
-        _compare_random(result, Path(f"{result.path}-random"), quiet)
+        baseline = Path(f"{result.path}-random")
+        ctx.obj["out"] = baseline  # what an interruption from here on would resume
+        with sigterm_interrupts():
+            _compare_random(result, baseline, quiet)
+
+
+#: The one recipe change ``--resume`` takes: a stage's learning rate, so that a run that
+#: diverged continues from its last good checkpoint at a lower rate.
+RESUME_OVERRIDE = re.compile(r"train\.stages\.\d+\.lr")
+
+
+def _check_resume_options(
+    data: Path | None, recipe: Path | None, shortcuts: dict[str, Any], overrides: dict[str, Any]
+) -> None:
+    """Refuse with ``--resume`` every option that would change the run, but a stage's rate."""
+    given = [
+        *(["DATA"] if data else []),
+        *(["--recipe"] if recipe else []),
+        *(f"--{name.replace('_', '-')}" for name in shortcuts),
+        *(f"--set {key}" for key in overrides if not RESUME_OVERRIDE.fullmatch(key)),
+    ]
+    if given:
+        raise TlcoreError(
+            "--resume continues a run with its own recipe and data; it takes no "
+            + ", ".join(given),
+            "the one change a resume takes is a stage's learning rate "
+            "(--set train.stages.N.lr=VALUE); to change anything else, start a new run",
+        )
 
 
 def _summary(result: Any) -> str:

@@ -59,6 +59,10 @@ class ArrayDataset(Dataset):
             return self.array[self._keys[self._positions(indices)]]
         return super().images(indices, size)
 
+    def _content(self) -> Sequence[np.ndarray]:
+        """The images, for :meth:`Dataset.fingerprint`: a resume notices other arrays."""
+        return (self.array,)
+
     def _read(self, key: int, size: tuple[int, int]) -> np.ndarray:
         height, width = size
         resized = Image.fromarray(self.array[key]).resize((width, height), RESAMPLE)

@@ -7,10 +7,13 @@ are kept in a bounded in-memory cache so later epochs do not decode again.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import numpy as np
@@ -43,12 +46,20 @@ class Dataset:
             values ``(len(self),)``.
         task: the :class:`~tlcore.tasks.Task` the labels are for (classification unless
             given).
+        warnings: what reading the data found wrong or left out, by name (links skipped,
+            look-alike class names, a class too small to validate): the trainer says each
+            and keeps it in ``tlcore.json``. Subsets carry their source's.
 
     A subclass calls ``super().__init__(class_names, labels)`` and implements
     ``_read(key, size)``, which returns one uint8 ``(height, width, 3)`` image for the
     source item ``key`` (an index into the labels given at construction). Subsets made by
     :meth:`subset` share the source and its cache.
+
+    A dataset that reads files keeps them as ``_files`` (source order) below ``root``:
+    :meth:`fingerprint` then lists them.
     """
+
+    warnings: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -64,6 +75,7 @@ class Dataset:
             np.array(labels, dtype=None if floats else np.int64, copy=True)
         )
         self._keys: np.ndarray = _readonly(np.arange(len(self.labels), dtype=np.int64))
+        self._source_labels = self.labels  # what a subset keeps of its source, to fingerprint
         self._cache = _ImageCache(cache_bytes)
 
     def __len__(self) -> int:
@@ -141,6 +153,51 @@ class Dataset:
     def describe(self) -> str:
         """One line: image and class counts, e.g. ``120 images, 2 classes: cat 60, dog 60``."""
         return self.task.describe(self.labels, self.class_names)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the data this dataset, and every subset of it, was made from: so
+        that resuming a run notices when the data changed.
+
+        Returns:
+            ``kind`` (the class name), ``classes``, ``count`` (images in the source) and
+            ``digest``, a sha256 of all of it, of the labels and of the content (the array
+            of an :class:`~tlcore.data.ArrayDataset`); a dataset of files adds ``files``:
+            ``{path below root: "size mtime_ns"}``, cheap to take and to compare (a file
+            rewritten with the same size and time is not noticed).
+        """
+        files = self._file_stats()
+        labels = np.ascontiguousarray(self._source_labels)
+        digest = hashlib.sha256()
+        head = [type(self).__name__, list(self.class_names), str(labels.dtype), labels.shape]
+        digest.update(json.dumps([head, files], sort_keys=True).encode("utf-8"))
+        digest.update(labels.tobytes())
+        for chunk in self._content():
+            digest.update(np.ascontiguousarray(chunk).data)
+        found: dict[str, Any] = {
+            "kind": type(self).__name__,
+            "classes": list(self.class_names),
+            "count": len(labels),
+            "digest": digest.hexdigest(),
+        }
+        return {**found, "files": files} if files else found
+
+    def _content(self) -> Sequence[np.ndarray]:
+        """The in-memory data :meth:`fingerprint` hashes besides the labels (none here)."""
+        return ()
+
+    def _file_stats(self) -> dict[str, str]:
+        files: tuple[Path, ...] = getattr(self, "_files", ())
+        root = getattr(self, "root", None)
+        stats = {}
+        for path in files:
+            try:
+                info = path.stat()
+                stat = f"{info.st_size} {info.st_mtime_ns}"
+            except OSError:
+                stat = "missing"
+            below = os.path.relpath(path, root) if root is not None else str(path)
+            stats[below.replace(os.sep, "/")] = stat
+        return stats
 
     def _read(self, key: int, size: tuple[int, int]) -> np.ndarray:
         raise NotImplementedError

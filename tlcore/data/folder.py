@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,10 @@ from tlcore.inputs.image import (
     _ignored,
     _is_image,
     _listing,
-    image_files,
+    image_listing,
     load_image,
 )
+from tlcore.inputs.listing import Listing, link_problem
 
 _SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
 
@@ -34,18 +36,54 @@ def scan_folder(
         cache_bytes: bytes of decoded images kept in memory (default 1 GiB).
 
     Returns:
-        The dataset, classes in sorted order, files in sorted order within each class.
+        The dataset, classes in sorted order, files in sorted order within each class; its
+        ``warnings`` name what was left out or looks wrong: links skipped, class names that
+        differ only in case or Unicode form, hidden images, files that are not images.
+
+    Links are followed as :mod:`tlcore.inputs.listing` says, so that each image counts once
+    and in the class whose folder holds it: a link to the data folder, above it or into
+    another class (``ln -s . data/all``) is skipped with a warning, never made a class;
+    links to images kept outside the data folder are followed.
 
     Raises:
         DataError: the path is missing or not a folder; image files lie at the top level;
-            there are no class folders, or only one; a class folder holds no images; images
-            cannot be read (up to five are named).
+            there are no class folders, or only one; a class folder holds no images; one
+            file is in two classes (through links); images cannot be read (up to five are
+            named).
     """
     return FolderDataset(path, verify=verify, cache_bytes=cache_bytes)
 
 
-def _scan_layout(root: Path) -> tuple[list[str], list[list[Path]]]:
-    """Class names and their image files; raises DataError for each layout mistake."""
+def _scan_layout(root: Path) -> tuple[list[str], list[list[Path]], list[str]]:
+    """Class names, their image files and what to warn about; raises DataError for each
+    layout mistake."""
+    class_dirs, links = _class_folders(root)
+    names = [p.name for p in class_dirs]
+    if all(name.lower() in _SPLIT_NAMES for name in names) and _has_subfolders(class_dirs):
+        raise DataError(
+            f"{root} holds split folders ({', '.join(names)}), not class folders",
+            f"point data.path at {root / names[0]} and data.val_path at the validation folder",
+        )
+    listings = [image_listing(p, root) for p in class_dirs]
+    files = [listing.files for listing in listings]
+    empty = [name for name, group in zip(names, files, strict=True) if not group]
+    if empty:
+        raise DataError(
+            f"class folder(s) with no images in {root}: {_listing(empty)}",
+            "add .jpg/.jpeg/.png/.bmp/.webp images to them or remove the folders",
+        )
+    if len(names) < 2:
+        raise DataError(
+            f"only one class in {root}: {names[0]!r}; need at least two classes",
+            "add a sub-folder for each further class",
+        )
+    _refuse_shared_files(root, listings)
+    return names, files, _warnings(root, names, listings, links)
+
+
+def _class_folders(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The class folders of ``root``, and the links among them skipped (see
+    :mod:`tlcore.inputs.listing`): a class folder that is a link must lead outside ``root``."""
     if not root.exists():
         raise DataError(
             f"data folder not found: {root}",
@@ -64,31 +102,95 @@ def _scan_layout(root: Path) -> tuple[list[str], list[list[Path]]]:
             "each image must be inside its class folder: move them into sub-folders named "
             f"after their class, e.g. {root / 'cat' / stray[0]}",
         )
-    class_dirs = [p for p in entries if p.is_dir() and not _ignored(p.name)]
+    real_root = Path(os.path.realpath(root))
+    class_dirs: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in entries:
+        if _ignored(path.name):
+            continue
+        if path.is_symlink() and (path.is_dir() or not path.exists()):
+            why = link_problem(path, real_root, None)
+            if why is not None:
+                skipped.append((path, why))
+                continue
+        if path.is_dir():
+            class_dirs.append(path)
     if not class_dirs:
         raise DataError(
-            f"no class folders in {root}",
+            f"no class folders in {root}"
+            + (f" (links skipped: {_listing(_shown_paths(root, skipped))})" if skipped else ""),
             "make one sub-folder per class and put each class's images in it",
         )
-    names = [p.name for p in class_dirs]
-    if all(name.lower() in _SPLIT_NAMES for name in names) and _has_subfolders(class_dirs):
+    return class_dirs, skipped
+
+
+def _refuse_shared_files(root: Path, listings: list[Listing]) -> None:
+    """One file reached from two classes (through links) has no one class: refuse it."""
+    owner: dict[tuple[int, int], Path] = {}
+    shared: list[str] = []
+    for listing in listings:
+        for path, identity in listing.identities.items():
+            if identity in owner:
+                shared.append(f"{_shown(_below(root, owner[identity]))} and "
+                              f"{_shown(_below(root, path))}")
+            else:
+                owner[identity] = path
+    if shared:
         raise DataError(
-            f"{root} holds split folders ({', '.join(names)}), not class folders",
-            f"point data.path at {root / names[0]} and data.val_path at the validation folder",
+            f"{len(shared)} image file(s) in {root} are in two classes at once (links to one "
+            f"file): {_listing(shared)}",
+            "an image has one class: remove the link from the class it does not belong to",
         )
-    files = [image_files(p) for p in class_dirs]
-    empty = [name for name, group in zip(names, files, strict=True) if not group]
-    if empty:
-        raise DataError(
-            f"class folder(s) with no images in {root}: {_listing(empty)}",
-            "add .jpg/.jpeg/.png/.bmp/.webp images to them or remove the folders",
+
+
+def _warnings(
+    root: Path, names: list[str], listings: list[Listing], links: list[tuple[Path, str]]
+) -> list[str]:
+    """What the scan left out or found odd, by name: the caller warns about each."""
+    skipped = links + [item for listing in listings for item in listing.skipped]
+    hidden = [_below(root, path) for listing in listings for path in listing.hidden]
+    other = [_below(root, path) for listing in listings for path in listing.other]
+    texts = []
+    if skipped:
+        texts.append(
+            f"{root}: {len(skipped)} link(s) or second path(s) to a file not read, so that no "
+            f"image counts twice or under another class: {_listing(_shown_paths(root, skipped))}"
         )
-    if len(names) < 2:
-        raise DataError(
-            f"only one class in {root}: {names[0]!r}; need at least two classes",
-            "add a sub-folder for each further class",
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(unicodedata.normalize("NFKC", name).casefold(), []).append(name)
+    alike = [" and ".join(repr(name) for name in group) for group in groups.values()
+             if len(group) > 1]
+    if alike:
+        texts.append(
+            f"{root}: class names that differ only in case or Unicode form are separate "
+            f"classes: {'; '.join(alike)}; merge their folders if they are one class (macOS "
+            "and Windows cannot even hold both)"
         )
-    return names, files
+    if hidden:
+        texts.append(
+            f"{root}: {len(hidden)} hidden image file(s) not read (names starting with '.'; "
+            f"macOS '._' files are not images): {_listing([_shown(p) for p in hidden])}"
+        )
+    if other:
+        texts.append(
+            f"{root}: {len(other)} file(s) in class folders not read, not being "
+            f".jpg/.jpeg/.png/.bmp/.webp images: {_listing([_shown(p) for p in other])}"
+        )
+    return texts
+
+
+def _below(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def _shown(text: str) -> str:
+    """``text`` with control characters escaped: file and class names reach a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _shown_paths(root: Path, items: list[tuple[Path, str]]) -> list[str]:
+    return [f"{_shown(_below(root, path))} ({_shown(why)})" for path, why in items]
 
 
 def _has_subfolders(folders: list[Path]) -> bool:
@@ -117,7 +219,9 @@ class FolderDataset(Dataset):
 
     Images are files ending in .jpg, .jpeg, .png, .bmp or .webp (any case), found
     recursively in each class folder; hidden files and folders, ``__MACOSX`` and other
-    extensions are ignored. Every image is checked when the folder is scanned. Images are
+    extensions are ignored, and links followed only where they cannot count an image twice
+    or in another class (see :func:`scan_folder`), with a warning in :attr:`warnings` for
+    each. Every image is checked when the folder is scanned. Images are
     converted to RGB (grayscale, palette, CMYK; an alpha channel is dropped, as Keras and
     torchvision do) and turned upright by their EXIF orientation.
 
@@ -138,7 +242,7 @@ class FolderDataset(Dataset):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         root = Path(path).expanduser()
-        class_names, files = _scan_layout(root)
+        class_names, files, warnings = _scan_layout(root)
         if verify:
             _verify_images(root, [file for group in files for file in group])
         labels = np.concatenate(
@@ -147,6 +251,7 @@ class FolderDataset(Dataset):
         super().__init__(class_names, labels, cache_bytes)
         self.root = root
         self._files: tuple[Path, ...] = tuple(file for group in files for file in group)
+        self.warnings = tuple(warnings)
 
     @property
     def paths(self) -> tuple[Path, ...]:

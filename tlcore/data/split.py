@@ -51,15 +51,29 @@ def split(dataset: _D, val_split: float, seed: int, min_held: int = 1) -> tuple[
         raise DataError(f"seed must be >= 0; got {seed}", "use a non-negative integer seed")
     train: list[np.ndarray] = []
     val: list[np.ndarray] = []
+    unvalidated: list[str] = []
     for name, members in strata(dataset):
-        rng = np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8"))])
+        # surrogateescape: a folder name that is not UTF-8 (bytes on Linux) is a name too
+        key = zlib.crc32(name.encode("utf-8", "surrogateescape"))
+        rng = np.random.default_rng([int(seed), key])
         shuffled = rng.permutation(members)
         held = _held_out(len(members), val_split, min_held)
         val.append(shuffled[:held])
         train.append(shuffled[held:])
-    return dataset.subset(np.sort(np.concatenate(train))), dataset.subset(
+        if val_split > 0 and not held and name:
+            unvalidated.append(f"{name!r} ({len(members)} image{'s' * (len(members) != 1)})")
+    parts = dataset.subset(np.sort(np.concatenate(train))), dataset.subset(
         np.sort(np.concatenate(val))
     )
+    if unvalidated:
+        # Its validation metrics then say nothing about it: say so by name.
+        text = (
+            f"class(es) with too few images to hold one out for validation, so the validation "
+            f"metrics measure nothing of them: {', '.join(unvalidated)}; add images"
+        )
+        for part in parts:
+            part.warnings = (*part.warnings, text)
+    return parts
 
 
 def strata(dataset: Dataset) -> list[tuple[str, np.ndarray]]:

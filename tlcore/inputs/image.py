@@ -5,11 +5,18 @@ and prediction.
 **bilinear** filter (:data:`RESAMPLE`), the aspect ratio squashed to the size as Keras'
 ``image_dataset_from_directory`` and torchvision's ``Resize((h, w))`` do. Nothing here imports
 the recipe or a framework: the runtime decodes with it.
+
+Importing this module sets Pillow's decompression-bomb limit to tlcore's own,
+:data:`MAX_IMAGE_PIXELS`, for the whole process; tlcore refuses a larger image itself, with a
+:class:`~tlcore.errors.DataError` naming the file, so Pillow's ``DecompressionBombWarning``
+(which it gives between the limit and twice it) is silenced rather than printed raw.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +25,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from tlcore.errors import DataError
+from tlcore.inputs.listing import Listing, list_files
 
 if TYPE_CHECKING:
     from tlcore.interfaces import InputSpec
@@ -33,6 +41,16 @@ IGNORED_NAMES = frozenset({"__MACOSX", "__pycache__"})
 RESAMPLE = Image.Resampling.BILINEAR
 """The resize filter: Pillow's bilinear, antialiased when shrinking."""
 
+
+MAX_IMAGE_PIXELS = 16384 * 16384
+"""The largest image tlcore decodes, in pixels (268,435,456: 16384 x 16384). Larger than any
+camera's photos (200 megapixels) and most scans, while one decoded image (768 MiB as RGB)
+cannot take a machine's memory; a "decompression bomb" (a small file declaring billions of
+pixels) is refused from its header, before anything is decoded. Pillow's own default is
+89,478,485, with only a warning up to twice that."""
+
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # _open refuses
 
 _MAX_LISTED = 5
 
@@ -52,7 +70,7 @@ def load_image(path: str | os.PathLike[str], size: tuple[int, int] | int) -> np.
     """
     height, width = _check_size(size)
     try:
-        with Image.open(path) as image:
+        with _open(path) as image:
             if image.format == "JPEG":
                 # Reduce before decoding: rotation by EXIF may swap the sides, so ask for both.
                 side = max(height, width)
@@ -80,12 +98,19 @@ def image_array(image: Image.Image, size: tuple[int, int] | int) -> np.ndarray:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The image files under ``folder``, recursively, sorted; hidden files and folders skipped."""
-    found: list[Path] = []
-    for here, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _ignored(d))
-        found.extend(Path(here, f) for f in files if not f.startswith(".") and _is_image(f))
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    """The image files under ``folder``, recursively, sorted; hidden files and folders skipped.
+
+    Links are followed as :mod:`tlcore.inputs.listing` says: never to ``folder`` or above it,
+    and each file once. :func:`image_listing` also says what was left out.
+    """
+    return image_listing(folder).files
+
+
+def image_listing(folder: Path, tree: Path | None = None) -> Listing:
+    """The images under ``folder`` (a class folder of the data folder ``tree``), with the
+    links, hidden images and other files left out: :func:`tlcore.inputs.listing.list_files`
+    with this module's image extensions and ignored names."""
+    return list_files(folder, wanted=_is_image, ignored=_ignored, tree=tree)
 
 
 
@@ -93,11 +118,11 @@ def image_files(folder: Path) -> list[Path]:
 def _check_image(path: Path) -> str | None:
     """None when the file looks like a valid image, else why not."""
     try:
-        with Image.open(path) as image:
+        with _open(path) as image:
             fmt = image.format
             image.verify()
         if _maybe_truncated(path, fmt):
-            with Image.open(path) as image:
+            with _open(path) as image:
                 image.draft(None, (64, 64))
                 image.load()
     except Exception as exc:  # see load_image
@@ -122,9 +147,24 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, UnidentifiedImageError):
         return "not a recognised image file"
     if isinstance(exc, Image.DecompressionBombError):
-        return "image is too large (decompression-bomb limit)"
+        found = re.search(r"(\d+x\d+ = )?\d+ pixels", str(exc))
+        size = f" ({found.group(0)})" if found else ""
+        return (
+            f"image is too large{size}: tlcore decodes at most {MAX_IMAGE_PIXELS:,} pixels "
+            "(tlcore.inputs.image.MAX_IMAGE_PIXELS), a guard against decompression bombs"
+        )
     text = str(exc).strip()
     return text or type(exc).__name__
+
+
+def _open(path: str | os.PathLike[str]) -> Image.Image:
+    """``Image.open``, refusing an image over :data:`MAX_IMAGE_PIXELS` from its header."""
+    image = Image.open(path)
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise Image.DecompressionBombError(f"{width}x{height} = {width * height} pixels")
+    return image
 
 
 def _upright(image: Image.Image) -> Image.Image:

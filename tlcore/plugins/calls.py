@@ -4,15 +4,19 @@ The trainer, the bundle writer, evaluation, export and the conformance suite all
 through :class:`BackendCalls`. Each method calls its hook with the backend's name filled in; a
 hook whose answer is required and comes back ``None`` (no plugin answered for this backend or
 this object) is a :class:`~tlcore.errors.PluginError` naming the hook and the backend, never a
-silent fallback.
+silent fallback. A framework running out of memory in any hook is a
+:class:`~tlcore.errors.TlcoreError` naming the batch and input size to lower.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlcore.errors import PluginError, TlcoreError
+from tlcore.errors import PluginError, TlcoreError, reason
 from tlcore.plugins.manager import hook
 
 if TYPE_CHECKING:
@@ -48,7 +52,8 @@ class BackendCalls:
 
     def load_backbone(self, spec: BackboneSpec) -> Backbone:
         """``tl_load_backbone``; no answer means no plugin knows the source."""
-        backbone = hook().tl_load_backbone(backend=self.backend, spec=spec)
+        with _memory_guard("tl_load_backbone", self.backend):
+            backbone = hook().tl_load_backbone(backend=self.backend, spec=spec)
         if backbone is None:
             what = spec.source or type(spec.model).__name__
             raise TlcoreError(
@@ -100,10 +105,11 @@ class BackendCalls:
     ) -> Path:
         """``tl_export``: write ``fmt`` into the folder ``path``; no answer means no plugin
         writes that format for this backend."""
-        written = hook().tl_export(
-            backend=self.backend, model=model, fmt=fmt, path=Path(path), example=example,
-            opset=opset,
-        )
+        with _memory_guard("tl_export", self.backend):
+            written = hook().tl_export(
+                backend=self.backend, model=model, fmt=fmt, path=Path(path), example=example,
+                opset=opset,
+            )
         if written is None:
             raise TlcoreError(
                 f"no plugin can export format {fmt!r} for backend {self.backend!r}",
@@ -164,7 +170,9 @@ class BackendCalls:
     def _required(self, name: str, choice: tuple[str, str] | None = None, **kwargs: Any) -> Any:
         """Call hook ``name``; ``choice`` is the ``(kind, value)`` of the recipe choice the
         answer depends on, named in the error when a plugin's value finds no implementation."""
-        result = getattr(hook(), name)(backend=self.backend, **kwargs)
+        inputs = kwargs.get("images", kwargs.get("batch"))
+        with _memory_guard(name, self.backend, inputs):
+            result = getattr(hook(), name)(backend=self.backend, **kwargs)
         if result is None and choice is not None:
             _unimplemented_choice(name, self.backend, *choice)
         if result is None:
@@ -189,3 +197,65 @@ def _unimplemented_choice(hook_name: str, backend: str, kind: str, value: str) -
         f"the plugin that registers {value!r} must answer {hook_name} for backend {backend!r}; "
         "see 'tl plugins'",
     )
+
+
+_OOM_TYPES = frozenset({"OutOfMemoryError", "ResourceExhaustedError"})  # torch (GPU), TensorFlow
+_OOM_TEXT = re.compile(
+    r"out of memory|can't allocate memory|not enough memory|OOM when allocating|RESOURCE_EXHAUSTED",
+    re.IGNORECASE,
+)
+
+_ENFORCE = re.compile(r"^\[enforce fail at [^\]]*\]\s*(err == 0\.\s*)?")  # torch's C++ location
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True when ``exc`` says memory ran out: a ``MemoryError`` (numpy), torch's
+    ``OutOfMemoryError`` or allocator ``RuntimeError`` (CPU: "DefaultCPUAllocator: can't
+    allocate memory"), TensorFlow's ``ResourceExhaustedError``. Matched by type name and
+    message, so no framework is imported to ask."""
+    if isinstance(exc, MemoryError):
+        return True
+    if any(cls.__name__ in _OOM_TYPES for cls in type(exc).__mro__):
+        return True
+    return isinstance(exc, RuntimeError) and bool(_OOM_TEXT.search(str(exc)))
+
+
+def out_of_memory_error(exc: BaseException, where: str, inputs: Any = None) -> TlcoreError:
+    """The error for running out of memory in ``where``, naming the size of the batch
+    ``inputs`` (a :class:`~tlcore.interfaces.Batch` or an array) and what to make smaller."""
+    x = getattr(inputs, "x", inputs)
+    shape = tuple(getattr(x, "shape", ()))
+    size = "backbone.input_size (--input-size)"
+    why = f"{type(exc).__name__}: {_ENFORCE.sub('', reason(exc, 300))[:200]}"
+    if not shape:
+        return TlcoreError(
+            f"out of memory in {where}: {why}",
+            f"close other programs, or choose a smaller backbone or {size}",
+        )
+    if getattr(inputs, "features", False):
+        what = "cached feature vectors"
+    elif len(shape) == 4 and shape[-1] == 3:
+        what = f"images of {shape[1]}x{shape[2]} pixels"
+        size = f"backbone.input_size (--input-size, now {shape[1]}x{shape[2]})"
+    else:
+        what = f"inputs of shape {shape[1:]}"
+    return TlcoreError(
+        f"out of memory in {where} on a batch of {shape[0]} {what}: {why}",
+        f"lower the batch size (train.batch_size, --batch-size; this batch held {shape[0]}) "
+        f"or {size}, "
+        "or choose a smaller backbone: memory grows with all three",
+    )
+
+
+@contextmanager
+def _memory_guard(hook_name: str, backend: str, inputs: Any = None) -> Iterator[None]:
+    """Turn a framework's out-of-memory exception in a hook into one :class:`TlcoreError`;
+    every other exception (a :class:`TlcoreError` too) passes unchanged."""
+    try:
+        yield
+    except TlcoreError:
+        raise
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise out_of_memory_error(exc, f"{hook_name} (backend {backend!r})", inputs) from None

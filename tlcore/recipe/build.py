@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -263,20 +264,28 @@ def _coerce(base: type, value: Any, path: str) -> Any:
     if base is int:
         if isinstance(value, bool) or not isinstance(value, int | str | float):
             raise RecipeError(path, value, "an integer")
+        if isinstance(value, int):
+            return value  # through float() a large integer would lose digits
         try:
             number = float(value)
         except ValueError:
             raise RecipeError(path, value, "an integer") from None
-        if number != int(number):
+        # int() of NaN or infinity raises, so they are refused first
+        if not math.isfinite(number) or number != int(number):
             raise RecipeError(path, value, "an integer")
         return int(number)
     if base is float:
         if isinstance(value, bool):
             raise RecipeError(path, value, "a number")
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise RecipeError(path, value, "a number") from None
+        # NaN passes every range check (each comparison with it is false) and infinity
+        # overflows the frameworks: neither is a setting.
+        if not math.isfinite(number):
+            raise RecipeError(path, value, "a finite number (not NaN or infinity)")
+        return number
     if base is str:
         if isinstance(value, Path):  # a path given as a path (``--labels``, ``labels=Path(...)``)
             return str(value)
@@ -295,9 +304,10 @@ def _check_meta(value: Any, path: str, meta: Mapping[str, Any]) -> None:
         extra = f" (did you mean {close[0]!r}?)" if close else ""
         raise RecipeError(path, value, "one of " + ", ".join(choices) + extra)
     lo, hi = meta.get("min"), meta.get("max")
-    if lo is not None and value < lo:
+    # Written as "not inside" so that NaN, for which every comparison is false, fails too.
+    if lo is not None and not value >= lo:
         raise RecipeError(path, value, f"a number >= {lo}" + (f" and <= {hi}" if hi else ""))
-    if hi is not None and value > hi:
+    if hi is not None and not value <= hi:
         raise RecipeError(path, value, f"a number <= {hi}" + (f" and >= {lo}" if lo else ""))
 
 
@@ -324,6 +334,13 @@ def _check_consistency(obj: Any, path: str) -> None:
         names = [s.name for s in obj.stages]
         if len(set(names)) != len(names):
             raise RecipeError(prefix + "stages", names, "stages with distinct names")
+        if not any(stage.epochs for stage in obj.stages):
+            # Nothing would train, and the run would export its untouched initial model.
+            raise RecipeError(
+                prefix + "stages", [s.epochs for s in obj.stages],
+                "at least one stage with epochs >= 1 (a stage with epochs 0 is skipped, but "
+                "with every stage at 0 nothing trains)",
+            )
     if isinstance(obj, ExportSpec):
         for i, fmt in enumerate(obj.formats):
             if not fmt or not fmt.replace("_", "").isalnum():

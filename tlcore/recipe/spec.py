@@ -94,7 +94,10 @@ class StageSpec:
     task's own (``val_accuracy``, ``val_f1_micro``, ``val_mae``).
     ``min_steps``: the stage runs more epochs than ``epochs`` when that many would give fewer
     optimiser steps, so that a small dataset still trains (five epochs of 40 images are ten
-    steps, far from converged); the run says when it extends a stage.
+    steps, far from converged); the run says when it extends a stage. ``epochs: 0`` skips
+    the stage; a recipe whose every stage has 0 is refused (it would export an untrained
+    model). Numbers must be finite: NaN and infinity are refused. A loss or weight that
+    turns NaN or infinite while training stops the run (:mod:`tlcore.train.guards`).
     """
 
     name: str = "stage"

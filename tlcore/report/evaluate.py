@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 
 from tlcore.bundle.layout import INFO_FILE, MODEL_FILE
+from tlcore.bundle.read import read_info
 from tlcore.data import Dataset, LabelFileDataset, scan_folder
 from tlcore.errors import DataError, TlcoreError
 from tlcore.interfaces import Batch
 from tlcore.plugins.calls import BackendCalls
-from tlcore.runfolder import RunFolder, read_json, write_json
+from tlcore.runfolder import RunFolder, write_json
 from tlcore.tasks import Task, task_from_bundle
 
 REPORT_FILE = "report.json"
@@ -91,12 +92,36 @@ def report_folder(run: str | Path, data: str | Path) -> Path:
     return bundle / "eval" / ((source.stem if source.is_file() else source.name) or "data")
 
 
+def check_report_folder(folder: str | Path, data: str | Path) -> None:
+    """Refuse a report folder inside the evaluated data: the next ``tl train`` or ``tl eval``
+    of that folder would read it as a class (a folder of images, one sub-folder per class,
+    holds nothing else).
+
+    Raises:
+        DataError: ``folder`` is the data folder (a folder per class, or the images of a
+            label file) or lies inside it. A label file's own folder is not the data: only
+            the images it lists are read.
+    """
+    if not Path(data).is_dir():
+        return
+    target, root = Path(folder).resolve(), Path(data).resolve()
+    if target == root or root in target.parents:
+        raise DataError(
+            f"the report folder {folder} is inside the data {data}: report.json and "
+            "confusion.png there would be read as part of the data",
+            f"choose a folder outside {data} with --out",
+        )
+
+
 def write_report(report: dict[str, Any], folder: str | Path) -> list[Path]:
     """Write ``report.json`` and, for a classifier, the confusion matrix ``confusion.png``
-    (when matplotlib is installed) into ``folder``; returns the files written."""
+    (when matplotlib is installed) into ``folder``, never inside the evaluated data
+    (:func:`check_report_folder`); returns the files written."""
     from tlcore.report.plots import CONFUSION_FILE, plot_confusion
 
     folder = Path(folder)
+    if report.get("data"):
+        check_report_folder(folder, report["data"])
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / REPORT_FILE, report)
@@ -143,7 +168,7 @@ def _native_model(run: str | Path) -> _Model:
 
     recipe, classes, model, prep = load_run(run)
     described = Path(run) / INFO_FILE
-    saved = read_json(described) if described.is_file() else RunFolder(run).info()
+    saved = read_info(described) if described.is_file() else RunFolder(run).info()
     task, info = task_from_bundle(saved.get("task"))
 
     def outputs(images: np.ndarray) -> np.ndarray:

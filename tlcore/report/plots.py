@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tlcore.progress import printable
 from tlcore.runfolder import atomic_path
 
 if TYPE_CHECKING:
@@ -108,8 +109,9 @@ def plot_confusion(
     image = axes.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of true class")
     if k <= _MAX_TICKS:
-        axes.set_xticks(range(k), [str(n) for n in class_names], rotation=90)
-        axes.set_yticks(range(k), [str(n) for n in class_names])
+        names = [printable(str(n)) for n in class_names]  # no font has control characters
+        axes.set_xticks(range(k), names, rotation=90)
+        axes.set_yticks(range(k), names)
     if k <= _MAX_ANNOTATED:
         for (i, j), value in np.ndenumerate(counts):
             if value:

@@ -11,6 +11,7 @@ import numpy as np
 from tlcore.errors import RecipeError
 from tlcore.interfaces import StepState
 from tlcore.schedule import learning_rate
+from tlcore.train.guards import check_step
 from tlcore.train.stages import derive_seed
 
 if TYPE_CHECKING:
@@ -23,7 +24,11 @@ AUTO = "auto"
 
 def train_epoch(t: Trainer, run: _StageRun, epoch: int) -> dict[str, float]:
     """Train one epoch of ``run``'s stage; its training metrics (``loss``, the task's metrics
-    on the outputs before each update, ``lr``)."""
+    on the outputs before each update, ``lr``).
+
+    Raises:
+        TlcoreError: a step's loss is NaN or infinite (:func:`~tlcore.train.guards.check_step`).
+    """
     seed = derive_seed(t.recipe.train.seed, run.index, epoch)
     t.calls.seed(seed)
     rng = np.random.default_rng(seed)
@@ -38,7 +43,9 @@ def train_epoch(t: Trainer, run: _StageRun, epoch: int) -> dict[str, float]:
         lr = learning_rate(stage, step, run.total_steps)
         batch = feed.batch(indices, rng)
         state = StepState(run.optimizer, lr, stage.label_smoothing, step, loss=t.task.loss)
-        metrics.add(t.calls.train_step(t.model, batch, state), feed.dataset.labels[indices])
+        result = t.calls.train_step(t.model, batch, state)
+        check_step(t, run, epoch, b, len(batches), result)  # a NaN loss stops the run here
+        metrics.add(result, feed.dataset.labels[indices])
         t.progress.batch(b + 1, len(batches), metrics.running())
     return {**metrics.result(), "lr": lr}
 

@@ -13,6 +13,7 @@ from tlcore.bundle.graph import export_onnx
 from tlcore.bundle.layout import INFO_FILE
 from tlcore.bundle.parity import parity_indices
 from tlcore.diagnose import stalled_stage_warnings
+from tlcore.errors import TlcoreError
 from tlcore.plugins import require_backend
 from tlcore.report.plots import HISTORY_FILE, plot_history
 from tlcore.runfolder import write_arrays, write_json
@@ -32,6 +33,7 @@ def finish(t: Trainer) -> TrainResult:
     # evaluation need not run the backbone again.
     feed = t.cached_val or Feed(t, t.val_set, cached=False)
     logits = feed.logits()
+    _require_finite_outputs(logits)
     # The task's last word on the held-out images (a multi-label model's thresholds), before
     # the final metrics and the exports, which use it.
     t.task_info = t.task.calibrate(t.task_info, logits, t.val_set.labels)
@@ -65,6 +67,22 @@ def finish(t: Trainer) -> TrainResult:
         quantized=quantized,
         warnings=list(t.warnings),
     )
+
+
+def _require_finite_outputs(logits: np.ndarray) -> None:
+    """No bundle holds a model that outputs NaN or inf on its validation images.
+
+    Every epoch was checked as it ended, so this guards what came after: the best epoch's
+    weights restored, a stage that never ran.
+    """
+    finite = np.isfinite(np.asarray(logits, np.float64))
+    bad = int((~finite.all(axis=tuple(range(1, finite.ndim)))).sum())
+    if bad:
+        raise TlcoreError(
+            f"the trained model outputs NaN or inf for {bad} of {len(logits)} validation "
+            "images; no bundle is written",
+            "training diverged: train again at a lower learning rate",
+        )
 
 
 def _diagnose(t: Trainer, val_metrics: dict[str, float]) -> None:

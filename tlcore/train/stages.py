@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from tlcore.diagnose import (
     random_backbone_warnings,
 )
 from tlcore.recipe import (
+    Recipe,
     StageSpec,
     follows_default_stages,
     scratch_stage,
 )
+from tlcore.runfolder import RunFolder, write_json
 
 
 def derive_seed(*parts: int) -> int:
@@ -34,3 +39,20 @@ def plan_stages(
     if follows_default_stages(stages):
         return (scratch_stage(stages),), []
     return stages, random_backbone_warnings(stages)
+
+
+def record_resumed_recipe(folder: RunFolder, recipe: Recipe, say: Callable[[str], Any]) -> None:
+    """Write into ``run.json`` the recipe a resumed run continues with, when it differs from
+    the recorded one (``tl train --resume RUN --set train.stages.1.lr=1e-5``: the one change
+    a resume takes), so that a later resume or export sees it too; ``say`` a line per stage
+    whose learning rate changed."""
+    info: dict[str, Any] = folder.info()
+    new = recipe.to_dict()
+    if info.get("recipe") == new:
+        return
+    old = info.get("recipe", {}).get("train", {}).get("stages", [])
+    for i, (stage, before) in enumerate(zip(recipe.train.stages, old, strict=False)):
+        if before.get("lr") != stage.lr:
+            say(f"resuming with train.stages.{i}.lr {stage.lr:g} (was {before['lr']:g}): "
+                f"stage {stage.name!r}")
+    write_json(folder.run_file, {**info, "recipe": new})

@@ -21,30 +21,22 @@ from tlcore.build import build_model, with_default_backbone
 from tlcore.bundle.layout import SCHEMA_VERSION
 from tlcore.bundle.quantize import Quantized
 from tlcore.data import Dataset, load_datasets
-from tlcore.diagnose import (
-    feature_warning,
-)
+from tlcore.diagnose import feature_warning
 from tlcore.errors import RecipeError
 from tlcore.freezing import resolve_batchnorm
-from tlcore.interfaces import (
-    FreezeReport,
-    InputSpec,
-    Preprocessing,
-    RunInfo,
-)
+from tlcore.interfaces import FreezeReport, InputSpec, Preprocessing, RunInfo
 from tlcore.plugins.calls import BackendCalls
 from tlcore.progress import Progress
-from tlcore.recipe import (
-    Recipe,
-    StageSpec,
-)
+from tlcore.recipe import Recipe, StageSpec
 from tlcore.runfolder import RunFolder, unchanged, write_json
 from tlcore.schedule import stage_epochs
 from tlcore.tasks import Task, get_task
 from tlcore.train.epoch import check_monitors, monitored, train_epoch
 from tlcore.train.feed import Feed
 from tlcore.train.finish import finish
-from tlcore.train.stages import plan_stages
+from tlcore.train.guards import check_epoch
+from tlcore.train.stages import plan_stages, record_resumed_recipe
+from tlcore.train.start import start_run
 
 
 @dataclass
@@ -98,11 +90,13 @@ class Trainer:
         data: Any = None,
         resume: bool = False,
         quiet: bool = False,
+        data_changed_ok: bool = False,
     ) -> None:
         self.backend = recipe.backend
         self.calls = BackendCalls(recipe.backend)
         self.folder = RunFolder(out)
         self.resume = resume
+        self.data_changed_ok = data_changed_ok  # resume on data that changed since the start
         self.progress = Progress(quiet=quiet)
         # Resolved once and written into run.json, so a resume or export rebuilds the same one.
         self.recipe = _absolute_paths(with_default_backbone(recipe))
@@ -143,7 +137,13 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train every stage (continuing from the last checkpoint when resuming)."""
-        self.folder.start(self.run_info(), resume=self.resume)
+        try:
+            return self._run()
+        finally:
+            self.folder.release()  # the run folder's lock, however the run ends
+
+    def _run(self) -> TrainResult:
+        start_run(self)  # lock, run.json, data.json; a resume's data unchanged
         self.model, backbone = build_model(self.recipe, self.num_outputs, self.progress)
         self.preprocessing = backbone.preprocessing
         self.input_spec: InputSpec = backbone.input_spec  # type: ignore[assignment]
@@ -179,6 +179,7 @@ class Trainer:
             f"resuming {self.folder.path} at stage {progress.stage + 1}, "
             f"epoch {progress.epoch + 1}"
         )
+        record_resumed_recipe(self.folder, self.recipe, self.progress.message)
         return state["counter"], progress
 
     def _run_stage(
@@ -250,13 +251,15 @@ class Trainer:
         self.progress.start_epoch(f"{stage.name} {epoch + 1}/{epochs}")
         started = time.perf_counter()
         metrics = train_epoch(self, run, epoch)
-        metrics.update(run.val_feed.evaluate())
+        weights, optimizer = self.get_weights(), self.calls.get_optimizer_state(run.optimizer)
+        # Checked before anything is recorded: the last checkpoint and best epoch stay finite.
+        saved = {"weight": weights, "optimiser state": optimizer}
+        metrics.update(check_epoch(self, run, epoch, metrics, saved))  # + validation metrics
         seconds = round(time.perf_counter() - started, 3)
         row = {"stage": stage.name, "epoch": epoch + 1, **metrics, "seconds": seconds}
         self.history.append(row)
         self.progress.end_epoch(metrics)
         best_changed = self._track_best(stage, progress, metrics)
-        weights = self.get_weights()
         if best_changed or best is None:
             best = weights
         progress.epoch += 1
@@ -275,7 +278,7 @@ class Trainer:
         path = self.folder.save_checkpoint(
             state,
             weights,
-            self.calls.get_optimizer_state(run.optimizer),
+            optimizer,
             best,
             best_changed,
             unchanged(at_start, weights, best),
