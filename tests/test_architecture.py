@@ -179,3 +179,15 @@ def test_every_package_ships_in_the_wheel():
     listed = set(project["tool"]["setuptools"]["packages"])
     on_disk = {_module_name(p.parent / "__init__.py") for p in PACKAGE.rglob("__init__.py")}
     assert on_disk <= listed, f"add to [tool.setuptools] packages: {sorted(on_disk - listed)}"
+
+
+def test_the_fault_page_counts_the_tests_there_are():
+    """docs/faults.md's table gives the number of tests of each fault-suite file: keep it true."""
+    page = (ROOT / "docs" / "faults.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(tests/test_\w+\.py)` \| (\d+) \|", page, flags=re.M)
+    assert len(rows) == 4
+    for name, count in rows:
+        tree = ast.parse((ROOT / name).read_text(encoding="utf-8"))
+        tests = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        found = sum(1 for n in tests if n.name.startswith("test"))
+        assert found == int(count), f"{name} has {found} tests; docs/faults.md says {count}"

@@ -304,3 +304,17 @@ def test_tl_eval_will_not_write_into_the_data(bundle, digits):
     printed = CliRunner().invoke(cli, ["eval", str(bundle), str(digits), "--json"])
     assert printed.exit_code == 0, printed.output
     assert (bundle / "eval" / "digits" / "report.json").is_file()
+
+
+def test_tl_train_refuses_an_opset_onnx_cannot_write_before_it_trains(tmp_path):
+    """The recipe's range is wider than any one onnx release: the run checks the installed
+    one first, instead of failing at export after training."""
+    opset = onnx.defs.onnx_opset_version() + 1
+    data = tmp_path / "data"
+    data.mkdir()
+    printed = CliRunner().invoke(
+        cli, ["train", str(data), "--out", str(tmp_path / "run"), "--set", f"export.opset={opset}"]
+    )
+    assert printed.exit_code == 2, printed.output
+    assert f"ONNX opset {opset} cannot be exported" in printed.output
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -45,6 +45,7 @@ PAGES = [
     "embedding.md",
     "deploy.md",
     "security.md",
+    "faults.md",
     "architecture.md",
     "plugins/tutorial.md",
     "plugins/backend.md",

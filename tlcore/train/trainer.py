@@ -365,8 +365,13 @@ class Trainer:
 
 
 def _check_task(task: Task, recipe: Recipe) -> None:
-    """What the recipe asks must suit its task: the stages' ``monitor``, quantisation."""
+    """What the recipe asks must suit its task (the stages' ``monitor``, quantisation) and
+    the installed onnx (the opset), before any data is read or framework imported."""
     check_monitors(recipe.train.stages, task)
+    if "onnx" in recipe.export.formats:
+        from tlcore.bundle.graph import check_opset
+
+        check_opset(recipe.export.opset)
     if recipe.export.quantize != "none" and task.quality_metric is None:
         raise RecipeError(
             "export.quantize",
