@@ -37,6 +37,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tlcore.bundle.layout import RUN_FILE
 from tlcore.errors import TlcoreError
 
 if TYPE_CHECKING:
@@ -51,7 +52,6 @@ except ImportError:  # Windows: no flock; runs go unlocked there
 
 __all__ = ["RunFolder", "atomic_path", "read_arrays", "read_json", "write_arrays", "write_json"]
 
-RUN_FILE = "run.json"
 DATA_FILE = "data.json"
 LOCK_FILE = ".lock"
 CHECKPOINTS = "checkpoints"
