@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlcore.errors import TlcoreError
+from tlcore.parallel import launched_rank
 from tlcore.recipe import Recipe, build_recipe, load_recipe_file
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def resolve_run(
     if isinstance(data, str | Path):
         shortcuts["data"] = str(data)
         data = None
-    if out is not None:
+    if out is not None and launched_rank() == 0:  # rank 0 alone locks and writes the folder
         RunFolder(out).check_free()
     if resume:
         if out is None:

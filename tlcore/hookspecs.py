@@ -50,8 +50,8 @@ After ``pip install``, ``tl plugins`` lists it and ``tl train --backbone tinynet
   conformance suite (:mod:`tlcore.testing`) builds it to check a backend through these hooks:
   ``python -m tlcore.testing mybackend``.
 
-**Order of calls in a run.** ``tl_seed`` → ``tl_load_backbone`` → ``tl_attach_head`` →
-(``tl_set_weights`` when resuming) → for each stage: ``tl_freeze`` →
+**Order of calls in a run.** ``tl_setup`` → ``tl_seed`` → ``tl_load_backbone`` →
+``tl_attach_head`` → (``tl_set_weights`` when resuming) → for each stage: ``tl_freeze`` →
 ``tl_make_optimizer`` → [``tl_extract_features`` once per sample when the backbone is frozen]
 → per epoch: ``tl_seed``, ``tl_train_step`` per batch, ``tl_eval_step`` per validation batch,
 ``tl_get_weights`` / ``tl_get_optimizer_state`` for the checkpoint, ``tl_on_epoch_end``,
@@ -84,6 +84,7 @@ if TYPE_CHECKING:
         RunInfo,
         StepState,
     )
+    from tlcore.parallel import Placement, Setup
     from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec, StageSpec
 
 PROJECT = "tlcore"
@@ -395,6 +396,34 @@ def tl_set_optimizer_state(
     :param state: what ``tl_get_optimizer_state`` returned. An entry this optimiser does not
         have, or of another shape, raises :class:`~tlcore.errors.TlcoreError` naming it.
     :return: ``True`` when restored, ``None`` for another backend or optimiser.
+    """
+
+
+@hookspec(firstresult=True)
+def tl_setup(backend: str, placement: Placement) -> Setup | None:
+    """Resolve the device and precision of a run and join its other processes.
+
+    Called once per run, before ``tl_seed`` and the backbone, in every process of a
+    distributed run. The first non-``None`` answer wins. Resolve ``placement.device``
+    (``auto``: the first GPU when there is one, else the CPU; in a distributed run, the
+    process's own GPU) and ``placement.precision``;
+    when the launcher's environment says this process is one of several (torchrun's
+    ``RANK``/``WORLD_SIZE``, ``TF_CONFIG``), join the others and return a
+    :class:`~tlcore.parallel.Collective` over them. Models built inside
+    ``collective.scope()`` train on the device in the precision (autocast, loss scaling);
+    ``tl_train_step`` exchanges gradients the framework's way (``DistributedDataParallel``, a
+    ``tf.distribute`` strategy) so that each rank applies the gradient of the global batch;
+    ``tl_eval_step`` stays float32. Weights and optimiser state cross the boundary as numpy,
+    whatever the device, so a checkpoint written on a GPU resumes on a CPU.
+
+    A backend that cannot do what is asked raises :class:`~tlcore.errors.TlcoreError` with
+    the reason (``16-mixed`` on a CPU, ``cuda`` without a GPU). A backend with no
+    implementation trains on the CPU in float32, in one process; the core says so when more
+    were launched.
+
+    :param backend: the recipe's backend.
+    :param placement: the recipe's ``train.device`` and ``train.precision``.
+    :return: a :class:`~tlcore.parallel.Setup`, or ``None`` if not your backend.
     """
 
 

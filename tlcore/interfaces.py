@@ -214,6 +214,12 @@ class StepState:
             smoothing), ``binary_cross_entropy`` (sigmoid cross-entropy on the logits of
             multi-hot targets, mean over images and outputs) or ``mse`` (mean squared error
             of the outputs against float targets, mean over images and outputs).
+        share: this process's batch as a share of the global batch (its images over the
+            global batch's; 1 in one process). In a distributed run the loss whose gradients
+            the backend exchanges is the batch's mean loss × ``share``, so that their sum over
+            the ranks is the gradient of the global batch's mean loss, as in one process
+            (``tf.distribute`` sums; ``DistributedDataParallel`` averages, so it takes
+            ``share × world_size``). The returned ``loss`` stays the batch's own mean.
     """
 
     optimizer: Any
@@ -221,6 +227,7 @@ class StepState:
     label_smoothing: float = 0.0
     step: int = 0
     loss: str = "cross_entropy"
+    share: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,15 @@ class Progress:
     """Reports stages, batches and epochs of a run.
 
     On a terminal the batch line is redrawn in place (``\\r``); in a log file only the
-    per-epoch summaries appear. ``quiet`` silences everything but warnings.
+    per-epoch summaries appear. ``quiet`` silences everything but warnings; ``silent``
+    warnings too (the ranks other than 0 of a distributed run, which rank 0 speaks for).
     """
 
-    def __init__(self, quiet: bool = False, stream: TextIO | None = None) -> None:
-        self.quiet = quiet
+    def __init__(
+        self, quiet: bool = False, stream: TextIO | None = None, silent: bool = False
+    ) -> None:
+        self.quiet = quiet or silent
+        self.silent = silent
         self.stream = stream or sys.stderr
         self.live = not quiet and self.stream.isatty()
         self._label = ""
@@ -50,7 +54,9 @@ class Progress:
             print(printable(text), file=self.stream, flush=True)
 
     def warn(self, text: str) -> None:
-        """A warning, shown even when quiet."""
+        """A warning, shown even when quiet (not when silent)."""
+        if self.silent:
+            return
         self._clear()
         print(f"warning: {printable(text)}", file=self.stream, flush=True)
 

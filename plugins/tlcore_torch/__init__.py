@@ -5,7 +5,9 @@ for other backends, and the methods behind the hooks live in :mod:`tlcore_torch.
 imported by the first call for the ``torch`` backend. The work is done in small modules:
 ``sources`` (loading backbones), ``blocks`` (what ``last_n`` counts), ``model`` (the
 :class:`TransferModel` and its head), ``freezing``, ``training`` (optimisers and steps),
-``state`` (weights, optimiser state, native export) and ``export`` (the raw ONNX graph).
+``state`` (weights, optimiser state, native export), ``export`` (the raw ONNX graph), and for
+``tl_setup`` ``placement`` (device, precision, the scope models are built in), ``collective``
+(``torch.distributed``), ``replica`` (``DistributedDataParallel``) and ``amp`` (loss scaling).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import torch
 from tlcore.errors import TlcoreError
 from tlcore.files import atomic_path
 from tlcore_torch.model import TransferModel
+from tlcore_torch.placement import float32_cpu
 
 ONNX_FILE = "model.onnx"
 EXPORTERS = ("torchscript", "dynamo")
@@ -48,6 +49,9 @@ def export_onnx(
     """Write ``folder/model.onnx``, atomically: ``model`` in inference mode, uint8 NHWC in,
     logits out.
 
+    A model on a GPU, or trained in a reduced precision, is exported from a float32 CPU copy;
+    the live model is left as it is.
+
     Args:
         model: the trained model; put back in its previous mode afterwards.
         folder: where to write (created by the core).
@@ -61,6 +65,7 @@ def export_onnx(
     target = Path(folder) / ONNX_FILE
     images = torch.from_numpy(np.require(_at_least_two(example), requirements=["C", "W"]))
     errors = []
+    model = float32_cpu(model)
     training = model.training
     model.eval()
     try:

@@ -11,6 +11,7 @@ import torch
 from tlcore_torch.export import export_onnx as export_onnx
 from tlcore_torch.freezing import apply_freeze
 from tlcore_torch.model import attach_head as attach_head
+from tlcore_torch.placement import setup as setup
 from tlcore_torch.sources import load_backbone as load_backbone
 from tlcore_torch.state import export_native as export_native
 from tlcore_torch.state import get_optimizer_state as get_optimizer_state

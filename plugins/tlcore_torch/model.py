@@ -17,6 +17,7 @@ from tlcore.interfaces import Backbone, Preprocessing
 from tlcore.recipe import HeadSpec
 from tlcore.recipe.choices import builtin
 from tlcore_torch.blocks import find_blocks, submodule
+from tlcore_torch.placement import place
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
@@ -169,10 +170,15 @@ def backbone_output(out: object) -> Tensor:
 
 def attach_head(backbone: Backbone, head: HeadSpec, num_classes: int) -> TransferModel | None:
     """Build the :class:`TransferModel` for a loaded backbone; ``None`` for a pooling a plugin
-    registered: that plugin's ``tl_attach_head`` builds the model."""
+    registered: that plugin's ``tl_attach_head`` builds the model.
+
+    Built inside a setup's scope (``collective.scope()``), the model goes to the setup's
+    device and keeps the setup as ``model.setup`` (its precision and processes)."""
     if head.pooling not in builtin("pooling"):
         return None
     blocks = backbone.extra.get("blocks")
     if blocks is None:
         blocks = find_blocks(backbone.network)
-    return TransferModel(backbone.network, backbone.preprocessing, head, num_classes, blocks)
+    model = TransferModel(backbone.network, backbone.preprocessing, head, num_classes, blocks)
+    place(model)
+    return model

@@ -15,6 +15,7 @@ from tlcore.errors import TlcoreError
 from tlcore.files import atomic_path, read_arrays
 from tlcore.interfaces import LoadReport
 from tlcore.weights import match_weights, require_finite, require_some_loaded
+from tlcore_torch import amp
 
 NATIVE_FILE = "model.pt"
 _SAVE_HINT = (
@@ -39,7 +40,9 @@ def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray], strict: bool) -> LoadReport:
-    """Copy numpy arrays into ``model`` by name, deciding what fits with ``tlcore.weights``.
+    """Copy numpy arrays into ``model`` by name, deciding what fits with ``tlcore.weights``,
+    onto each tensor's own device and dtype (a checkpoint written on a GPU loads on a CPU
+    and the other way round).
 
     Raises:
         TlcoreError: ``strict`` and a name or shape differs.
@@ -51,7 +54,7 @@ def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray], strict: boo
         for name, array in to_load.items():
             target = current[name]
             source = torch.from_numpy(np.require(array, requirements=["C", "W"]))
-            target.copy_(source.to(target.dtype))
+            target.copy_(source.to(device=target.device, dtype=target.dtype))
     return report
 
 
@@ -131,12 +134,13 @@ def load_weights_file(network: nn.Module, path: Path) -> LoadReport:
 
 
 def get_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
-    """The optimiser's per-parameter state as ``{"<param index>.<key>": array}``.
+    """The optimiser's per-parameter state as ``{"<param index>.<key>": array}``, host numpy
+    from whatever device, and for ``16-mixed`` its loss scaler's (``scaler.<key>``).
 
     The index is the parameter's position in the optimiser's groups; hyper-parameters are not
     included (they come from the recipe, and the learning rate is set every step).
     """
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = amp.scaler_state(optimizer)
     for index, entries in optimizer.state_dict()["state"].items():
         for key, value in entries.items():
             if value is None:
@@ -148,15 +152,19 @@ def get_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarra
 
 def set_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, np.ndarray]) -> None:
     """Restore what :func:`get_optimizer_state` returned into a new optimiser of the same
-    parameters.
+    parameters, each entry on its parameter's device (``torch.optim`` places it); loss-scaler
+    entries go to the optimiser's scaler (ignored when it trains in another precision).
 
     Raises:
         TlcoreError: an entry names a parameter index the optimiser does not have, or its shape
             does not fit the parameter.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    amp.restore_scaler(optimizer, {k: v for k, v in state.items() if k.startswith(amp.PREFIX)})
     entries: dict[int, dict[str, torch.Tensor]] = {}
     for name, array in state.items():
+        if name.startswith(amp.PREFIX):
+            continue
         index_text, _, key = name.partition(".")
         if not index_text.isdigit() or not key or int(index_text) >= len(params):
             raise TlcoreError(
@@ -181,10 +189,17 @@ def set_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, np
 def export_native(
     model: nn.Module, folder: Path, example: np.ndarray | None = None, opset: int | None = None
 ) -> Path:
-    """Write ``folder/model.pt``: the state dict, loadable with ``torch.load(weights_only=True)``,
-    written atomically. ``example`` and ``opset`` are not needed (no tracing, no ONNX)."""
+    """Write ``folder/model.pt``: the state dict on the CPU, floating-point tensors as float32
+    whatever the device and precision the model trained in, loadable with
+    ``torch.load(weights_only=True)``, written atomically. ``example`` and ``opset`` are not
+    needed (no tracing, no ONNX)."""
     target = folder / NATIVE_FILE
-    state = {name: value.detach().cpu() for name, value in model.state_dict().items()}
+    state = {name: _host_float32(value) for name, value in model.state_dict().items()}
     with atomic_path(target) as temp:
         torch.save(state, temp)
     return target
+
+
+def _host_float32(tensor: torch.Tensor) -> torch.Tensor:
+    tensor = tensor.detach().cpu()
+    return tensor.float() if tensor.is_floating_point() else tensor

@@ -1,4 +1,11 @@
-"""Optimisers and the steps the core's training loop calls: train, evaluate, extract features."""
+"""Optimisers and the steps the core's training loop calls: train, evaluate, extract features.
+
+A model built in a setup's scope (:mod:`tlcore_torch.placement`) trains on its device in its
+precision: batches move from pinned host memory, the forward pass runs under autocast, the
+loss in float32, and ``16-mixed`` scales it (:mod:`tlcore_torch.amp`). With several processes
+the step runs through ``DistributedDataParallel`` (:mod:`tlcore_torch.replica`). Evaluation
+is always plain float32 on the bare model.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,16 @@ from tlcore.errors import TlcoreError
 from tlcore.interfaces import Batch, StepState
 from tlcore.recipe import StageSpec
 from tlcore.recipe.choices import builtin
+from tlcore_torch import amp
+from tlcore_torch.placement import (
+    autocast,
+    device_of,
+    exact_float32,
+    precision_of,
+    setup_of,
+    to_device,
+)
+from tlcore_torch.replica import replica
 
 
 def make_optimizer(model: nn.Module, stage: StageSpec) -> torch.optim.Optimizer | None:
@@ -27,6 +44,12 @@ def make_optimizer(model: nn.Module, stage: StageSpec) -> torch.optim.Optimizer 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TlcoreError("no parameter is trainable", "the freeze policy left nothing to train")
+    optimizer = _optimizer(params, stage)
+    amp.attach_scaler(optimizer, setup_of(model))  # 16-mixed: its loss scale from the start
+    return optimizer
+
+
+def _optimizer(params: list[nn.Parameter], stage: StageSpec) -> torch.optim.Optimizer:
     lr, decay = stage.lr, stage.weight_decay
     if stage.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=decay)
@@ -48,54 +71,74 @@ def _set_mode(model: nn.Module, training: bool) -> None:
         model.train(training)
 
 
-def _inputs(batch_x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.require(batch_x, requirements=["C", "W"]))
-
-
-def _logits(model: nn.Module, batch: Batch) -> torch.Tensor:
-    x = _inputs(batch.x)
+def _inputs(batch: Batch, device: torch.device) -> torch.Tensor:
+    """The batch's images (uint8, checked) or cached features (float32) on ``device``."""
     if batch.features:
-        return model.classify(x.float())
-    if x.dtype != torch.uint8:
+        return to_device(np.asarray(batch.x, dtype=np.float32), device)
+    if batch.x.dtype != np.uint8:
         raise TlcoreError(
             f"images must be uint8, got {batch.x.dtype}", "pass raw 0..255 RGB pixels, NHWC"
         )
-    return model(x)
+    return to_device(batch.x, device)
+
+
+def _bare(model: nn.Module, features: bool) -> Any:
+    """What computes the logits of a batch: the head alone for cached features."""
+    return model.classify if features else model
 
 
 def train_step(model: nn.Module, batch: Batch, state: StepState) -> dict[str, Any]:
-    """One step: set the learning rate, forward, the loss ``state.loss``, backward, update.
+    """One step: set the learning rate, forward (under autocast in a reduced precision), the
+    loss ``state.loss`` in float32, backward (scaled for ``16-mixed``), update.
+
+    In a distributed run the gradient is that of the loss × ``state.share`` × the number of
+    processes, which ``DistributedDataParallel`` averages: every rank applies the gradient of
+    the global batch's mean loss, as one process would.
 
     Returns:
-        ``{"loss": float, "outputs": float32 logits}`` of this batch, before the update.
+        ``{"loss": float, "outputs": float32 logits}`` of this batch, before the update; the
+        loss is the batch's own mean, unscaled.
     """
     optimizer = state.optimizer
     for group in optimizer.param_groups:
         group["lr"] = state.lr
+    setup, device = setup_of(model), device_of(model)
     _set_mode(model, training=True)
-    logits = _logits(model, batch)
-    loss = compute_loss(logits, batch.y, state)
-    loss.backward()
-    optimizer.step()
+    x = _inputs(batch, device)
+    network, world = replica(model, optimizer, batch.features, setup)
+    with autocast(device, precision_of(model)):
+        logits = (network or _bare(model, batch.features))(x)
+    loss = compute_loss(logits.float(), batch.y, state)
+    factor = state.share * world
+    objective = loss if factor == 1.0 else loss * factor
+    scaler = amp.scaler_for(optimizer, setup)
+    if scaler is None:
+        objective.backward()
+        optimizer.step()
+    else:
+        scaler.scale(objective).backward()
+        scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+        scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": float(loss.item()), "outputs": logits.detach().float().numpy()}
+    return {"loss": float(loss.item()), "outputs": logits.detach().float().cpu().numpy()}
 
 
 def compute_loss(logits: torch.Tensor, y: np.ndarray, state: StepState) -> torch.Tensor:
-    """The loss ``state.loss`` of ``logits`` against the batch's targets ``y``.
+    """The loss ``state.loss`` of ``logits`` against the batch's targets ``y``, in float32.
 
     ``cross_entropy``: int class indices, with ``state.label_smoothing``;
     ``binary_cross_entropy``: multi-hot floats, on the logits; ``mse``: float values, shaped
     like the logits.
     """
+    logits = logits.float()
     if state.loss == "cross_entropy":
-        labels = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        labels = to_device(np.asarray(y, dtype=np.int64), logits.device)
         return F.cross_entropy(logits, labels, label_smoothing=state.label_smoothing)
-    target = torch.as_tensor(np.asarray(y, dtype=np.float32)).reshape(logits.shape)
+    target = to_device(np.asarray(y, dtype=np.float32), logits.device).reshape(logits.shape)
     if state.loss == "binary_cross_entropy":
-        return F.binary_cross_entropy_with_logits(logits.float(), target)
+        return F.binary_cross_entropy_with_logits(logits, target)
     if state.loss == "mse":
-        return F.mse_loss(logits.float(), target)
+        return F.mse_loss(logits, target)
     raise TlcoreError(
         f"the torch backend has no loss {state.loss!r}",
         "valid: cross_entropy, binary_cross_entropy, mse",
@@ -103,17 +146,24 @@ def compute_loss(logits: torch.Tensor, y: np.ndarray, state: StepState) -> torch
 
 
 def eval_step(model: nn.Module, batch: Batch) -> np.ndarray:
-    """Raw outputs (logits) of one batch in inference mode, float32 ``(batch, outputs)``."""
+    """Raw outputs (logits) of one batch in inference mode, float32 ``(batch, outputs)``:
+    always plain float32 (no autocast, no TF32) on the bare model, whatever the training
+    precision, so validation and the export's parity check agree with onnxruntime; no
+    collective operation (rank 0 may run it alone)."""
+    device = device_of(model)
     _set_mode(model, training=False)
-    with torch.inference_mode():
-        return _logits(model, batch).float().numpy()
+    with torch.inference_mode(), exact_float32(device):
+        return _bare(model, batch.features)(_inputs(batch, device)).float().cpu().numpy()
 
 
 def extract_features(model: nn.Module, images: np.ndarray) -> np.ndarray:
-    """Pooled backbone features of uint8 NHWC images in inference mode, float32 (the base
-    class hands over at most ``Backend.feature_batch`` images at a time)."""
+    """Pooled backbone features of uint8 NHWC images in inference mode, computed in the
+    training precision and returned as float32 (the base class hands over at most
+    ``Backend.feature_batch`` images at a time). No collective operation."""
     if not len(images):  # a network need not accept an empty batch
         return np.zeros((0, model.num_features), dtype=np.float32)
+    device = device_of(model)
     _set_mode(model, training=False)
-    with torch.inference_mode():
-        return model.features(_inputs(images)).float().numpy()
+    with torch.inference_mode(), autocast(device, precision_of(model)):
+        features = model.features(to_device(images, device))
+    return features.float().cpu().numpy()

@@ -39,6 +39,13 @@ COMPARE_HELP = (
 @click.option("--val-split", type=float, help="Fraction held out for validation.")
 @click.option("--augment", help="Comma-separated: hflip, shift.")
 @click.option("--no-cache", is_flag=True, help="Do not cache frozen-backbone features.")
+@click.option("--device", help="auto (default: the first GPU, else the CPU), cpu, cuda, "
+              "cuda:N or mps.")
+@click.option("--precision", type=click.Choice(["32", "bf16", "16-mixed"]),
+              help="Training precision (exports are float32 always).")
+@click.option("--nproc", type=click.IntRange(1, 1024),
+              help="Train in N processes on this machine (torch backend: runs torchrun "
+              "--standalone --nproc_per_node=N; batch-size stays the global batch).")
 @click.option("--quantize", type=click.Choice(["none", "static", "dynamic"]), help=QUANTIZE_HELP)
 @click.option("--max-drop", type=click.FloatRange(0.0, 1.0), help=MAX_DROP_HELP)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any recipe field.")
@@ -62,8 +69,12 @@ def train(ctx: click.Context, data: Path | None, recipe: Path | None, **options:
       tl train --resume runs/demo --set train.stages.1.lr=1e-5   (after it diverged)
     """
     from tlcore.api import default_out, fit
+    from tlcore.parallel import launched_rank
     from tlcore.recipe import parse_override
 
+    nproc = options.pop("nproc")
+    if nproc is not None and nproc > 1:
+        _exec_torchrun(nproc, options, out=options["out"] or options["resume"])
     resume = options.pop("resume")
     quiet = options.pop("quiet")
     compare = options.pop("compare_random")
@@ -85,6 +96,8 @@ def train(ctx: click.Context, data: Path | None, recipe: Path | None, **options:
             data, recipe=recipe, out=out, resume=resume is not None, quiet=quiet,
             overrides=overrides, data_changed_ok=data_changed_ok, **shortcuts,
         )
+    if launched_rank() > 0:
+        return  # rank 0 reports the run of every process
     if result.warnings and not quiet:
         # Said when found, but a warning from the start has scrolled away under the epochs:
         # repeat them all where the run ends. Quiet runs printed nothing in between.
@@ -101,9 +114,50 @@ def train(ctx: click.Context, data: Path | None, recipe: Path | None, **options:
             _compare_random(result, baseline, quiet)
 
 
+def _exec_torchrun(nproc: int, options: dict[str, Any], out: Path | None) -> None:
+    """Replace this process by ``torchrun --standalone --nproc_per_node=N`` running the same
+    ``tl train`` command (without ``--nproc``): torchrun starts the processes, watches them,
+    and stops them all when one fails. The run folder is fixed here, so that every process
+    agrees on it."""
+    import os
+    import sys
+
+    if options.get("backend") not in (None, "torch"):
+        raise TlcoreError(
+            f"--nproc starts torchrun, which runs the torch backend, not {options['backend']!r}",
+            "for keras, start one process per worker with TF_CONFIG set (see the 'Scale out' "
+            "page of the docs); on one machine with several GPUs keras uses them all in one "
+            "process",
+        )
+    try:
+        import torch.distributed.run  # noqa: F401  (checked before the process is replaced)
+    except ImportError:
+        raise TlcoreError(
+            "--nproc needs PyTorch's torchrun", "pip install 'tlcore[torch]' -c constraints.txt"
+        ) from None
+    from tlcore.api import default_out
+
+    args = [a for a in sys.argv[1:] if not a.startswith("--nproc")]
+    if "--nproc" in sys.argv:  # the value given as a separate word
+        i = sys.argv.index("--nproc")
+        args = sys.argv[1:i] + sys.argv[i + 2 :]
+    if out is None:
+        args += ["--out", str(default_out())]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={nproc}", "-m", "tlcore", *args,
+    ]
+    sys.stdout.flush()
+    os.execv(sys.executable, command)
+
+
 #: The one recipe change ``--resume`` takes: a stage's learning rate, so that a run that
 #: diverged continues from its last good checkpoint at a lower rate.
 RESUME_OVERRIDE = re.compile(r"train\.stages\.\d+\.lr")
+
+
+#: The options a resume may change: where it trains, not what.
+WHERE = ("device", "precision")
 
 
 def _check_resume_options(
@@ -113,7 +167,8 @@ def _check_resume_options(
     given = [
         *(["DATA"] if data else []),
         *(["--recipe"] if recipe else []),
-        *(f"--{name.replace('_', '-')}" for name in shortcuts),
+        # Where it trains may change: a checkpoint moves between GPU and CPU.
+        *(f"--{name.replace('_', '-')}" for name in shortcuts if name not in WHERE),
         *(f"--set {key}" for key in overrides if not RESUME_OVERRIDE.fullmatch(key)),
     ]
     if given:

@@ -20,16 +20,14 @@ supports, and publishes an *instance* under the ``tlcore`` entry-point group::
 
     backend = NumpyBackend()
 
-The base class holds what every backend would otherwise repeat in each of fifteen hooks: "not
-my backend (or not my object) → ``None``, import the framework, delegate". Each hook checks once
-that the call is for :attr:`Backend.name` and, where it is handed a network, model or optimiser,
-that the object is this backend's own (:meth:`~Backend.owns_network`, :meth:`~Backend.owns_model`,
-:meth:`~Backend.owns_optimizer`); only then does it find the plain method behind the hook and
-call it. A plain method is the subclass's own, or else the function of the same name in the
-module :attr:`~Backend.implementation` names, imported on that first call, so that importing the
-plugin imports no framework. A method provided neither way answers ``None``: another plugin may
-answer, and when none does the core's facade (:class:`~tlcore.plugins.calls.BackendCalls`)
-raises an error naming the hook and the backend.
+The base class holds what every backend would otherwise repeat in each of its hooks: "not my
+backend (or not my object) → ``None``, import the framework, delegate". Each hook checks once
+that the call is for :attr:`Backend.name` and that a network, model or optimiser handed to it
+is this backend's own (``owns_*``); then it calls the plain method behind the hook: the
+subclass's own, or else the function of that name in the module
+:attr:`~Backend.implementation`, imported on first use (importing the plugin imports no
+framework). A method provided neither way answers ``None``; when no plugin answers, the
+facade (:class:`~tlcore.plugins.calls.BackendCalls`) raises an error naming the hook.
 
 Event hooks (``tl_on_*``) are not a backend's business: observers implement them.
 """
@@ -57,6 +55,7 @@ if TYPE_CHECKING:
         Register,
         StepState,
     )
+    from tlcore.parallel import Placement, Setup
     from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec, StageSpec
 
 
@@ -74,16 +73,13 @@ class Backend:
             the one source every backend provides, unless a subclass says otherwise.
         description: one line for ``tl plugins``.
         implementation: a module of functions named and called like the plain methods
-            (``freeze(model, policy)``, ``export_onnx(model, path, example, opset)``, ...),
-            for those the subclass does not define itself. It may import the framework: it is
-            imported by the first call that needs one of its functions, once the call is known
-            to be this backend's. Empty: the subclass defines every method it supports.
+            (``freeze(model, policy)``, ...) the subclass does not define; it may import the
+            framework (it is imported by the first call for this backend that needs it).
         formats: the ``export.formats`` the backend writes, each with a method
             ``export_<fmt>`` (:meth:`export_native`); ``tl_export`` answers ``None`` for any
             other, so that another plugin can add a format.
-        feature_batch: at most this many images go to one ``extract_features`` call; the base
-            splits larger inputs, so a backend never holds the activations of a whole dataset
-            at once.
+        feature_batch: at most this many images go to one ``extract_features`` call (the
+            base splits larger inputs: no backend holds a whole dataset's activations).
 
     Example:
         >>> class Nothing(Backend):
@@ -233,6 +229,9 @@ class Backend:
     def seed(self, seed: int) -> None:
         """``tl_seed``: seed the framework's random generators."""
 
+    def setup(self, placement: Placement) -> Setup | None:
+        """``tl_setup``: device, precision and processes (:mod:`tlcore.parallel`)."""
+
     # --- the hooks ------------------------------------------------------------------------
 
     @hookimpl
@@ -357,6 +356,12 @@ class Backend:
             return None
         restore(optimizer, state)
         return True
+
+    @hookimpl
+    def tl_setup(self, backend: str, placement: Placement) -> Setup | None:
+        """:meth:`setup` for this backend."""
+        setup = self._method(backend, "setup")
+        return None if setup is None else setup(placement)
 
     @hookimpl
     def tl_seed(self, backend: str, seed: int) -> None:

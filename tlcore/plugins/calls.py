@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from tlcore.interfaces import Backbone, Batch, FreezeReport, LoadReport, RunInfo, StepState
+    from tlcore.parallel import Placement, Setup
     from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec, StageSpec
 
 
@@ -45,6 +46,27 @@ class BackendCalls:
         return f"BackendCalls({self.backend!r})"
 
     # --- the transfer-learning steps ---
+
+    def setup(self, placement: Placement) -> Setup:
+        """``tl_setup``: where the run trains and with which processes. A backend that does
+        not answer trains on one CPU process in float32; asking it for anything else is an
+        error naming what it cannot do."""
+        from tlcore.parallel import Setup
+
+        with _memory_guard("tl_setup", self.backend):
+            setup = hook().tl_setup(backend=self.backend, placement=placement)
+        if setup is not None:
+            return setup
+        asked = {"device": placement.device, "precision": placement.precision}
+        wrong = {k: v for k, v in asked.items() if v not in ("auto", "cpu", "32")}
+        if wrong:
+            field, value = next(iter(wrong.items()))
+            raise PluginError(
+                f"backend {self.backend!r} does not implement tl_setup, so it cannot train "
+                f"with {field} {value!r}",
+                f"use train.{field}: {'cpu' if field == 'device' else '32'} with this backend",
+            )
+        return Setup()
 
     def seed(self, seed: int) -> None:
         """``tl_seed``: seed the framework's generators."""

@@ -69,6 +69,8 @@ SHORTCUTS: dict[str, str] = {
     "batch_size": "train.batch_size",
     "seed": "train.seed",
     "cache_features": "train.cache_features",
+    "device": "train.device",
+    "precision": "train.precision",
     "data": "data.path",
     "labels": "data.labels",
     "val": "data.val_path",
@@ -311,6 +313,12 @@ def _check_meta(value: Any, path: str, meta: Mapping[str, Any]) -> None:
         raise RecipeError(path, value, f"a number <= {hi}" + (f" and >= {lo}" if lo else ""))
 
 
+def _is_device(word: str) -> bool:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    kind, _, index = word.partition(":")
+    return word in ("auto", "cpu", "cuda", "mps") or (kind == "cuda" and index.isdigit())
+
+
 def _check_consistency(obj: Any, path: str) -> None:
     prefix = f"{path}." if path else ""
     if isinstance(obj, FreezeSpec) and obj.policy == "pattern":
@@ -329,6 +337,8 @@ def _check_consistency(obj: Any, path: str) -> None:
             if width < 1:
                 raise RecipeError(f"{prefix}hidden.{i}", width, "a positive layer width")
     if isinstance(obj, TrainSpec):
+        if not _is_device(obj.device):
+            raise RecipeError(prefix + "device", obj.device, "auto, cpu, cuda, cuda:N or mps")
         if not obj.stages:
             raise RecipeError(prefix + "stages", [], "at least one stage")
         names = [s.name for s in obj.stages]

@@ -177,12 +177,22 @@ def scratch_stage(stages: tuple[StageSpec, ...]) -> StageSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """The stages, the batch size, the seed, and whether frozen-backbone features are cached."""
+    """The stages, the batch size, the seed, whether frozen-backbone features are cached, and
+    where training runs.
+
+    ``batch_size`` is the global batch: in a distributed run each process takes its share of
+    every batch (:mod:`tlcore.parallel`). ``device``: ``auto`` (the first GPU when there is
+    one, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. ``precision``: ``32``,
+    ``bf16`` (bfloat16 autocast) or ``16-mixed`` (float16 autocast with loss scaling; GPUs
+    only); exports and their parity checks are float32 whatever it is.
+    """
 
     stages: tuple[StageSpec, ...] = field(default_factory=default_stages)
     batch_size: int = field(default=32, metadata=_range(1, 65536))
     seed: int = field(default=0, metadata=_range(0))
     cache_features: bool = True
+    device: str = "auto"
+    precision: str = field(default="32", metadata=_choice("32", "bf16", "16-mixed"))
 
 
 @dataclass(frozen=True)

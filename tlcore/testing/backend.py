@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from tlcore.interfaces import Backbone, BackboneInfo, BackendInfo, FreezeReport, LoadReport
+    from tlcore.parallel import Setup
 
 _BACKBONE = re.compile(r"^backbone\W")
 _HEAD = re.compile(r"^head\W")
@@ -96,11 +97,13 @@ class BackendUnderTest:
         features: bool = False,
         smoothing: float = 0.0,
         loss: str = "cross_entropy",
+        share: float = 1.0,
     ) -> dict[str, Any]:
         """``tl_train_step`` on one batch of images (or of cached features), with the loss
-        ``loss`` (``cross_entropy``, ``binary_cross_entropy``, ``mse``)."""
+        ``loss`` (``cross_entropy``, ``binary_cross_entropy``, ``mse``); ``share``: the
+        batch's share of the global batch in a distributed run."""
         batch = Batch(x, y, features=features)
-        state = StepState(optimizer, lr=lr, label_smoothing=smoothing, loss=loss)
+        state = StepState(optimizer, lr=lr, label_smoothing=smoothing, loss=loss, share=share)
         with _answered("tl_train_step", self.name):
             return self.calls.train_step(model, batch, state)
 
@@ -150,6 +153,12 @@ class BackendUnderTest:
         optimizer = self.optimizer(model, optimizer="adamw", lr=1e-2, weight_decay=0.1)
         self.step(model, optimizer, x, y)
         return changed(before, self.weights(model))
+
+    def setup(self, device: str = "cpu", precision: str = "32") -> Setup:
+        """``tl_setup`` (a backend without it gets the core's single CPU process)."""
+        from tlcore.parallel import Placement
+
+        return self.calls.setup(Placement(device, precision))
 
     def seed(self, seed: int) -> None:
         """``tl_seed`` (every implementation is called)."""

@@ -10,7 +10,9 @@ import numpy as np
 
 from tlcore.errors import RecipeError
 from tlcore.interfaces import StepState
+from tlcore.parallel import Collective
 from tlcore.schedule import learning_rate
+from tlcore.train.distributed import gather_rows, local_batch, sum_over_ranks, usable_batches
 from tlcore.train.guards import check_step
 from tlcore.train.stages import derive_seed
 
@@ -26,26 +28,40 @@ def train_epoch(t: Trainer, run: _StageRun, epoch: int) -> dict[str, float]:
     """Train one epoch of ``run``'s stage; its training metrics (``loss``, the task's metrics
     on the outputs before each update, ``lr``).
 
+    In a distributed run every rank draws the same order and takes its share of each global
+    batch; each step's loss is summed over the ranks, so that all of them check the same
+    number, and the epoch's metrics are computed from every rank's outputs.
+
     Raises:
         TlcoreError: a step's loss is NaN or infinite (:func:`~tlcore.train.guards.check_step`).
     """
+    collective: Collective = t.collective
     seed = derive_seed(t.recipe.train.seed, run.index, epoch)
     t.calls.seed(seed)
     rng = np.random.default_rng(seed)
     feed, stage = run.train_feed, run.stage
     order = rng.permutation(len(feed.dataset))
+    if collective.world_size > 1:  # augmentation draws per rank; the order is shared
+        rng = np.random.default_rng(derive_seed(seed, collective.rank))
     size = t.recipe.train.batch_size
-    batches = [order[i : i + size] for i in range(0, len(order), size)]
-    metrics = EpochMetrics(t.task, t.task_info, live=t.progress.live)
+    batches = usable_batches(
+        [order[i : i + size] for i in range(0, len(order), size)], collective.world_size
+    )
+    metrics = EpochMetrics(t.task, t.task_info, live=t.progress.live, collective=collective)
     lr = stage.lr
     for b, indices in enumerate(batches):
         step = epoch * len(batches) + b
         lr = learning_rate(stage, step, run.total_steps)
-        batch = feed.batch(indices, rng)
-        state = StepState(run.optimizer, lr, stage.label_smoothing, step, loss=t.task.loss)
+        mine, share = local_batch(indices, collective)
+        batch = feed.batch(mine, rng)
+        state = StepState(
+            run.optimizer, lr, stage.label_smoothing, step, loss=t.task.loss, share=share
+        )
         result = t.calls.train_step(t.model, batch, state)
+        loss, images = sum_over_ranks(collective, float(result["loss"]) * len(mine), len(mine))
+        result = {**result, "loss": loss / images}  # the global batch's mean loss
         check_step(t, run, epoch, b, len(batches), result)  # a NaN loss stops the run here
-        metrics.add(result, feed.dataset.labels[indices])
+        metrics.add(result, feed.dataset.labels[mine], images=int(images))
         t.progress.batch(b + 1, len(batches), metrics.running())
     return {**metrics.result(), "lr": lr}
 
@@ -62,10 +78,19 @@ class EpochMetrics:
         task: the run's task.
         info: what the task learned from the training data.
         live: keep running metrics for a live progress bar.
+        collective: the run's processes: each adds its own outputs, the result is computed
+            from all of them.
     """
 
-    def __init__(self, task: Task, info: dict[str, Any], live: bool = False) -> None:
+    def __init__(
+        self,
+        task: Task,
+        info: dict[str, Any],
+        live: bool = False,
+        collective: Collective | None = None,
+    ) -> None:
         self.task, self.info, self.live = task, info, live
+        self.collective = collective or Collective()
         self.seen = 0
         self.loss = 0.0
         self.accuracy: float | None = None
@@ -73,11 +98,13 @@ class EpochMetrics:
         self.targets: list[np.ndarray] = []
         self._running: dict[str, float] = {}
 
-    def add(self, result: dict[str, Any], targets: np.ndarray) -> None:
-        """One step's result, for ``targets`` (the dataset's labels of its batch)."""
+    def add(self, result: dict[str, Any], targets: np.ndarray, images: int | None = None) -> None:
+        """One step's result, for ``targets`` (the dataset's labels of its batch); its loss
+        is the mean over ``images`` (the global batch's, in a distributed run; by default
+        the batch's own)."""
         n = len(targets)
-        self.seen += n
-        self.loss += float(result["loss"]) * n
+        self.seen += n if images is None else images
+        self.loss += float(result["loss"]) * (n if images is None else images)
         if result.get("outputs") is not None:
             outputs = np.asarray(result["outputs"])
             self.outputs.append(outputs)
@@ -101,9 +128,9 @@ class EpochMetrics:
         seen = max(self.seen, 1)
         out = {"loss": self.loss / seen}
         if self.outputs:
-            found = self.task.metrics(
-                np.concatenate(self.outputs), np.concatenate(self.targets), self.info
-            )
+            outputs = gather_rows(self.collective, np.concatenate(self.outputs))
+            targets = gather_rows(self.collective, np.concatenate(self.targets))
+            found = self.task.metrics(outputs, targets, self.info)
             out.update({key: value for key, value in found.items() if key != "loss"})
         elif self.accuracy is not None:
             out["accuracy"] = self.accuracy / seen

@@ -9,13 +9,18 @@ import numpy as np
 
 from tlcore.data import Dataset, augment
 from tlcore.interfaces import Batch
+from tlcore.train.distributed import gather_rows, shard
 
 if TYPE_CHECKING:
     from tlcore.train.trainer import Trainer
 
 
 class Feed:
-    """Batches of one dataset for one stage: cached features, or images decoded per batch."""
+    """Batches of one dataset for one stage: cached features, or images decoded per batch.
+
+    Features and outputs of the whole dataset are computed on each rank's shard of it and
+    gathered in order (:mod:`tlcore.train.distributed`), so every rank holds all of them.
+    """
 
     def __init__(self, trainer: Trainer, dataset: Dataset, cached: bool) -> None:
         self.trainer = trainer
@@ -26,13 +31,18 @@ class Feed:
 
     def _extract(self) -> np.ndarray:
         t = self.trainer
-        size = max(t.recipe.train.batch_size, 64)
-        chunks = []
-        for start in range(0, len(self.dataset), size):
-            indices = np.arange(start, min(start + size, len(self.dataset)))
-            images = self.dataset.inputs(indices, t.input_spec)
-            chunks.append(t.calls.extract_features(t.model, images))
-        return np.concatenate(chunks)
+        chunks = [
+            t.calls.extract_features(t.model, self.dataset.inputs(indices, t.input_spec))
+            for indices in self._chunks()
+        ]
+        return gather_rows(t.collective, np.concatenate(chunks))
+
+    def _chunks(self) -> list[np.ndarray]:
+        """This rank's shard of the dataset in chunks of at least 64 (one empty chunk for
+        an empty shard: the backend still says how wide its outputs are)."""
+        size = max(self.trainer.recipe.train.batch_size, 64)
+        mine = shard(len(self.dataset), self.trainer.collective)
+        return [mine[i : i + size] for i in range(0, len(mine), size)] or [mine]
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator) -> Batch:
         """The training batch at ``indices`` (augmented images, or cached features), its
@@ -48,17 +58,18 @@ class Feed:
     def logits(self) -> np.ndarray:
         """Raw outputs (logits) for the whole dataset, in order."""
         t = self.trainer
-        size = max(t.recipe.train.batch_size, 64)
         out = []
-        for start in range(0, len(self.dataset), size):
-            indices = np.arange(start, min(start + size, len(self.dataset)))
+        for indices in self._chunks():
+            if not len(indices):  # an empty shard: a network need not take an empty batch
+                continue
             labels = np.zeros(len(indices), dtype=np.int64)  # unused by tl_eval_step
             if self.features is not None:
                 batch = Batch(self.features[indices], labels, features=True)
             else:
                 batch = Batch(self.dataset.inputs(indices, t.input_spec), labels)
-            out.append(t.calls.eval_step(t.model, batch))
-        return np.concatenate(out) if out else np.zeros((0, t.num_outputs), np.float32)
+            out.append(np.asarray(t.calls.eval_step(t.model, batch), np.float32))
+        mine = np.concatenate(out) if out else np.zeros((0, t.num_outputs), np.float32)
+        return gather_rows(t.collective, mine)
 
     def evaluate(self, logits: np.ndarray | None = None) -> dict[str, float]:
         """The task's validation metrics, ``val_loss``, ``val_accuracy``, ... (empty when the

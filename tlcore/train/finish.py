@@ -158,6 +158,10 @@ def bundle_info(t: Trainer, metrics: dict[str, float]) -> dict[str, Any]:
         "metrics": metrics,
         "framework_versions": versions,
         "warnings": list(t.warnings),
+        "timing": {
+            "feature_extraction_seconds": round(t.feature_seconds, 3),
+            "epoch_seconds": sum(row.get("seconds", 0.0) for row in t.history),
+        },
     }
 
 

@@ -1,12 +1,18 @@
-"""Opening the run folder for a run: its lock, its record, and what a resume must find."""
+"""Starting a run: the recipe made absolute and checked against its task, the run folder
+locked and recorded, and what a resume must find."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tlcore.data.fingerprint import check_resume_data, data_fingerprint
+from tlcore.errors import RecipeError
+from tlcore.recipe import Recipe
+from tlcore.train.epoch import check_monitors
 
 if TYPE_CHECKING:
+    from tlcore.tasks import Task
     from tlcore.train.trainer import Trainer
 
 
@@ -38,4 +44,31 @@ def start_run(t: Trainer) -> None:
         t.progress.message(
             f"{t.folder.path} holds a run that stopped before its first checkpoint: "
             "starting it again from the beginning"
+        )
+
+
+def absolute_paths(recipe: Recipe) -> Recipe:
+    """The recipe with its data folders made absolute, so a resume works from anywhere."""
+    paths = {
+        f"data.{name}": str(Path(value).resolve())
+        for name in ("path", "labels", "val_path")
+        if (value := getattr(recipe.data, name)) is not None
+    }
+    return recipe.replace(**paths) if paths else recipe
+
+
+def check_task(task: Task, recipe: Recipe) -> None:
+    """What the recipe asks must suit its task (the stages' ``monitor``, quantisation) and
+    the installed onnx (the opset), before any data is read or framework imported."""
+    check_monitors(recipe.train.stages, task)
+    if "onnx" in recipe.export.formats:
+        from tlcore.bundle.graph import check_opset
+
+        check_opset(recipe.export.opset)
+    if recipe.export.quantize != "none" and task.quality_metric is None:
+        raise RecipeError(
+            "export.quantize",
+            recipe.export.quantize,
+            f"none: task {task.name} cannot be quantised (no metric in [0, 1] to check the "
+            "int8 model against the float one)",
         )

@@ -22,21 +22,30 @@ from tlcore.bundle.layout import SCHEMA_VERSION
 from tlcore.bundle.quantize import Quantized
 from tlcore.data import Dataset, load_datasets
 from tlcore.diagnose import feature_warning
-from tlcore.errors import RecipeError
 from tlcore.freezing import resolve_batchnorm
 from tlcore.interfaces import FreezeReport, InputSpec, Preprocessing, RunInfo
+from tlcore.parallel import Collective, Placement, Setup, launched_rank
 from tlcore.plugins.calls import BackendCalls
 from tlcore.progress import Progress
 from tlcore.recipe import Recipe, StageSpec
 from tlcore.runfolder import RunFolder, unchanged, write_json
 from tlcore.schedule import stage_epochs
 from tlcore.tasks import Task, get_task
-from tlcore.train.epoch import check_monitors, monitored, train_epoch
+from tlcore.train.distributed import broadcast_json, on_rank0
+from tlcore.train.epoch import monitored, train_epoch
 from tlcore.train.feed import Feed
 from tlcore.train.finish import finish
 from tlcore.train.guards import check_epoch
+from tlcore.train.processes import (
+    finish_on_rank0,
+    join,
+    load_checkpoint,
+    save_on_rank0,
+    share_weights,
+    where,
+)
 from tlcore.train.stages import plan_stages, record_resumed_recipe
-from tlcore.train.start import start_run
+from tlcore.train.start import absolute_paths, check_task, start_run
 
 
 @dataclass
@@ -69,16 +78,6 @@ class _StageProgress:
     stopped: bool = False
 
 
-def _absolute_paths(recipe: Recipe) -> Recipe:
-    """The recipe with its data folders made absolute, so a resume works from anywhere."""
-    paths = {
-        f"data.{name}": str(Path(value).resolve())
-        for name in ("path", "labels", "val_path")
-        if (value := getattr(recipe.data, name)) is not None
-    }
-    return recipe.replace(**paths) if paths else recipe
-
-
 class Trainer:
     """Runs a recipe's stages on a pair of datasets, writing everything into a run folder."""
 
@@ -97,11 +96,15 @@ class Trainer:
         self.folder = RunFolder(out)
         self.resume = resume
         self.data_changed_ok = data_changed_ok  # resume on data that changed since the start
-        self.progress = Progress(quiet=quiet)
+        # Rank 0 speaks for a distributed run, from the start (reading the data warns).
+        self.progress = Progress(quiet=quiet, silent=launched_rank() > 0)
+        self.placement = Placement(recipe.train.device, recipe.train.precision)
+        self.setup = Setup()  # what tl_setup resolved, at the start of the run
+        self.collective = Collective()  # the run's processes; one until joined
         # Resolved once and written into run.json, so a resume or export rebuilds the same one.
-        self.recipe = _absolute_paths(with_default_backbone(recipe))
+        self.recipe = absolute_paths(with_default_backbone(recipe))
         self.task: Task = get_task(recipe.task)
-        _check_task(self.task, self.recipe)
+        check_task(self.task, self.recipe)
         if isinstance(data, tuple) and all(isinstance(d, Dataset) for d in data):
             self.train_set, self.val_set = data
             self.task.check_targets(self.train_set.labels)
@@ -132,6 +135,7 @@ class Trainer:
         self.warnings: list[str] = []
         self._features_checked = False
         self.cached_val: Feed | None = None  # the last stage's, when it trained on features
+        self.feature_seconds = 0.0  # spent extracting features to cache, this process
 
     # --- the run --------------------------------------------------------------------------------
 
@@ -141,15 +145,21 @@ class Trainer:
             return self._run()
         finally:
             self.folder.release()  # the run folder's lock, however the run ends
+            self.collective.close()
 
     def _run(self) -> TrainResult:
-        start_run(self)  # lock, run.json, data.json; a resume's data unchanged
-        self.model, backbone = build_model(self.recipe, self.num_outputs, self.progress)
+        join(self)  # tl_setup: device, precision, the other processes
+        # Rank 0 alone locks and writes the folder; every rank learns whether it resumes.
+        on_rank0(self.collective, lambda: start_run(self))
+        self.resume = broadcast_json(self.collective, self.resume)
+        with self.collective.scope():
+            self.model, backbone = build_model(self.recipe, self.num_outputs, self.progress)
         self.preprocessing = backbone.preprocessing
         self.input_spec: InputSpec = backbone.input_spec  # type: ignore[assignment]
         self.progress.message(
-            f"{self.backend} · {backbone.name} · {self.task.name}, {self.num_outputs} outputs · "
-            f"{len(self.train_set)} train / {len(self.val_set)} val images"
+            f"{self.backend} on {where(self)} · {backbone.name} · {self.task.name}, "
+            f"{self.num_outputs} outputs · {len(self.train_set)} train / {len(self.val_set)} "
+            "val images"
         )
         self.pretrained = backbone.pretrained
         self._plan_stages(backbone.name)
@@ -157,15 +167,17 @@ class Trainer:
         counter = 0
         restored: dict[str, Any] | None = None
         if self.resume:
-            restored = self.folder.load_checkpoint()
+            restored = load_checkpoint(self)  # rank 0's, on every rank
             counter, progress = self._restore(restored)
+        else:
+            share_weights(self)
         stages = self.recipe.train.stages
         for index in range(progress.stage, len(stages)):
             if index > progress.stage:
                 progress = _StageProgress(stage=index)
                 restored = None
             counter = self._run_stage(index, stages[index], progress, restored, counter)
-        return finish(self)
+        return finish_on_rank0(self, finish)
 
     def _restore(self, restored: dict[str, Any]) -> tuple[int, _StageProgress]:
         """Take a checkpoint's weights, history and warnings back; where to continue from."""
@@ -179,7 +191,10 @@ class Trainer:
             f"resuming {self.folder.path} at stage {progress.stage + 1}, "
             f"epoch {progress.epoch + 1}"
         )
-        record_resumed_recipe(self.folder, self.recipe, self.progress.message)
+        on_rank0(
+            self.collective,
+            lambda: record_resumed_recipe(self.folder, self.recipe, self.progress.message),
+        )
         return state["counter"], progress
 
     def _run_stage(
@@ -199,7 +214,8 @@ class Trainer:
             f"stage {stage.name}: {report.trainable:,} trainable / {report.frozen:,} frozen "
             f"parameters, lr {stage.lr:g}, {epochs} epochs{longer}"
         )
-        optimizer = self.calls.make_optimizer(self.model, stage)
+        with self.collective.scope():
+            optimizer = self.calls.make_optimizer(self.model, stage)
         best = None
         if restored is not None:
             self.calls.set_optimizer_state(optimizer, restored["optimizer"])
@@ -213,7 +229,8 @@ class Trainer:
             best = self._epoch(run, progress, epochs, at_start, best, counter)
         if stage.restore_best and best is not None and len(self.val_set):
             self.set_weights(best)
-        self.calls.on_stage_end(self.info, stage.name, progress.best_metrics)
+        if self.collective.rank == 0:
+            self.calls.on_stage_end(self.info, stage.name, progress.best_metrics)
         return counter
 
     def _feeds(self, report: FreezeReport) -> tuple[Feed, Feed]:
@@ -224,8 +241,11 @@ class Trainer:
             and report.backbone_frozen
             and not self.recipe.data.augment
         )
+        started = time.perf_counter()
         train_feed = Feed(self, self.train_set, cached)
         val_feed = Feed(self, self.val_set, cached)
+        if cached:
+            self.feature_seconds += time.perf_counter() - started
         self.cached_val = val_feed if cached else None
         if train_feed.features is not None and not self._features_checked:
             # Once: every cached stage sees the same frozen backbone's features.
@@ -274,18 +294,19 @@ class Trainer:
             "progress": vars(progress),
             "history": self.history,
             "warnings": self.warnings,
+            "world_size": self.collective.world_size,
         }
-        path = self.folder.save_checkpoint(
-            state,
-            weights,
-            optimizer,
-            best,
-            best_changed,
-            unchanged(at_start, weights, best),
-        )
-        write_json(self.folder.path / "history.json", self.history)
-        self.calls.on_epoch_end(self.info, stage.name, epoch + 1, metrics)
-        self.calls.on_checkpoint(self.info, path)
+
+        def save() -> Path:
+            path = self.folder.save_checkpoint(
+                state, weights, optimizer, best, best_changed, unchanged(at_start, weights, best)
+            )
+            write_json(self.folder.path / "history.json", self.history)
+            self.calls.on_epoch_end(self.info, stage.name, epoch + 1, metrics)
+            self.calls.on_checkpoint(self.info, path)
+            return path
+
+        save_on_rank0(self, save)  # the other ranks hold the same weights, and wait
         return best
 
     def _track_best(
@@ -315,7 +336,7 @@ class Trainer:
         self.recipe = dataclasses.replace(
             self.recipe, train=dataclasses.replace(self.recipe.train, stages=planned)
         )
-        if not self.resume:
+        if not self.resume and self.collective.rank == 0:
             write_json(self.folder.run_file, self.run_info())
         self.progress.message(
             f"{name} is randomly initialised: instead of the two-stage fine-tuning recipe, one "
@@ -345,7 +366,8 @@ class Trainer:
 
     def run_info(self) -> dict[str, Any]:
         """What ``run.json`` holds: versions, backend, classes (the model's output names),
-        the task with what it learned from the data, and the resolved recipe."""
+        the task with what it learned from the data, the resolved recipe and where it
+        trains."""
         return {
             "schema_version": SCHEMA_VERSION,
             "tlcore_version": __version__,
@@ -353,6 +375,8 @@ class Trainer:
             "class_names": list(self.class_names),
             "task": self.task.to_dict(self.task_info),
             "recipe": self.recipe.to_dict(),
+            # Where it trained: device, precision, processes (and, at the end, peak memory).
+            "compute": self.setup.describe(),
         }
 
     def get_weights(self) -> dict[str, np.ndarray]:
@@ -362,23 +386,6 @@ class Trainer:
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Load the run's own weights back, strictly."""
         self.calls.set_weights(self.model, weights, strict=True)
-
-
-def _check_task(task: Task, recipe: Recipe) -> None:
-    """What the recipe asks must suit its task (the stages' ``monitor``, quantisation) and
-    the installed onnx (the opset), before any data is read or framework imported."""
-    check_monitors(recipe.train.stages, task)
-    if "onnx" in recipe.export.formats:
-        from tlcore.bundle.graph import check_opset
-
-        check_opset(recipe.export.opset)
-    if recipe.export.quantize != "none" and task.quality_metric is None:
-        raise RecipeError(
-            "export.quantize",
-            recipe.export.quantize,
-            f"none: task {task.name} cannot be quantised (no metric in [0, 1] to check the "
-            "int8 model against the float one)",
-        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,175 @@
+"""A distributed run is the same run: two CPU processes (torchrun with gloo; two ``TF_CONFIG``
+workers) against one process with the same global batch, through the real ``tl`` command.
+
+Both stages are covered: the head on cached features (each rank extracts its shard, the
+features are gathered) and fine-tuning the last block on images. The data is chosen so that
+the global batches split unevenly (10 = 5 + 5, then 7 = 4 + 3), which checks the loss shares.
+
+Tolerance: the two runs do the same arithmetic except that each gradient is the sum of two
+partial sums (one per rank) instead of one sum over the batch, and the features and losses
+of a batch are computed in two smaller batches. float32 addition in another order differs by
+about 1e-7 relative per operation; over the 24 Adam steps here that stays far below 1e-4 on
+weights of order 0.1 to 1, while one wrong share (a rank's loss weighted 1/2 instead of 4/7,
+a missing batch) moves weights by ~1e-3 or more: ``atol=2e-5, rtol=1e-4`` tells them apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+import tlcore
+from tests.conftest import TL, run_tl
+
+TOLERANCE = {"atol": 2e-5, "rtol": 1e-4}
+
+
+def _folder(root: Path, classes=("a", "b", "c"), count: int = 12) -> Path:
+    """Three classes of 16x16 images that differ in brightness and colour: learnable."""
+    rng = np.random.default_rng(7)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for j in range(count):
+            pixels = rng.integers(0, 80, (16, 16, 3)) + 60 * c
+            pixels[..., c] += 40
+            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / name / f"{j}.png")
+    return root
+
+
+def _recipe(tmp_path: Path, backend: str, weights: Path, epochs=(2, 2)) -> Path:
+    recipe = {
+        "backend": backend,
+        "backbone": {"source": "builtin:simple_cnn", "weights": str(weights), "input_size": 16},
+        "train": {"batch_size": 10, "seed": 3, "device": "cpu", "stages": [
+            {"name": "head", "epochs": epochs[0], "lr": 1e-2, "freeze": {"policy": "all"}},
+            {"name": "tune", "epochs": epochs[1], "lr": 1e-3,
+             "freeze": {"policy": "last_n", "n": 1, "batchnorm": "frozen"}},
+        ]},
+        "data": {"val_split": 0.25},
+        "export": {"formats": ["native", "onnx"]},
+    }
+    path = tmp_path / f"{backend}-{'-'.join(map(str, epochs))}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory):
+    """The data, and backbone weights to start from (a short run from random weights), so
+    that the default fine-tuning rules apply: pretrained backbone, BatchNorm frozen."""
+    root = tmp_path_factory.mktemp("dist")
+    data = _folder(root / "data")
+    start = root / "start"
+    recipe = {"backbone": {"source": "builtin:simple_cnn", "weights": "none", "input_size": 16},
+              "train": {"stages": [{"name": "all", "epochs": 1, "freeze": {"policy": "none"}}]},
+              "export": {"formats": ["native"]}}
+    tlcore.fit(data, recipe=recipe, out=start, quiet=True)
+    return root, data, start / "native" / "weights.npz"
+
+
+def _weights(run: Path) -> dict[str, np.ndarray]:
+    with np.load(run / "native" / "weights.npz") as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def _assert_same_run(one: Path, two: Path) -> None:
+    a, b = _weights(one), _weights(two)
+    assert a.keys() == b.keys()
+    moved = 0
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], err_msg=name, **TOLERANCE)
+        moved += not np.array_equal(a[name], b[name])
+    assert moved, "the two runs wrote identical bits: did the second one really split?"
+    history_one = json.loads((one / "history.json").read_text())
+    history_two = json.loads((two / "history.json").read_text())
+    assert [r["epoch"] for r in history_one] == [r["epoch"] for r in history_two]
+    for row_one, row_two in zip(history_one, history_two, strict=True):
+        for key in ("loss", "val_loss", "val_accuracy", "accuracy"):
+            assert row_two[key] == pytest.approx(row_one[key], rel=1e-4, abs=1e-5), key
+
+
+def test_torchrun_on_two_processes_trains_the_run_one_process_trains(setting):
+    root, data, weights = setting
+    recipe = _recipe(root, "torch", weights)
+    one, two = root / "torch-one", root / "torch-two"
+    run_tl("train", data, "--recipe", recipe, "--out", one, "-q")
+    result = run_tl("train", data, "--recipe", recipe, "--out", two, "--nproc", "2")
+    assert "torch on cpu, 2 processes (torch.distributed (gloo))" in result.stderr, result.stderr
+    assert result.stdout.count("done:") == 1  # rank 0 speaks for the run
+    _assert_same_run(one, two)
+    info = json.loads((two / "tlcore.json").read_text())
+    assert info["compute"]["world_size"] == 2 and info["compute"]["device"] == "cpu"
+    assert info["onnx"]["parity"]["max_abs_diff"] <= 1e-4  # rank 0 wrote a checked bundle
+    # The last stage trained on images, the first on cached features: both stages ran split.
+    assert {row["stage"] for row in json.loads((two / "history.json").read_text())} == {
+        "head", "tune"}
+
+
+def _workers(command: list[str]) -> list[int]:
+    """The worker processes torchrun started for ``command`` (its children), by rank."""
+    found: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        env = dict(item.split(b"=", 1) for item in environ if b"=" in item)
+        if b"TORCHELASTIC_RUN_ID" in env and command[-1].encode() in cmdline:
+            found[int(env[b"RANK"])] = int(entry.name)
+    return [found[r] for r in sorted(found)]
+
+
+def test_a_killed_rank_ends_the_run_and_the_resume_matches_an_uninterrupted_one(setting):
+    root, data, weights = setting
+    recipe = _recipe(root, "torch", weights, epochs=(3, 5))
+    whole, killed = root / "torch-whole", root / "torch-killed"
+    run_tl("train", data, "--recipe", recipe, "--out", whole, "--nproc", "2", "-q")
+    command = [*TL, "train", str(data), "--recipe", str(recipe), "--nproc", "2",
+               "--out", str(killed)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    latest = killed / "checkpoints" / "latest"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (
+        latest.is_file() and latest.read_text().strip() >= "000003"
+    ):
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    ranks = _workers(command)
+    assert len(ranks) == 2, ranks
+    os.kill(ranks[1], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=120)  # never a hang
+    assert process.returncode != 0
+    assert "rank: 1" in stderr and "Signal 9 (SIGKILL)" in stderr, stderr[-3000:]
+    # One process cannot continue what two trained: each rank's share would differ.
+    refused = run_tl("train", "--resume", killed, check=False)
+    assert refused.returncode == 2 and "trained by 2 process(es)" in refused.stderr
+    run_tl("train", "--resume", killed, "--nproc", "2", "-q")
+    a, b = _weights(whole), _weights(killed)
+    for name in a:
+        np.testing.assert_array_equal(b[name], a[name], err_msg=name)
+
+
+def test_tl_train_nproc_is_refused_for_keras_with_the_way_to_do_it(tmp_path):
+    refused = run_tl("train", tmp_path, "--backend", "keras", "--nproc", "2", check=False)
+    assert refused.returncode == 2
+    assert "TF_CONFIG" in refused.stderr, refused.stderr
+
+
+def test_python_m_tlcore_is_the_tl_command():
+    result = subprocess.run([sys.executable, "-m", "tlcore", "--help"], capture_output=True,
+                            text=True, check=True)
+    assert "train" in result.stdout

@@ -1,0 +1,173 @@
+"""Where a run computes and with whom: the contract between the core and a backend's devices
+and processes (``tl_setup``).
+
+The core asks with a :class:`Placement` (the recipe's ``train.device`` and
+``train.precision``); a backend answers with a :class:`Setup`: the device and precision it
+resolved, and a :class:`Collective` over the processes of the run. The base classes here are
+the single-process answers, so a backend that runs on one CPU needs nothing more than
+``Setup()``.
+
+A distributed run is one process per device, started by the engine the user already runs
+(``torchrun``; ``TF_CONFIG`` workers for ``tf.distribute``). The backend joins them in
+``tl_setup`` and exchanges gradients its own way (``DistributedDataParallel``, a
+``tf.distribute`` strategy); the core shards the data and agrees on metrics and decisions
+through the collective, whose operations take and return numpy arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+"""The device words a recipe takes; ``cuda:N`` picks one GPU."""
+
+PRECISIONS = ("32", "bf16", "16-mixed")
+"""``32``: float32 throughout; ``bf16``: bfloat16 autocast (float32 weights);
+``16-mixed``: float16 autocast with loss scaling. Exports and parity checks are float32."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What a recipe asks of the hardware.
+
+    Attributes:
+        device: ``auto`` (the first GPU when there is one, else the CPU), ``cpu``, ``cuda``,
+            ``cuda:N`` or ``mps``. In a distributed run ``auto`` and ``cuda`` mean the
+            process's own GPU (its local rank).
+        precision: one of :data:`PRECISIONS`.
+    """
+
+    device: str = "auto"
+    precision: str = "32"
+
+
+class Collective:
+    """The processes of a run, with numpy in and out; this base is the single process.
+
+    Every rank calls every operation in the same order with arrays of the same shape and
+    dtype (a rank with nothing to add passes zeros): the operations are collective, so a rank
+    that skips one leaves the others waiting until the backend's timeout.
+
+    Attributes:
+        rank: this process's index, 0 to ``world_size - 1``; rank 0 writes the run's files.
+        world_size: how many processes train together.
+        local_rank: this process's index on its machine (which GPU it takes).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    def all_reduce(self, array: np.ndarray, op: str = "sum") -> np.ndarray:
+        """Element-wise ``sum``, ``max`` or ``min`` of ``array`` over all ranks, on every rank."""
+        return np.array(array, copy=True)
+
+    def all_gather(self, array: np.ndarray) -> np.ndarray:
+        """Every rank's ``array``, stacked in rank order: shape ``(world_size, *array.shape)``."""
+        return np.array(array, copy=True)[None]
+
+    def broadcast(self, array: np.ndarray, src: int = 0) -> np.ndarray:
+        """Rank ``src``'s ``array`` on every rank (the others pass an array of its shape)."""
+        return np.array(array, copy=True)
+
+    def barrier(self) -> None:
+        """Wait until every rank has arrived here."""
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """The context the model and its optimisers are built in (a ``tf.distribute``
+        strategy's scope; the device a torch model is placed on)."""
+        yield
+
+    def close(self) -> None:
+        """Leave the group of processes (the run is over, or failed)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(rank={self.rank}, world_size={self.world_size})"
+
+
+@dataclass
+class Setup:
+    """What a backend's ``tl_setup`` resolved: the device, the precision, the processes.
+
+    Attributes:
+        device: the device it trains on, as the framework names it (``cpu``, ``cuda:0``, ...).
+        device_name: what the device is (``NVIDIA H200``, the CPU's model).
+        device_memory: its memory in bytes, when known.
+        precision: the precision it trains in, one of :data:`PRECISIONS`.
+        collective: the processes of the run (:class:`Collective` for one).
+        engine: how the processes were joined (``torch.distributed (gloo)``,
+            ``MultiWorkerMirroredStrategy``, ...); empty for one process.
+    """
+
+    device: str = "cpu"
+    device_name: str = ""
+    device_memory: int | None = None
+    precision: str = "32"
+    collective: Collective = field(default_factory=Collective)
+    engine: str = ""
+
+    def peak_memory(self) -> int | None:
+        """The most device memory the run has held so far, in bytes, when the framework
+        tracks it (CUDA does); ``None`` otherwise."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """What ``run.json`` and ``tlcore.json`` record about where the run trained."""
+        return {
+            "device": self.device,
+            "device_name": self.device_name,
+            "device_memory_bytes": self.device_memory,
+            "precision": self.precision,
+            "world_size": self.collective.world_size,
+            "engine": self.engine,
+            "peak_memory_bytes": self.peak_memory(),
+        }
+
+
+def launched_world_size() -> int:
+    """How many processes the launcher started this one among: ``WORLD_SIZE`` (torchrun,
+    ``torch.distributed``) or the workers of ``TF_CONFIG`` (``tf.distribute``); 1 when
+    neither is set.
+
+    The core reads this only to say when a backend cannot join the others; joining them is
+    the backend's ``tl_setup``.
+    """
+    if (world := os.environ.get("WORLD_SIZE", "").strip()).isdigit():
+        return max(int(world), 1)
+    config = os.environ.get("TF_CONFIG", "").strip()
+    if config:
+        try:
+            cluster = json.loads(config).get("cluster", {})
+        except (ValueError, AttributeError):
+            return 1
+        if isinstance(cluster, dict):
+            return max(
+                sum(len(v) for k, v in cluster.items() if k in ("chief", "worker")), 1
+            )
+    return 1
+
+
+def launched_rank() -> int:
+    """This process's rank as the launcher set it (``RANK``, or ``TF_CONFIG``'s task index,
+    the chief first); 0 when not launched as one of several."""
+    if (rank := os.environ.get("RANK", "").strip()).isdigit():
+        return int(rank)
+    config = os.environ.get("TF_CONFIG", "").strip()
+    if config:
+        try:
+            data = json.loads(config)
+            task = data.get("task", {})
+            chief = 1 if data.get("cluster", {}).get("chief") else 0
+            index = int(task.get("index", 0))
+            return index if task.get("type") == "chief" else index + chief
+        except (ValueError, AttributeError, TypeError):
+            return 0
+    return 0
