@@ -28,8 +28,8 @@ import pytest
 import yaml
 from PIL import Image
 
-import tlcore
 from tests.conftest import TL, run_tl
+from tlcore.testing.workers import free_ports
 
 TOLERANCE = {"atol": 2e-5, "rtol": 1e-4}
 
@@ -65,16 +65,35 @@ def _recipe(tmp_path: Path, backend: str, weights: Path, epochs=(2, 2)) -> Path:
 
 @pytest.fixture(scope="module")
 def setting(tmp_path_factory):
-    """The data, and backbone weights to start from (a short run from random weights), so
-    that the default fine-tuning rules apply: pretrained backbone, BatchNorm frozen."""
+    """The data, and for each backend backbone weights to start from (a short run from
+    random weights), so that the default fine-tuning rules apply: pretrained backbone,
+    BatchNorm frozen."""
     root = tmp_path_factory.mktemp("dist")
     data = _folder(root / "data")
-    start = root / "start"
-    recipe = {"backbone": {"source": "builtin:simple_cnn", "weights": "none", "input_size": 16},
-              "train": {"stages": [{"name": "all", "epochs": 1, "freeze": {"policy": "none"}}]},
-              "export": {"formats": ["native"]}}
-    tlcore.fit(data, recipe=recipe, out=start, quiet=True)
-    return root, data, start / "native" / "weights.npz"
+    starts: dict[str, Path] = {}
+
+    def weights(backend: str) -> Path:
+        if backend not in starts:
+            start = root / f"start-{backend}"
+            recipe = {
+                "backend": backend,
+                "backbone": {"source": "builtin:simple_cnn", "weights": "none",
+                             "input_size": 16},
+                "train": {"stages": [{"name": "all", "epochs": 1,
+                                      "freeze": {"policy": "none"}}]},
+                "export": {"formats": ["native"]},
+            }
+            run_tl("train", data, "--set", f"backend={backend}", "--recipe",
+                   _write(root / f"start-{backend}.yaml", recipe), "--out", start, "-q")
+            starts[backend] = start / "native" / "weights.npz"
+        return starts[backend]
+
+    return root, data, weights
+
+
+def _write(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe))
+    return path
 
 
 def _weights(run: Path) -> dict[str, np.ndarray]:
@@ -100,7 +119,7 @@ def _assert_same_run(one: Path, two: Path) -> None:
 
 def test_torchrun_on_two_processes_trains_the_run_one_process_trains(setting):
     root, data, weights = setting
-    recipe = _recipe(root, "torch", weights)
+    recipe = _recipe(root, "torch", weights("torch"))
     one, two = root / "torch-one", root / "torch-two"
     run_tl("train", data, "--recipe", recipe, "--out", one, "-q")
     result = run_tl("train", data, "--recipe", recipe, "--out", two, "--nproc", "2")
@@ -134,7 +153,7 @@ def _workers(command: list[str]) -> list[int]:
 
 def test_a_killed_rank_ends_the_run_and_the_resume_matches_an_uninterrupted_one(setting):
     root, data, weights = setting
-    recipe = _recipe(root, "torch", weights, epochs=(3, 5))
+    recipe = _recipe(root, "torch", weights("torch"), epochs=(3, 5))
     whole, killed = root / "torch-whole", root / "torch-killed"
     run_tl("train", data, "--recipe", recipe, "--out", whole, "--nproc", "2", "-q")
     command = [*TL, "train", str(data), "--recipe", str(recipe), "--nproc", "2",
@@ -173,3 +192,55 @@ def test_python_m_tlcore_is_the_tl_command():
     result = subprocess.run([sys.executable, "-m", "tlcore", "--help"], capture_output=True,
                             text=True, check=True)
     assert "train" in result.stdout
+
+
+def test_two_tf_config_workers_train_the_run_one_process_trains(setting):
+    """Keras under MultiWorkerMirroredStrategy: one ``tl train`` per worker, as users start
+    them (no launcher), each with its own ``TF_CONFIG``."""
+    root, data, weights = setting
+    recipe = _recipe(root, "keras", weights("keras"))
+    one, two = root / "keras-one", root / "keras-two"
+    run_tl("train", data, "--recipe", recipe, "--out", one, "-q")
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    workers = []
+    for index in range(2):
+        config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(config)}
+        workers.append(subprocess.Popen(
+            [*TL, "train", str(data), "--recipe", str(recipe), "--out", str(two)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-3000:]
+    assert "2 processes (MultiWorkerMirroredStrategy" in outputs[0][1], outputs[0][1][-2000:]
+    assert outputs[1][0].count("done:") == 0 and outputs[0][0].count("done:") == 1
+    _assert_same_run(one, two)
+    assert json.loads((two / "tlcore.json").read_text())["compute"]["world_size"] == 2
+
+
+def test_batches_decoded_ahead_are_the_batches_decoded_in_turn():
+    """What a GPU run prefetches (the next batch, augmented, in a background thread) equals
+    what a CPU run makes one after the other: the generator is drawn in the same order."""
+    from tlcore.data import augment
+    from tlcore.train.prefetch import prefetched
+
+    images = np.random.default_rng(0).integers(0, 255, (12, 16, 16, 3), dtype=np.uint8)
+
+    def batches(ahead: bool) -> list[np.ndarray]:
+        rng = np.random.default_rng(5)
+        make = lambda b: augment(images[b * 3 : b * 3 + 3], ("hflip", "shift"), rng)  # noqa: E731
+        return list(prefetched(make, 4, ahead))
+
+    for one, other in zip(batches(True), batches(False), strict=True):
+        np.testing.assert_array_equal(one, other)
+
+    def failing(b: int) -> int:
+        if b == 2:
+            raise ValueError("image 7 is unreadable")
+        return b
+
+    made = prefetched(failing, 4, True)
+    assert [next(made), next(made)] == [0, 1]
+    with pytest.raises(ValueError, match="image 7"):
+        next(made)

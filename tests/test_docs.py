@@ -44,6 +44,7 @@ PAGES = [
     "getting-started.md",
     "embedding.md",
     "deploy.md",
+    "scale-out.md",
     "security.md",
     "faults.md",
     "architecture.md",
@@ -241,7 +242,9 @@ def test_every_page_is_in_the_runner_and_every_block_runs_or_says_why():
     )
     skipped = [(name, line, why) for name in PAGES for line, why in parse_page(name).skipped]
     assert runnable >= 30
-    assert len(skipped) <= 8, skipped
+    # 8 on the other pages; the scale-out page's four that need hardware this machine has not
+    # (a GPU, several machines, a Slurm cluster) and one install of TensorFlow's CUDA wheels.
+    assert len(skipped) <= 13, skipped
 
 
 @pytest.mark.parametrize("name", PAGES)

@@ -132,6 +132,51 @@ class Setup:
         }
 
 
+TIMEOUT_ENV = "TLCORE_DIST_TIMEOUT"
+"""Seconds a process waits for its peers in a collective operation before failing."""
+DEFAULT_TIMEOUT_S = 1800.0
+"""30 minutes, torch's own default: after training, rank 0 alone writes the bundle (export,
+parity, maybe int8 calibration) while the others wait in a collective. A dead peer is found
+sooner: torchrun stops every worker when one exits, and ``tf.distribute``'s coordination
+service notices missing heartbeats within seconds."""
+
+
+def collective_timeout() -> float:
+    """How long a collective operation waits for the other processes, in seconds:
+    ``TLCORE_DIST_TIMEOUT``, else :data:`DEFAULT_TIMEOUT_S`.
+
+    Raises:
+        TlcoreError: the variable is not a positive number.
+    """
+    from tlcore.errors import TlcoreError
+
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 1e7:
+        raise TlcoreError(
+            f"{TIMEOUT_ENV}={text!r} is not a number of seconds",
+            f"set {TIMEOUT_ENV} to a positive number of seconds (default {DEFAULT_TIMEOUT_S:g})",
+        )
+    return seconds
+
+
+def cpu_name() -> str:
+    """What this machine's CPU is (``/proc/cpuinfo``'s model name on Linux, else what Python
+    knows), with its core count: ``Intel(R) Xeon(R) ... (2 cores)``."""
+    import platform
+
+    name = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", errors="replace") as info:
+        models = (line for line in info if line.startswith("model name"))
+        name = next(models, ":").split(":", 1)[1].strip()
+    return f"{name or platform.processor() or 'CPU'} ({os.cpu_count()} cores)"
+
+
 def launched_world_size() -> int:
     """How many processes the launcher started this one among: ``WORLD_SIZE`` (torchrun,
     ``torch.distributed``) or the workers of ``TF_CONFIG`` (``tf.distribute``); 1 when

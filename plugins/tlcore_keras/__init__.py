@@ -6,8 +6,9 @@ other backends (and other backends' objects), and the methods behind the hooks l
 done in small modules: ``catalogue`` (what can be loaded, framework-free), ``sources`` (loading
 backbones), ``builtin``, ``names`` (stable weight names), ``blocks`` (what ``last_n`` counts),
 ``model`` (the :class:`TransferModel` and its head), ``freezing``, ``training`` (optimisers and
-compiled steps), ``state`` (weights, optimiser state, native export) and ``export`` (the raw
-ONNX graph).
+compiled steps), ``state`` (weights, optimiser state, native export), ``export`` (the raw
+ONNX graph), ``placement`` (devices, precision, ``tf.distribute``) and ``collective`` (the
+processes of a run).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tlcore.plugins.backend import Backend
 
 if TYPE_CHECKING:
     from tlcore.interfaces import Backbone, BackboneInfo
+    from tlcore.parallel import Placement, Setup
     from tlcore.recipe import BackboneSpec
 
 
@@ -71,9 +73,19 @@ class KerasBackend(Backend):
 
         return isinstance(optimizer, StageOptimizer)
 
-    # Loading and seeding are the calls that can come before any Keras object exists, so they
-    # check, before Keras is first imported, that it will run on TensorFlow: a Keras set to
-    # another backend is a TlcoreError that says how to fix it, not an import failure.
+    # Setup, loading and seeding are the calls that can come before any Keras object exists,
+    # so they check, before Keras is first imported, that it will run on TensorFlow: a Keras
+    # set to another backend is a TlcoreError that says how to fix it, not an import failure.
+
+    def setup(self, placement: Placement) -> Setup | None:
+        """The device, precision and ``tf.distribute`` strategy of a run (see
+        :mod:`tlcore_keras.placement`)."""
+        from tlcore_keras.framework import require_keras
+
+        require_keras()
+        from tlcore_keras.placement import setup
+
+        return setup(placement)
 
     def load_backbone(self, spec: BackboneSpec) -> Backbone | None:
         """``keras:``, ``builtin:``, ``file:<model.keras>`` or a user keras.Model."""

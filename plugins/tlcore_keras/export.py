@@ -19,15 +19,15 @@ import tensorflow as tf
 
 from tlcore.errors import TlcoreError
 from tlcore.files import atomic_path
-from tlcore_keras.model import TransferModel
+from tlcore_keras.model import TransferModel, float32_compute
 
 ONNX_FILE = "model.onnx"
 _LOGGERS = ("tf2onnx", "tensorflow")
 
 
 def export_onnx(model: TransferModel, folder: Path, example: np.ndarray, opset: int) -> Path:
-    """Write ``folder/model.onnx``, atomically: ``model.full`` in inference mode, uint8 NHWC
-    in, logits out.
+    """Write ``folder/model.onnx``, atomically: ``model.full`` in inference mode and float32,
+    uint8 NHWC in, logits out; no collective operation (rank 0 exports alone).
 
     Args:
         model: the trained model.
@@ -56,7 +56,9 @@ def export_onnx(model: TransferModel, folder: Path, example: np.ndarray, opset: 
     inference = tf.function(lambda images: model.full(images, training=False))
     target = Path(folder) / ONNX_FILE
     try:
-        with _quiet(), atomic_path(target) as temp:
+        # Float32 whatever the training precision: the layers' policies are switched while
+        # tf2onnx traces the model, so the graph holds no bfloat16 or float16 tensor.
+        with _quiet(), float32_compute(model), atomic_path(target) as temp:
             tf2onnx.convert.from_function(
                 inference, input_signature=signature, opset=opset, output_path=str(temp)
             )

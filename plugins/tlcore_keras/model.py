@@ -14,23 +14,31 @@ into the graph would not keep BatchNorm in inference mode anyway. Instead the tr
 ``features`` with the flag the freeze policy chose, and BatchNorm layers that must stay in
 inference mode have ``trainable = False``, which Keras 3 BatchNorm honours in every mode (see
 :mod:`tlcore_keras.freezing`).
+
+A model built inside a setup's scope (:mod:`tlcore_keras.placement`) remembers that scope's
+``tf.distribute`` strategy, device and Keras dtype policy (``mixed_bfloat16``,
+``mixed_float16``): its variables are the strategy's (or on the device), and its layers
+compute in the policy's dtype with float32 weights. Evaluation and export run it in float32
+all the same (:func:`float32_compute`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Backbone, Preprocessing
 from tlcore.recipe import HeadSpec
 from tlcore.recipe.choices import builtin
 from tlcore_keras.blocks import Blocks, find_blocks
-from tlcore_keras.names import WeightEntry, weight_entries
+from tlcore_keras.names import WeightEntry, walk_layers, weight_entries
 
 BACKBONE_PREFIX = "backbone/"
 HEAD_PREFIX = "head/"
@@ -168,6 +176,12 @@ class TransferModel:
         train_variables: the variables the next optimiser trains (set by the freeze policy).
         freeze_version: counts freeze policies applied, so a stale optimiser is caught.
         compiled: the compiled inference functions, by kind (see ``training``).
+        strategy: the ``tf.distribute`` strategy whose scope the model was built in (its
+            variables are that strategy's), or ``None``.
+        policy: the name of the Keras dtype policy its layers were built with (``float32``,
+            ``mixed_bfloat16``, ``mixed_float16``).
+        device: the ``tf.device`` it was built under (its compiled functions run there), or
+            ``None``: TensorFlow places it.
     """
 
     def __init__(
@@ -180,6 +194,10 @@ class TransferModel:
     ) -> None:
         self.backbone = backbone
         self.preprocessing = preprocessing
+        self.strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+        self.policy = str(keras.config.dtype_policy().name)
+        self.device = _device_scope()
+        _check_same_strategy(backbone, self.strategy)
         self.blocks = blocks if blocks is not None else find_blocks(backbone)
         height, width = preprocessing.size
         images = keras.Input((height, width, 3), dtype="uint8", name="images")
@@ -222,8 +240,19 @@ class TransferModel:
         return self.classifier
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        """Logits for uint8 RGB NHWC images, in inference mode, as float32 numpy."""
-        return np.asarray(self.full(images, training=False), dtype=np.float32)
+        """Logits for uint8 RGB NHWC images, in inference mode, computed in float32."""
+        with float32_compute(self), self.placement():
+            return np.asarray(self.full(images, training=False), dtype=np.float32)
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        """The scope of the strategy the model was built in (where its optimisers are made
+        and its variables assigned), or nothing."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    def placement(self) -> contextlib.AbstractContextManager:
+        """``tf.device`` of the device the model was built under (entered where its
+        functions are traced), or nothing."""
+        return tf.device(self.device) if self.device else contextlib.nullcontext()
 
     def backbone_entries(self) -> list[WeightEntry]:
         """The backbone's weights under names relative to it (``block_1_expand/kernel``)."""
@@ -275,6 +304,62 @@ def attach_head(backbone: Backbone, head: HeadSpec, num_classes: int) -> Transfe
         num_classes,
         blocks if isinstance(blocks, Blocks) else None,
     )
+
+
+def _device_scope() -> str | None:
+    """The device of the ``tf.device`` block being run in, if any (TensorFlow's eager
+    context knows it; there is no public accessor)."""
+    from tensorflow.python.eager import context
+
+    return getattr(context.context(), "device_name", "") or None
+
+
+def _check_same_strategy(backbone: keras.Model, strategy: Any) -> None:
+    """Refuse a backbone whose variables were made outside the strategy the head is built in
+    (a user's network built before ``tl_setup``): training would mix them."""
+    if strategy is None:
+        return
+    for variable in backbone.weights:
+        value = getattr(variable, "value", variable)
+        if not isinstance(value, tf.distribute.DistributedValues):
+            raise TlcoreError(
+                f"the backbone's weight {variable.path!r} was made outside the "
+                f"{type(strategy).__name__}'s scope this model is built in",
+                "build your keras.Model inside setup.collective.scope() (or pass a saved "
+                ".keras file as the backbone), so that its weights are the strategy's",
+            )
+
+
+@contextlib.contextmanager
+def float32_compute(model: TransferModel) -> Iterator[None]:
+    """Run ``model``'s layers in float32 inside the block, whatever dtype policy they were
+    built with, and restore their policies afterwards.
+
+    A Keras layer reads its compute dtype from its policy when it is called (and when a
+    ``tf.function`` calling it is traced), and a mixed policy keeps float32 weights, so
+    switching the policies is all a float32 evaluation or export of a mixed-precision model
+    needs: no copy of the model, no second set of weights. Quantised policies and policy
+    maps are left alone (tlcore builds neither). TensorFloat-32, which TensorFlow uses by
+    default for float32 products on GPUs since Ampere (a 10-bit mantissa: ~1e-3 off, past
+    the export's parity tolerance), is off inside the block too.
+    """
+    tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    changed = []
+    if model.policy != "float32":
+        for layer, _ in walk_layers(model.full):
+            policy = layer.dtype_policy
+            mixed = policy.compute_dtype != policy.variable_dtype == "float32"
+            plain = not isinstance(policy, keras.dtype_policies.DTypePolicyMap)
+            if plain and policy.quantization_mode is None and mixed:
+                changed.append((layer, policy))
+                layer.dtype_policy = "float32"
+    try:
+        yield
+    finally:
+        for layer, policy in changed:
+            layer.dtype_policy = policy
+        tf.config.experimental.enable_tensor_float_32_execution(tf32)
 
 
 def live_models() -> Iterator[TransferModel]:

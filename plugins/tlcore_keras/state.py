@@ -19,6 +19,7 @@ Weights files (``backbone.weights=<path>``):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 import zipfile
@@ -33,7 +34,7 @@ from tlcore.errors import TlcoreError
 from tlcore.files import atomic_path, read_arrays
 from tlcore.interfaces import LoadReport
 from tlcore.weights import match_weights, require_finite, require_some_loaded
-from tlcore_keras.model import TransferModel
+from tlcore_keras.model import TransferModel, float32_compute
 from tlcore_keras.names import weight_entries
 from tlcore_keras.training import StageOptimizer
 
@@ -56,10 +57,14 @@ def set_weights(
 ) -> LoadReport:
     """Copy numpy arrays into ``model`` by stable name.
 
+    A model built under a strategy is assigned in its scope (cross-replica): every copy of
+    a variable takes the value.
+
     Raises:
         TlcoreError: ``strict`` and a name or shape differs.
     """
-    return assign(dict(model.entries()), weights, strict=strict)
+    with model.scope():
+        return assign(dict(model.entries()), weights, strict=strict)
 
 
 def assign(
@@ -291,6 +296,11 @@ def set_optimizer_state(opt: StageOptimizer, state: Mapping[str, np.ndarray]) ->
             fit.
     """
     variables = _state_variables(opt)
+    with opt.strategy.scope() if opt.strategy is not None else contextlib.nullcontext():
+        _restore_state(variables, state)
+
+
+def _restore_state(variables: list[Any], state: Mapping[str, np.ndarray]) -> None:
     for name, array in state.items():
         index_text, _, kind = name.partition(".")
         if not index_text.isdigit() or int(index_text) >= len(variables):
@@ -327,7 +337,8 @@ def export_native(
     structure; ``native/weights.npz`` next to it is matched by name).
 
     Loads with ``keras.saving.load_model(path, safe_mode=True)`` once ``tlcore_keras.model``
-    is imported (it registers the preprocessing layer).
+    is imported (it registers the preprocessing layer). Written with float32 layers whatever
+    the training precision, like every export.
     """
     # Keras' public ``model.save`` insists on a path ending in ``.keras``, which the temporary
     # file of an atomic write does not; its saving library writes the same archive to an open
@@ -335,7 +346,8 @@ def export_native(
     from keras.src.saving import saving_lib
 
     target = folder / NATIVE_FILE
-    with atomic_path(target) as temp, temp.open("wb") as fh, warnings.catch_warnings():
+    with float32_compute(model), atomic_path(target) as temp, temp.open("wb") as fh, \
+            warnings.catch_warnings():
         # Keras' own saving code, under numpy 2; the values are written all the same.
         warnings.filterwarnings("ignore", _NUMPY_COPY_NOTE, DeprecationWarning)
         saving_lib.save_model(model.full, fh)

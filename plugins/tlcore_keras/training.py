@@ -7,6 +7,15 @@ converting them took a fifth of a MobileNetV2 trace. Steps are traced once per m
 call. Changing what trains means a new optimiser, which the core makes after every
 ``tl_freeze``, and so a new train step: trainable flags are read when a step is traced, never
 later.
+
+A model built in a setup's scope trains under that scope's ``tf.distribute`` strategy with
+tlcore's own step (Keras' ``fit`` is broken under ``MultiWorkerMirroredStrategy`` in Keras 3,
+keras#20585): ``strategy.run`` inside the compiled step, the process's batch split between its
+replicas as ``np.array_split`` splits it. Each replica differentiates its mean loss × its
+share of the global batch, and Keras' TensorFlow optimiser sums the replicas' gradients
+(``TFOptimizer._all_reduce_sum_gradients``), so every replica applies the gradient of the
+global batch's mean loss, as one process does. Evaluation runs no collective and computes in
+float32 whatever the training precision (:func:`~tlcore_keras.model.float32_compute`).
 """
 
 from __future__ import annotations
@@ -21,9 +30,12 @@ import tensorflow as tf
 
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Batch, StepState
+from tlcore.parallel import launched_rank
 from tlcore.recipe import StageSpec
 from tlcore.recipe.choices import builtin
-from tlcore_keras.model import TransferModel, live_models
+from tlcore_keras.collective import PEER_ERRORS, cluster_peers, peer_failure
+from tlcore_keras.model import TransferModel, float32_compute, live_models
+from tlcore_keras.replicas import replicated_step, skip_together
 
 # torch's defaults, so that one recipe means the same optimiser on both backends.
 ADAM_EPSILON = 1e-8
@@ -41,6 +53,8 @@ class StageOptimizer:
             decay, as ``torch.optim`` applies it; ``adamw`` decays in the optimiser instead).
         backbone_training: the ``training`` flag the backbone runs with in this stage.
         freeze_version: the model's freeze count when this optimiser was made.
+        strategy: the model's ``tf.distribute`` strategy (the steps run under it), or
+            ``None``.
         steps: the compiled train steps, by input kind (``True`` for cached features) and
             loss name.
     """
@@ -50,6 +64,7 @@ class StageOptimizer:
     l2: float
     backbone_training: bool
     freeze_version: int
+    strategy: Any = None
     steps: dict[tuple[bool, str], Callable[..., Any]] = field(default_factory=dict)
 
 
@@ -58,14 +73,27 @@ def make_optimizer(model: TransferModel, stage: StageSpec) -> StageOptimizer | N
 
     ``adamw`` (decoupled weight decay), ``adam`` and ``rmsprop`` (L2 weight decay; RMSprop with
     ``stage.momentum``), ``sgd`` (``stage.momentum``, no Nesterov). Epsilon and RMSprop's rho
-    are torch's defaults. ``None`` for an optimiser a plugin registered: that plugin's
-    ``tl_make_optimizer`` makes it.
+    are torch's defaults. Made in the model's strategy scope; a ``mixed_float16`` model's
+    is wrapped in ``keras.optimizers.LossScaleOptimizer``. ``None`` for an optimiser a plugin
+    registered: that plugin's ``tl_make_optimizer`` makes it.
     """
     if stage.optimizer not in builtin("optimizer"):
         return None
     variables = list(model.train_variables)
     if not variables:
         raise TlcoreError("no parameter is trainable", "the freeze policy left nothing to train")
+    with model.scope():
+        optimizer, l2 = _keras_optimizer(stage)
+        if model.policy == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(variables)
+    return StageOptimizer(
+        optimizer, variables, l2, model.backbone_training, model.freeze_version, model.strategy
+    )
+
+
+def _keras_optimizer(stage: StageSpec) -> tuple[Any, float]:
+    """The Keras optimiser of a built-in ``stage.optimizer`` and its L2 penalty."""
     lr, decay = stage.lr, stage.weight_decay
     optimizers = keras.optimizers
     l2 = decay
@@ -80,10 +108,7 @@ def make_optimizer(model: TransferModel, stage: StageSpec) -> StageOptimizer | N
         optimizer = optimizers.RMSprop(
             learning_rate=lr, rho=RMSPROP_RHO, momentum=stage.momentum, epsilon=ADAM_EPSILON
         )
-    optimizer.build(variables)
-    return StageOptimizer(
-        optimizer, variables, float(l2), model.backbone_training, model.freeze_version
-    )
+    return optimizer, float(l2)
 
 
 def smoothed_cross_entropy(logits: Any, labels: Any, smoothing: Any) -> Any:
@@ -132,9 +157,8 @@ def _loss_fn(name: str) -> Callable[[Any, Any, Any], Any]:
 def _build_train_step(
     model: TransferModel, opt: StageOptimizer, features: bool, loss_name: str
 ) -> Any:
-    optimizer, variables, l2 = opt.optimizer, opt.variables, opt.l2
-    backbone_training = opt.backbone_training
-    loss_fn = _loss_fn(loss_name)
+    """The compiled step ``(x, y, lr, smoothing, share) -> (loss, float32 logits)``: under the
+    optimiser's strategy when it has one."""
     targets = (
         tf.TensorSpec((None,), tf.int32, name="labels")
         if loss_name == "cross_entropy"
@@ -145,22 +169,53 @@ def _build_train_step(
         targets,
         tf.TensorSpec((), tf.float32, name="lr"),
         tf.TensorSpec((), tf.float32, name="smoothing"),
+        tf.TensorSpec((), tf.float32, name="share"),
     ]
+    compute = _update(model, opt, features, loss_name, replicated=opt.strategy is not None)
+    if opt.strategy is not None:
+        return replicated_step(model, opt, compute, signature)
 
     @tf.function(input_signature=signature, autograph=False)
-    def step(x: Any, y: Any, lr: Any, smoothing: Any) -> tuple[Any, Any]:
-        optimizer.learning_rate.assign(lr)
+    def step(x: Any, y: Any, lr: Any, smoothing: Any, share: Any) -> tuple[Any, Any]:
+        with model.placement():
+            opt.optimizer.learning_rate.assign(lr)
+            return compute(x, y, smoothing, share)
+
+    return step
+
+
+def _update(
+    model: TransferModel, opt: StageOptimizer, features: bool, loss_name: str, replicated: bool
+) -> Callable[..., tuple[Any, Any]]:
+    """``(x, y, smoothing, share) -> (mean loss, float32 logits)``: forward, the gradient of
+    the mean loss × ``share`` (scaled for a loss-scale optimiser), the update."""
+    optimizer, variables, l2 = opt.optimizer, opt.variables, opt.l2
+    backbone_training = opt.backbone_training
+    loss_fn = _loss_fn(loss_name)
+    scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def compute(x: Any, y: Any, smoothing: Any, share: Any) -> tuple[Any, Any]:
         with tf.GradientTape() as tape:
             pooled = x if features else model.features(x, training=backbone_training)
             logits = model.classifier(pooled, training=True)
             loss = loss_fn(logits, y, smoothing)
-        grads = tape.gradient(loss, variables)
+            if replicated:  # a replica's part of a batch smaller than the replicas is empty
+                loss = tf.where(tf.shape(x)[0] > 0, loss, 0.0)
+            objective = loss * share
+            if scaling:
+                objective = optimizer.scale_loss(objective)
+        grads = tape.gradient(objective, variables)
         if l2:
-            grads = [g if g is None else g + l2 * v for g, v in zip(grads, variables, strict=True)]
+            # Each replica adds its share of the penalty: their sum is the penalty once.
+            decay = l2 * share * (optimizer.dynamic_scale if scaling else 1.0)
+            pairs = zip(grads, variables, strict=True)
+            grads = [g if g is None else g + decay * v for g, v in pairs]
+        if scaling and replicated:
+            grads = skip_together(grads)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
         return loss, tf.cast(logits, tf.float32)
 
-    return step
+    return compute
 
 
 def _targets(model: TransferModel, y: np.ndarray, loss_name: str) -> np.ndarray:
@@ -187,7 +242,8 @@ def _inputs(model: TransferModel, batch: Batch) -> np.ndarray:
 
 
 def train_step(model: TransferModel, batch: Batch, state: StepState) -> dict[str, Any]:
-    """One step: set the learning rate, forward, the loss ``state.loss``, backward, update.
+    """One step: set the learning rate, forward, the loss ``state.loss``, backward (of the
+    mean loss × ``state.share``: the replicas' gradients are summed), update.
 
     Returns:
         ``{"loss": float, "outputs": float32 logits}`` of this batch, before the update.
@@ -210,12 +266,20 @@ def train_step(model: TransferModel, batch: Batch, state: StepState) -> dict[str
     step = opt.steps.get(key)
     if step is None:
         step = opt.steps[key] = _build_train_step(model, opt, batch.features, state.loss)
-    loss, logits = step(
+    args = (
         _inputs(model, batch),
         _targets(model, batch.y, state.loss),
         np.float32(state.lr),
         np.float32(state.label_smoothing),
+        np.float32(state.share),
     )
+    peers = cluster_peers() if opt.strategy is not None else ()
+    try:
+        loss, logits = step(*args)
+    except PEER_ERRORS as exc:
+        if len(peers) < 2:
+            raise
+        raise peer_failure(exc, peers, launched_rank()) from None
     return {"loss": float(loss), "outputs": np.asarray(logits, dtype=np.float32)}
 
 
@@ -231,20 +295,28 @@ def _compiled(model: TransferModel, kind: str) -> Any:
         "logits": (lambda x: model.full(x, training=False), _image_spec(model)),
     }
     call, spec = calls[kind]
-    fn = tf.function(call, input_signature=[spec], autograph=False)
+
+    def placed(x: Any) -> Any:
+        with model.placement():
+            return call(x)
+
+    fn = tf.function(placed, input_signature=[spec], autograph=False)
     model.compiled[kind] = fn
     return fn
 
 
 def eval_step(model: TransferModel, batch: Batch) -> np.ndarray:
-    """Raw outputs (logits) of one batch in inference mode, float32 ``(batch, outputs)``."""
-    fn = _compiled(model, "head" if batch.features else "logits")
-    return np.asarray(fn(_inputs(model, batch)), dtype=np.float32)
+    """Raw outputs (logits) of one batch in inference mode, computed in float32 whatever the
+    training precision, on this process alone: ``(batch, outputs)``."""
+    with float32_compute(model):  # traced, and called, with every layer in float32
+        fn = _compiled(model, "head" if batch.features else "logits")
+        return np.asarray(fn(_inputs(model, batch)), dtype=np.float32)
 
 
 def extract_features(model: TransferModel, images: np.ndarray) -> np.ndarray:
-    """Pooled backbone features of uint8 NHWC images in inference mode, float32 (the base
-    class hands over at most ``Backend.feature_batch`` images at a time)."""
+    """Pooled backbone features of uint8 NHWC images in inference mode, on this process
+    alone, computed in the training precision and returned as float32 (the base class hands
+    over at most ``Backend.feature_batch`` images at a time)."""
     if not len(images):  # a network need not accept an empty batch
         return np.zeros((0, model.num_features), dtype=np.float32)
     x = _inputs(model, Batch(images, np.zeros(0)))

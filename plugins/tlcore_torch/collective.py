@@ -2,9 +2,9 @@
 :class:`TorchCollective` the core exchanges numpy arrays through.
 
 A run launched by ``torchrun`` (``WORLD_SIZE`` > 1) joins one process group over
-``env://``: NCCL when the process trains on a CUDA GPU, gloo otherwise. Its timeout
-(:data:`TIMEOUT_ENV`, five minutes by default) is what ends a run whose peer died, rather than
-torch's default half hour.
+``env://``: NCCL when the process trains on a CUDA GPU, gloo otherwise. A peer that dies is
+found by torchrun, which stops every worker; a peer alive but stuck, by the group's timeout
+(:func:`tlcore.parallel.collective_timeout`, 30 minutes by default).
 """
 
 from __future__ import annotations
@@ -22,17 +22,11 @@ import torch
 from torch import distributed as dist
 
 from tlcore.errors import TlcoreError
-from tlcore.parallel import Collective
+from tlcore.parallel import TIMEOUT_ENV, Collective, collective_timeout
 from tlcore_torch.replica import release_all
 
 if TYPE_CHECKING:
     from tlcore.parallel import Setup
-
-TIMEOUT_ENV = "TLCORE_DIST_TIMEOUT"
-"""Seconds a process waits for its peers in any collective operation before failing."""
-# Rank 0 alone writes the bundle (export, parity, maybe int8 calibration: minutes) while the
-# others wait in a broadcast; a dead peer is caught by torchrun, which stops every worker.
-DEFAULT_TIMEOUT_S = 1800.0
 
 _BUILDING: ContextVar[Any] = ContextVar("tlcore_torch_building", default=None)
 
@@ -55,28 +49,6 @@ def building() -> Setup | None:
     return _BUILDING.get()
 
 
-def timeout() -> timedelta:
-    """How long a collective operation waits for the other processes: ``TLCORE_DIST_TIMEOUT``
-    seconds, 30 minutes (torch's own default) when unset.
-
-    Raises:
-        TlcoreError: the variable is not a positive number.
-    """
-    text = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not text:
-        return timedelta(seconds=DEFAULT_TIMEOUT_S)
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < 1e7:
-        raise TlcoreError(
-            f"{TIMEOUT_ENV}={text!r} is not a number of seconds",
-            f"set {TIMEOUT_ENV} to a positive number of seconds (default {DEFAULT_TIMEOUT_S:g})",
-        )
-    return timedelta(seconds=seconds)
-
-
 def join(device: torch.device, world_size: int) -> TorchCollective:
     """The processes this one trains with: the process group already initialised (by the
     user's own script), a new one over ``env://`` when ``world_size`` > 1, or this process
@@ -97,7 +69,7 @@ def join(device: torch.device, world_size: int) -> TorchCollective:
             "install a torch build with distributed support, or launch one process",
         )
     backend = "nccl" if device.type == "cuda" else "gloo"
-    wait = timeout()
+    wait = timedelta(seconds=collective_timeout())
     try:
         dist.init_process_group(backend, init_method="env://", timeout=wait)
     except (RuntimeError, ValueError) as exc:  # a missing variable, a port taken, no peer

@@ -11,7 +11,6 @@ import contextlib
 import copy
 import itertools
 import os
-import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 from tlcore.errors import TlcoreError
-from tlcore.parallel import Placement, Setup
+from tlcore.parallel import Placement, Setup, cpu_name
 from tlcore_torch.collective import building, join
 
 AUTOCAST = {"bf16": torch.bfloat16, "16-mixed": torch.float16}
@@ -185,7 +184,7 @@ def describe_device(device: torch.device) -> tuple[str, int | None]:
         return torch.cuda.get_device_name(device), int(memory)
     if device.type == "mps":
         return "Apple GPU (mps)", None
-    return platform.processor() or "CPU", None
+    return cpu_name(), None
 
 
 def _env_int(name: str, default: int) -> int:

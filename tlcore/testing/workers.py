@@ -23,6 +23,19 @@ from tlcore.train.distributed import broadcast_arrays, broadcast_bytes, local_ba
 BATCHES = (np.arange(0, 6), np.arange(6, 11))
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` TCP ports free on localhost now, for the processes of a test to listen on."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 def collective_answers(c: Collective) -> dict[str, np.ndarray]:
     """Every collective operation on rank-dependent inputs, as named arrays."""
     rank = c.rank

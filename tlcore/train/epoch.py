@@ -14,6 +14,7 @@ from tlcore.parallel import Collective
 from tlcore.schedule import learning_rate
 from tlcore.train.distributed import gather_rows, local_batch, sum_over_ranks, usable_batches
 from tlcore.train.guards import check_step
+from tlcore.train.prefetch import prefetched
 from tlcore.train.stages import derive_seed
 
 if TYPE_CHECKING:
@@ -49,11 +50,14 @@ def train_epoch(t: Trainer, run: _StageRun, epoch: int) -> dict[str, float]:
     )
     metrics = EpochMetrics(t.task, t.task_info, live=t.progress.live, collective=collective)
     lr = stage.lr
-    for b, indices in enumerate(batches):
+    shares = [local_batch(indices, collective) for indices in batches]
+    # On an accelerator, the next batch's images are decoded while this one trains.
+    ahead = feed.features is None and t.setup.device != "cpu"
+    made = prefetched(lambda b: feed.batch(shares[b][0], rng), len(batches), ahead)
+    for b, batch in enumerate(made):
         step = epoch * len(batches) + b
         lr = learning_rate(stage, step, run.total_steps)
-        mine, share = local_batch(indices, collective)
-        batch = feed.batch(mine, rng)
+        mine, share = shares[b]
         state = StepState(
             run.optimizer, lr, stage.label_smoothing, step, loss=t.task.loss, share=share
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from tlcore.testing.backend import BackendUnderTest
 from tlcore.testing.data import separable
 from tlcore.testing.marks import SUITE_MARKS, hooks
-from tlcore.testing.workers import BATCHES
+from tlcore.testing.workers import BATCHES, free_ports
 
 pytestmark = SUITE_MARKS
 
@@ -43,19 +42,9 @@ def test_setup_on_one_cpu_process(tl_backend: BackendUnderTest) -> None:
     json.dumps(described)  # recorded in run.json: plain JSON
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _launch(backend: str, folder: Path) -> list[Path]:
     """Two worker processes, with both launchers' environments; their result files."""
-    master, *workers = _free_ports(3)
+    master, *workers = free_ports(3)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in workers]}
     processes, outs = [], []
     for rank in range(2):
