@@ -117,12 +117,21 @@ def _assert_same_run(one: Path, two: Path) -> None:
             assert row_two[key] == pytest.approx(row_one[key], rel=1e-4, abs=1e-5), key
 
 
-def test_torchrun_on_two_processes_trains_the_run_one_process_trains(setting):
+@pytest.fixture(scope="module")
+def torch_two(setting):
+    """One uninterrupted two-process torch run: what the other runs are compared with."""
     root, data, weights = setting
-    recipe = _recipe(root, "torch", weights("torch"))
-    one, two = root / "torch-one", root / "torch-two"
-    run_tl("train", data, "--recipe", recipe, "--out", one, "-q")
+    recipe = _recipe(root, "torch", weights("torch"), epochs=(3, 5))
+    two = root / "torch-two"
     result = run_tl("train", data, "--recipe", recipe, "--out", two, "--nproc", "2")
+    return recipe, two, result
+
+
+def test_torchrun_on_two_processes_trains_the_run_one_process_trains(setting, torch_two):
+    root, data, _ = setting
+    recipe, two, result = torch_two
+    one = root / "torch-one"
+    run_tl("train", data, "--recipe", recipe, "--out", one, "-q")
     assert "torch on cpu, 2 processes (torch.distributed (gloo))" in result.stderr, result.stderr
     assert result.stdout.count("done:") == 1  # rank 0 speaks for the run
     _assert_same_run(one, two)
@@ -151,11 +160,12 @@ def _workers(command: list[str]) -> list[int]:
     return [found[r] for r in sorted(found)]
 
 
-def test_a_killed_rank_ends_the_run_and_the_resume_matches_an_uninterrupted_one(setting):
-    root, data, weights = setting
-    recipe = _recipe(root, "torch", weights("torch"), epochs=(3, 5))
-    whole, killed = root / "torch-whole", root / "torch-killed"
-    run_tl("train", data, "--recipe", recipe, "--out", whole, "--nproc", "2", "-q")
+def test_a_killed_rank_ends_the_run_and_the_resume_matches_an_uninterrupted_one(
+    setting, torch_two
+):
+    root, data, _ = setting
+    recipe, whole, _ = torch_two
+    killed = root / "torch-killed"
     command = [*TL, "train", str(data), "--recipe", str(recipe), "--nproc", "2",
                "--out", str(killed)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
