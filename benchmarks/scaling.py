@@ -14,7 +14,8 @@ the other on the idle machine:
 - ``2 processes x 1 thread``: what ``--nproc 2`` buys;
 - ``1 process x 2 threads``: the other way to use the second core.
 
-Per phase (feature extraction, head epochs on cached features, fine-tuning epochs; from the
+Each way runs three times (``--repeats``) and the median of each figure is kept. Per phase
+(feature extraction, head epochs on cached features, fine-tuning epochs; from the
 run's ``tlcore.json`` and ``history.json``), the scaling efficiency is ``T(1 process) / (2 x
 T(2 processes))``: 1.0 is perfect, 0.5 is no gain.
 """
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 RESULTS = Path(__file__).parent / "results"
@@ -78,14 +80,23 @@ def _run(data: Path, recipe: Path, out: Path, processes: int, threads: int) -> d
     }
 
 
-def measure(tiny: bool, work: Path) -> dict[str, Any]:
-    """Every way once, in order; the figures and the efficiencies."""
+def measure(tiny: bool, work: Path, repeats: int = 3) -> dict[str, Any]:
+    """Every way ``repeats`` times, in order; the median figures and the efficiencies."""
     from tlcore.demo import write_demo
 
     data = write_demo(work / "digits", size=32 if tiny else 64, per_class=20 if tiny else 60)
     recipe = work / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(_recipe(tiny)))
-    runs = {name: _run(data, recipe, work / f"run-{p}x{t}", p, t) for name, p, t in WAYS}
+    runs = {}
+    for name, p, t in WAYS:
+        # Repeated, the median per figure: one run of a few seconds moves with the machine.
+        tries = [_run(data, recipe, work / f"run-{p}x{t}-{i}", p, t) for i in range(repeats)]
+        runs[name] = {
+            key: (float(np.median([r[key] for r in tries])) if key.endswith("seconds")
+                  else tries[0][key])
+            for key in tries[0]
+        }
+        runs[name]["repeats"] = repeats
     one, two = runs[WAYS[0][0]], runs[WAYS[1][0]]
     efficiency = {
         phase: round(one[f"{phase}_seconds"] / (2 * two[f"{phase}_seconds"]), 3)
@@ -122,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="toy sizes (the smoke test)")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per way (median)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
-        result = measure(args.tiny, Path(work))
+        result = measure(args.tiny, Path(work), 1 if args.tiny else args.repeats)
     stem = "scaling-tiny" if args.tiny else "scaling"
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
