@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tlcore.parallel import cpu_name
+
 RESULTS = Path(__file__).parent / "results"
 WAYS = (("1 process x 1 thread", 1, 1), ("2 processes x 1 thread", 2, 1),
         ("1 process x 2 threads", 1, 2))
@@ -105,7 +107,7 @@ def measure(tiny: bool, work: Path, repeats: int = 3) -> dict[str, Any]:
     }
     efficiency["wall"] = round(one["wall_seconds"] / (2 * two["wall_seconds"]), 3)
     return {
-        "machine": {"cpu": platform.processor() or platform.machine(),
+        "machine": {"cpu": cpu_name(),
                     "cores": os.cpu_count(), "python": platform.python_version()},
         "tiny": tiny,
         "runs": runs,

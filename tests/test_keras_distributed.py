@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -28,6 +27,7 @@ from tlcore.errors import TlcoreError
 from tlcore.interfaces import Batch
 from tlcore.parallel import Placement
 from tlcore.testing import BackendUnderTest, images
+from tlcore.testing.workers import free_ports
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
@@ -188,6 +188,7 @@ else:
 from tlcore.errors import TlcoreError
 from tlcore.recipe import HeadSpec
 from tlcore.testing import BackendUnderTest, images
+from tlcore.testing.workers import free_ports
 K = BackendUnderTest("keras")
 rank, world = c.rank, c.world_size
 result = {"rank": np.array(rank), "world": np.array(world)}
@@ -280,16 +281,6 @@ out.with_suffix(".json").write_text(json.dumps(info))
 '''
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _launch(
     tmp_path: Path, mode: str, workers: int, timeout: float = 30, cluster_size: int = 0
 ) -> list[Path]:
@@ -298,7 +289,7 @@ def _launch(
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(WORKER))
     size = cluster_size or workers
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(size)]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(size)]}
     processes, outs = [], []
     for rank in range(workers):
         env = {**os.environ, "TLCORE_DIST_TIMEOUT": str(timeout), "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 def finish(t: Trainer) -> TrainResult:
     """Evaluate the final model, write the native weights, history, ``tlcore.json`` and every
     export format, then the int8 model when asked; the run's result."""
-    from tlcore.train.trainer import TrainResult
-
     # Cached features stay valid after the stage (its backbone was frozen), so the final
     # evaluation need not run the backbone again.
     feed = t.cached_val or Feed(t, t.val_set, cached=False)
@@ -54,7 +52,15 @@ def finish(t: Trainer) -> TrainResult:
         written = _export(t, fmt, images, info)
         t.calls.on_export(t.info, fmt, written)
     write_json(t.folder.path / INFO_FILE, info)
-    quantized = _quantize(t, info)
+    return train_result(t, val_metrics, _quantize(t, info))
+
+
+def train_result(
+    t: Trainer, metrics: dict[str, float], quantized: Quantized | None = None
+) -> TrainResult:
+    """What ``t``'s run gives back: its model, files, history and final ``metrics``."""
+    from tlcore.train.trainer import TrainResult
+
     return TrainResult(
         path=t.folder.path,
         model=t.model,
@@ -62,7 +68,7 @@ def finish(t: Trainer) -> TrainResult:
         class_names=t.class_names,
         preprocessing=t.input_spec,
         history=t.history,
-        metrics=val_metrics,
+        metrics=metrics,
         recipe=t.recipe,
         quantized=quantized,
         warnings=list(t.warnings),

@@ -86,7 +86,7 @@ def save_on_rank0(t: Trainer, save: Any) -> Path | None:
 def finish_on_rank0(t: Trainer, finish: Any) -> TrainResult:
     """Rank 0 evaluates the final model and writes the bundle on its own (a world of one:
     no collective while the others wait); every rank returns the run's result."""
-    from tlcore.train.trainer import TrainResult
+    from tlcore.train.finish import train_result
 
     collective = t.collective
     if collective.world_size == 1:
@@ -101,14 +101,4 @@ def finish_on_rank0(t: Trainer, finish: Any) -> TrainResult:
     metrics = broadcast_json(collective, result.metrics if result is not None else None)
     if result is not None:
         return result
-    return TrainResult(
-        path=t.folder.path,
-        model=t.model,
-        backend=t.backend,
-        class_names=t.class_names,
-        preprocessing=t.input_spec,
-        history=t.history,
-        metrics=metrics,
-        recipe=t.recipe,
-        warnings=list(t.warnings),
-    )
+    return train_result(t, metrics)
