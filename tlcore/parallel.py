@@ -115,9 +115,17 @@ class Setup:
     engine: str = ""
 
     def peak_memory(self) -> int | None:
-        """The most device memory the run has held so far, in bytes, when the framework
-        tracks it (CUDA does); ``None`` otherwise."""
-        return None
+        """The most memory the run has held so far, in bytes: the device's when the framework
+        tracks it (backends override this for their GPUs); on the CPU, this process's peak
+        resident memory; ``None`` where neither is known."""
+        if self.device != "cpu":
+            return None
+        try:
+            import resource
+        except ImportError:  # not on Windows
+            return None
+        # ru_maxrss is in kilobytes on Linux (bytes on macOS, where this over-reports).
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
     def describe(self) -> dict[str, Any]:
         """What ``run.json`` and ``tlcore.json`` record about where the run trained."""

@@ -52,9 +52,9 @@ class KerasSetup(Setup):
 
     def peak_memory(self) -> int | None:
         """The highest peak of ``tf.config.experimental.get_memory_info`` over the run's
-        GPUs; ``None`` on the CPU."""
+        GPUs; on the CPU the core's answer (the process's peak)."""
         peaks = [tf.config.experimental.get_memory_info(d)["peak"] for d in self.tf_devices]
-        return int(max(peaks)) if peaks else None
+        return int(max(peaks)) if peaks else super().peak_memory()
 
 
 def setup(placement: Placement) -> KerasSetup:

@@ -37,11 +37,12 @@ class TorchSetup(Setup):
         return torch.device(self.device)
 
     def peak_memory(self) -> int | None:
-        """``torch.cuda.max_memory_allocated`` on a CUDA device; ``None`` elsewhere."""
+        """``torch.cuda.max_memory_allocated`` on a CUDA device; else the core's answer (the
+        process's peak on the CPU)."""
         device = self.torch_device
         if device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(device))
-        return None
+        return super().peak_memory()
 
 
 def setup(placement: Placement) -> TorchSetup:
