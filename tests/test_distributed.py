@@ -255,3 +255,15 @@ def test_batches_decoded_ahead_are_the_batches_decoded_in_turn():
     assert [next(made), next(made)] == [0, 1]
     with pytest.raises(ValueError, match="image 7"):
         next(made)
+
+
+def test_a_backend_launched_the_other_way_is_refused_not_run_twice(setting):
+    """Keras started by torchrun: its tl_setup joins no one (it reads TF_CONFIG), so every
+    process would train the whole run into one folder; the run stops with the way to launch."""
+    root, data, _ = setting
+    refused = run_tl("train", data, "--backend", "keras", "--backbone", "builtin:simple_cnn",
+                     "--weights", "none", "--out", root / "twice",
+                     env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert "2 processes were launched, but backend 'keras' joined none" in refused.stderr
+    assert "one process per TF_CONFIG worker" in refused.stderr

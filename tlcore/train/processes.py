@@ -27,10 +27,10 @@ def join(t: Trainer) -> None:
     if world == 1 and launched > 1:
         # Every process would train the whole run into the same folder: only one may.
         raise TlcoreError(
-            f"{launched} processes were launched, but backend {t.backend!r} trains in one "
-            "process only (its tl_setup joins no others)",
-            "launch one process (tl train without torchrun or TF_CONFIG), or use the torch "
-            "or keras backend",
+            f"{launched} processes were launched, but backend {t.backend!r} joined none of "
+            "the others: each would train the whole run into the same folder",
+            "launch one process, or launch the way the backend joins processes (torch: "
+            "torchrun or tl train --nproc; keras: one process per TF_CONFIG worker)",
         )
 
 
