@@ -65,7 +65,7 @@ def test_setup_on_this_cpu_is_one_float32_process():
     c = result.collective
     assert (result.device, result.precision, result.engine) == ("cpu", "32", "")
     assert (c.rank, c.world_size, c.strategy) == (0, 1, None)
-    assert result.peak_memory() is None
+    assert result.peak_memory() > 100e6  # the process's peak on the CPU: TensorFlow alone is more
     value = np.array([1.5, -2.0], np.float32)
     assert np.array_equal(c.all_reduce(value, "max"), value)
     assert c.all_gather(value).shape == (1, 2)

@@ -115,7 +115,8 @@ def test_auto_is_this_cpu():
     found = setup()
     assert isinstance(found, TorchSetup) and isinstance(found.collective, TorchCollective)
     assert (found.device, found.precision, found.engine) == ("cpu", "32", "")
-    assert found.device_name and found.device_memory is None and found.peak_memory() is None
+    assert found.device_name and found.device_memory is None
+    assert found.peak_memory() > 50e6  # the process's peak on the CPU: torch alone is more
     assert (found.collective.rank, found.collective.world_size) == (0, 1)
     assert found.describe()["world_size"] == 1
     with found.collective.scope():
