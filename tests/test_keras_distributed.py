@@ -27,7 +27,7 @@ from tlcore.errors import TlcoreError
 from tlcore.interfaces import Batch
 from tlcore.parallel import Placement
 from tlcore.testing import BackendUnderTest, images
-from tlcore.testing.workers import free_ports
+from tlcore.testing.workers import finish_all, free_ports
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
@@ -188,7 +188,7 @@ else:
 from tlcore.errors import TlcoreError
 from tlcore.recipe import HeadSpec
 from tlcore.testing import BackendUnderTest, images
-from tlcore.testing.workers import free_ports
+from tlcore.testing.workers import finish_all, free_ports
 K = BackendUnderTest("keras")
 rank, world = c.rank, c.world_size
 result = {"rank": np.array(rank), "world": np.array(world)}
@@ -301,14 +301,7 @@ def _launch(
         command = [sys.executable, str(script), mode, str(out)]
         processes.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
         outs.append(out)
-    for rank, process in enumerate(processes):
-        try:
-            _, stderr = process.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            for p in processes:
-                p.kill()
-            pytest.fail(f"worker {rank} hung")
-        assert process.returncode == 0, f"worker {rank} failed:\n{stderr[-4000:]}"
+    finish_all(processes, 240, f"{mode} worker:")
     return outs
 
 

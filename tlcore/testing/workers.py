@@ -9,8 +9,10 @@ A backend that joins no other process writes ``world_size`` 1 and nothing else.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +36,22 @@ def free_ports(n: int) -> list[int]:
     for s in sockets:
         s.close()
     return ports
+
+
+def finish_all(processes: list[Any], timeout: float, what: str) -> None:
+    """Wait for every process (``subprocess.Popen`` with ``stderr=PIPE``): each must exit 0.
+    One that hangs fails the test after ``timeout`` seconds, its peers killed; a distributed
+    check must never hang a test session."""
+    import pytest
+
+    for rank, process in enumerate(processes):
+        try:
+            _, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+            pytest.fail(f"{what} rank {rank} hung")
+        assert process.returncode == 0, f"{what} rank {rank} failed:\n{stderr[-4000:]}"
 
 
 def collective_answers(c: Collective) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ import pytest
 from tlcore.testing.backend import BackendUnderTest
 from tlcore.testing.data import separable
 from tlcore.testing.marks import SUITE_MARKS, hooks
-from tlcore.testing.workers import BATCHES, free_ports
+from tlcore.testing.workers import BATCHES, finish_all, free_ports
 
 pytestmark = SUITE_MARKS
 
@@ -59,14 +59,7 @@ def _launch(backend: str, folder: Path) -> list[Path]:
         command = [sys.executable, "-m", "tlcore.testing.workers", backend, str(out)]
         processes.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
         outs.append(out)
-    for rank, process in enumerate(processes):
-        try:
-            _, stderr = process.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            for p in processes:
-                p.kill()
-            pytest.fail(f"rank {rank} of backend {backend!r} hung in the distributed check")
-        assert process.returncode == 0, f"rank {rank} failed:\n{stderr[-3000:]}"
+    finish_all(processes, 300, f"the distributed check of backend {backend!r}:")
     return outs
 
 
