@@ -267,3 +267,24 @@ def test_a_backend_launched_the_other_way_is_refused_not_run_twice(setting):
     assert refused.returncode == 2, refused.stderr
     assert "2 processes were launched, but backend 'keras' joined none" in refused.stderr
     assert "one process per TF_CONFIG worker" in refused.stderr
+
+
+def test_which_gpu_each_process_takes():
+    """The core's choice of GPU, with the counts a GPU machine reports (no GPU needed)."""
+    from tlcore.errors import TlcoreError
+    from tlcore.parallel import choose_gpu
+
+    def pick(word, count, local_rank=0, here=1):
+        return choose_gpu(word, count, local_rank, here, "none found", "use cpu")
+
+    assert [pick("auto", 0), pick("cpu", 4), pick("auto", 4), pick("cuda", 4)] == [
+        None, None, 0, 0]
+    assert [pick("auto", 4, 3, 4), pick("cuda", 4, 2, 4), pick("cuda:3", 4)] == [3, 2, 3]
+    for word, count, rank, here, message in (
+        ("cuda", 0, 0, 1, "needs a CUDA GPU, but none found"),
+        ("cuda:4", 4, 0, 1, "asks for GPU 4, but 4 GPU"),
+        ("auto", 2, 2, 3, "local rank 2's GPU"),
+        ("cuda:1", 4, 0, 2, "every process of this machine on one GPU"),
+    ):
+        with pytest.raises(TlcoreError, match=message):
+            pick(word, count, rank, here)

@@ -173,6 +173,53 @@ def collective_timeout() -> float:
     return seconds
 
 
+def choose_gpu(
+    word: str, count: int, local_rank: int, processes_here: int, found: str, hint: str
+) -> int | None:
+    """The GPU ``train.device`` names for this process, of the ``count`` the framework sees;
+    ``None`` for the CPU. Backends handle ``mps`` (and what ``auto`` means without a CUDA
+    GPU) before asking.
+
+    ``auto``: this process's GPU (that of its local rank) when there are GPUs, else the CPU.
+    ``cuda``: this process's GPU. ``cuda:N``: GPU N, with one process on the machine only.
+
+    Args:
+        word: the recipe's ``train.device``.
+        count: the GPUs the framework sees.
+        local_rank: this process's index on its machine.
+        processes_here: how many processes of the run share this machine.
+        found: what the framework sees, for the error when there is no GPU.
+        hint: how to get a GPU build, for that error.
+
+    Raises:
+        TlcoreError: ``cuda`` without a GPU; ``cuda:N`` out of range or shared by the
+            processes of one machine; this process's GPU out of range.
+    """
+    from tlcore.errors import TlcoreError
+
+    kind, _, index = word.partition(":")
+    if word == "cpu" or (word == "auto" and not count):
+        return None
+    if kind not in ("cuda", "auto") or (index and not index.isdigit()):
+        raise TlcoreError(f"train.device {word!r} is not a device", "use " + ", ".join(DEVICES))
+    if not count:
+        raise TlcoreError(f"train.device {word!r} needs a CUDA GPU, but {found}", hint)
+    if index and processes_here > 1:
+        raise TlcoreError(
+            f"train.device {word!r} would put every process of this machine on one GPU",
+            "use train.device: cuda (or auto): each process takes the GPU of its local rank",
+        )
+    number = int(index) if index else local_rank
+    if number >= count:
+        which = f"local rank {local_rank}'s GPU" if not index else f"GPU {number}"
+        raise TlcoreError(
+            f"train.device {word!r} asks for {which}, but {count} GPU(s) were found "
+            f"(cuda:0 to cuda:{count - 1})",
+            f"pick cuda:0 to cuda:{count - 1}, or start at most {count} processes per machine",
+        )
+    return number
+
+
 def cpu_name() -> str:
     """What this machine's CPU is (``/proc/cpuinfo``'s model name on Linux, else what Python
     knows), with its core count: ``Intel(R) Xeon(R) ... (2 cores)``."""

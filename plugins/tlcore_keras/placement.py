@@ -26,6 +26,7 @@ from tlcore.parallel import (
     TIMEOUT_ENV,
     Placement,
     Setup,
+    choose_gpu,
     collective_timeout,
     cpu_name,
     launched_rank,
@@ -128,42 +129,17 @@ def resolve_device(
     Raises:
         TlcoreError: the device asked for is not here.
     """
-    kind, _, index = word.partition(":")
-    if word == "cpu" or (word == "auto" and not gpus):
-        return None
     if word == "mps":
         raise TlcoreError(
             "train.device 'mps' is Apple's GPU through torch; TensorFlow has no 'mps' device "
             "(with tensorflow-metal it shows Apple's GPU as a GPU)",
             "use train.device: auto or cpu with the keras backend, or --backend torch for mps",
         )
-    if (kind != "cuda" and word != "auto") or (index and not index.isdigit()):
-        raise TlcoreError(
-            f"train.device {word!r} is not a device", "use auto, cpu, cuda, cuda:N or mps"
-        )
-    if not gpus:
-        seen = ", ".join(d.name.rpartition("physical_device:")[2]
-                         for d in tf.config.list_physical_devices())
-        raise TlcoreError(
-            f"train.device {word!r} needs a GPU, but TensorFlow {tf.__version__} finds none "
-            f"(it sees {seen or 'no device'})",
-            _NO_GPU_HINT,
-        )
-    if index and world > 1 and local_world > 1:
-        raise TlcoreError(
-            f"train.device {word!r} would put every worker of this machine on one GPU",
-            "use train.device: cuda (or auto): each worker takes the GPU of its local rank",
-        )
-    number = int(index) if index else local_rank
-    if number >= len(gpus):
-        which = f"local rank {local_rank}'s GPU" if not index else f"GPU {number}"
-        raise TlcoreError(
-            f"train.device {word!r} asks for {which}, but TensorFlow finds {len(gpus)} "
-            f"GPU(s) (cuda:0 to cuda:{len(gpus) - 1})",
-            f"pick cuda:0 to cuda:{len(gpus) - 1}, or start at most {len(gpus)} workers per "
-            "machine",
-        )
-    return number
+    seen = ", ".join(d.name.rpartition("physical_device:")[2]
+                     for d in tf.config.list_physical_devices())
+    found = f"TensorFlow {tf.__version__} finds none (it sees {seen or 'no device'})"
+    here = local_world if world > 1 else 1
+    return choose_gpu(word, len(gpus), local_rank, here, found, _NO_GPU_HINT)
 
 
 def check_precision(precision: str, gpu: Any) -> None:

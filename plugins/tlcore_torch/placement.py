@@ -19,9 +19,13 @@ import torch
 from torch import nn
 
 from tlcore.errors import TlcoreError
-from tlcore.parallel import Placement, Setup, cpu_name
+from tlcore.parallel import Placement, Setup, choose_gpu, cpu_name
 from tlcore_torch.collective import building, join
 
+_NO_GPU_HINT = (
+    "use train.device: auto or cpu, or install a CUDA build of torch on a machine with an "
+    "NVIDIA GPU and its driver"
+)
 AUTOCAST = {"bf16": torch.bfloat16, "16-mixed": torch.float16}
 """The dtype each reduced precision autocasts to; ``32`` does not autocast."""
 _CPU = torch.device("cpu")
@@ -83,42 +87,18 @@ def resolve_device(word: str, local_rank: int = 0, world_size: int = 1) -> torch
     Raises:
         TlcoreError: the device asked for is not here.
     """
-    kind, _, index = word.partition(":")
-    if word == "cpu":
-        return _CPU
     if word == "mps":
         return _mps(world_size)
     if word == "auto" and not torch.cuda.is_available():
         mps = getattr(torch.backends, "mps", None)
         single = world_size == 1 and mps is not None and mps.is_available()
         return torch.device("mps") if single else _CPU
-    if kind not in ("cuda", "auto") or (index and not index.isdigit()):
-        raise TlcoreError(
-            f"train.device {word!r} is not a device", "use auto, cpu, cuda, cuda:N or mps"
-        )
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if not count:
-        raise TlcoreError(
-            f"train.device {word!r} needs a CUDA GPU, but no CUDA GPU was found "
-            f"(torch {torch.__version__}, CUDA {torch.version.cuda or 'not built in'})",
-            "use train.device: auto or cpu, or install a CUDA build of torch on a machine "
-            "with an NVIDIA GPU and its driver",
-        )
-    if index and world_size > 1 and _env_int("LOCAL_WORLD_SIZE", 1) > 1:
-        raise TlcoreError(
-            f"train.device {word!r} would put every process of this machine on one GPU",
-            "use train.device: cuda (or auto): each process takes the GPU of its local rank",
-        )
-    number = int(index) if index else local_rank
-    if number >= count:
-        which = f"local rank {local_rank}'s GPU" if not index else f"GPU {number}"
-        raise TlcoreError(
-            f"train.device {word!r} asks for {which}, but {count} CUDA GPU(s) were found "
-            f"(cuda:0 to cuda:{count - 1})",
-            f"pick cuda:0 to cuda:{count - 1}, or start at most {count} processes per "
-            f"machine (torchrun --nproc_per_node={count})",
-        )
-    return torch.device("cuda", number)
+    here = _env_int("LOCAL_WORLD_SIZE", 1) if world_size > 1 else 1
+    found = (f"no CUDA GPU was found (torch {torch.__version__}, CUDA "
+             f"{torch.version.cuda or 'not built in'})")
+    number = choose_gpu(word, count, local_rank, here, found, _NO_GPU_HINT)
+    return _CPU if number is None else torch.device("cuda", number)
 
 
 def _mps(world_size: int) -> torch.device:
