@@ -137,10 +137,9 @@ def _exec_torchrun(nproc: int, options: dict[str, Any], out: Path | None) -> Non
         ) from None
     from tlcore.api import default_out
 
-    args = [a for a in sys.argv[1:] if not a.startswith("--nproc")]
-    if "--nproc" in sys.argv:  # the value given as a separate word
-        i = sys.argv.index("--nproc")
-        args = sys.argv[1:i] + sys.argv[i + 2 :]
+    argv = sys.argv[1:]
+    i = next(i for i, word in enumerate(argv) if word.startswith("--nproc"))
+    args = argv[:i] + argv[i + (1 if "=" in argv[i] else 2) :]  # --nproc=N or --nproc N
     if out is None:
         args += ["--out", str(default_out())]
     command = [

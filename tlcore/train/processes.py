@@ -7,7 +7,6 @@ run always did, through the same calls.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlcore.errors import TlcoreError
@@ -76,11 +75,6 @@ def share_weights(t: Trainer) -> None:
     if t.collective.world_size > 1:
         weights = t.get_weights() if t.collective.rank == 0 else None
         t.set_weights(broadcast_arrays(t.collective, weights))
-
-
-def save_on_rank0(t: Trainer, save: Any) -> Path | None:
-    """Rank 0 writes the checkpoint (``save()``); every rank learns whether it could."""
-    return on_rank0(t.collective, save)
 
 
 def finish_on_rank0(t: Trainer, finish: Any) -> TrainResult:

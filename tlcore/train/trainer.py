@@ -40,7 +40,6 @@ from tlcore.train.processes import (
     finish_on_rank0,
     join,
     load_checkpoint,
-    save_on_rank0,
     share_weights,
     where,
 )
@@ -306,7 +305,7 @@ class Trainer:
             self.calls.on_checkpoint(self.info, path)
             return path
 
-        save_on_rank0(self, save)  # the other ranks hold the same weights, and wait
+        on_rank0(self.collective, save)  # the other ranks hold the same weights, and wait
         return best
 
     def _track_best(
