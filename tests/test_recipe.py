@@ -83,7 +83,7 @@ def test_lr_shortcut_keeps_the_stage_ratio():
 @pytest.mark.parametrize(
     ("data", "overrides", "path", "fragment"),
     [
-        ({"head": {"pooling": "mean"}}, {}, "head.pooling", "avg, max, flatten"),
+        ({"head": {"pooling": "median"}}, {}, "head.pooling", "avg, max, flatten, mean, cls"),
         ({}, {"train.stages.0.lr": -1}, "train.stages.0.lr", ">= 1e-12"),
         (
             {"train": {"stages": [{"optimiser": "sgd"}]}},

@@ -73,30 +73,119 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class TextPreprocessing:
+    """How texts become a text model's input: token ids from a Hugging Face ``tokenizers``
+    tokenizer, cut or padded to ``max_length``.
+
+    The model takes int64 ``(N, max_length)`` token ids, special tokens added (``[CLS] ...
+    [SEP]``), padded at the end with ``pad_id``; it derives the attention mask itself
+    (``ids != pad_id``) and uses token type 0 and positions ``0 .. max_length - 1``. The same
+    tokenizer serves training, the native model and the runtime (:mod:`tlcore.inputs.text`).
+
+    Attributes:
+        tokenizer: the tokenizer's JSON file (``tokenizer.json``, as ``tokenizers`` writes
+            it): a path while training; in a bundle, the file's name inside it.
+        max_length: tokens per text, special tokens included.
+        pad_id: the padding token's id.
+    """
+
+    tokenizer: str
+    max_length: int = 128
+    pad_id: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, as written into ``tlcore.json`` and the ONNX metadata."""
+        return {"tokenizer": self.tokenizer, "max_length": self.max_length, "pad_id": self.pad_id}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TextPreprocessing:
+        """Inverse of :meth:`to_dict`."""
+        return cls(str(data["tokenizer"]), int(data["max_length"]), int(data.get("pad_id", 0)))
+
+
+@dataclass(frozen=True)
+class VectorPreprocessing:
+    """How numeric vectors are standardised inside a vector model: ``(x - mean) / std`` per
+    feature, with statistics of the training split (a constant feature gets ``std`` 1).
+
+    The model takes float32 ``(N, features)`` as the user has them; the statistics live in
+    the model (non-trainable weights, so a checkpoint carries them) and are recorded here for
+    the bundle's description.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def features(self) -> int:
+        """The vector's length."""
+        return len(self.mean)
+
+    @classmethod
+    def of(cls, vectors: np.ndarray) -> VectorPreprocessing:
+        """The statistics of training vectors ``(N, features)`` (float64 sums, float32 kept)."""
+        import numpy as np
+
+        data = np.asarray(vectors, dtype=np.float64)
+        mean = data.mean(axis=0)
+        std = data.std(axis=0)
+        std[~(std > 1e-12)] = 1.0  # constant (or NaN-free but flat) features: no scaling
+        return cls(tuple(float(np.float32(m)) for m in mean),
+                   tuple(float(np.float32(s)) for s in std))
+
+    @classmethod
+    def identity(cls, features: int) -> VectorPreprocessing:
+        """No standardisation (mean 0, std 1) for ``features`` features."""
+        return cls((0.0,) * features, (1.0,) * features)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, as written into ``tlcore.json`` and the ONNX metadata."""
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VectorPreprocessing:
+        """Inverse of :meth:`to_dict`."""
+        return cls(tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]))
+
+
+@dataclass(frozen=True)
 class InputSpec:
     """What a model takes, as one object: carried by the backbone, written into the bundle
     (``tlcore.json`` ``input`` and the ONNX metadata) and read by the runtime, which decodes
     inputs by its ``modality`` (:mod:`tlcore.inputs`).
 
     Attributes:
-        modality: ``image`` (text and vectors come through the same seam).
-        dtype: the dtype of the model's input, as numpy names it (``uint8`` for images).
-        shape: the shape of one sample, e.g. ``(224, 224, 3)`` for NHWC images.
-        name: the input's name in the ONNX graph.
-        preprocessing: for images, the normalisation the model applies itself.
+        modality: ``image``, ``text`` or ``vector``.
+        dtype: the dtype of the model's input, as numpy names it (``uint8`` images, ``int64``
+            token ids, ``float32`` vectors).
+        shape: the shape of one sample: ``(224, 224, 3)`` for NHWC images, ``(max_length,)``
+            for texts, ``(features,)`` for vectors.
+        name: the input's name in the ONNX graph (``images``, ``input_ids``, ``vectors``).
+        preprocessing: what the model applies itself (images: normalisation; texts: the
+            tokenizer; vectors: standardisation).
     """
 
     modality: str
     dtype: str
     shape: tuple[int, ...]
     name: str = "images"
-    preprocessing: Preprocessing | None = None
+    preprocessing: Preprocessing | TextPreprocessing | VectorPreprocessing | None = None
 
     @classmethod
     def image(cls, preprocessing: Preprocessing) -> InputSpec:
         """The spec of a model taking uint8 RGB NHWC images at ``preprocessing.size``."""
         height, width = preprocessing.size
         return cls("image", "uint8", (height, width, 3), "images", preprocessing)
+
+    @classmethod
+    def text(cls, preprocessing: TextPreprocessing) -> InputSpec:
+        """The spec of a model taking int64 token ids ``(N, max_length)``."""
+        return cls("text", "int64", (preprocessing.max_length,), "input_ids", preprocessing)
+
+    @classmethod
+    def vector(cls, preprocessing: VectorPreprocessing) -> InputSpec:
+        """The spec of a model taking float32 vectors ``(N, features)``."""
+        return cls("vector", "float32", (preprocessing.features,), "vectors", preprocessing)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -124,7 +213,13 @@ class InputSpec:
             spec = cls.image(Preprocessing.from_dict(data))
             return cls(spec.modality, spec.dtype, spec.shape, data.get("name", spec.name),
                        spec.preprocessing)
-        return cls(modality, data["dtype"], tuple(data["shape"]), data.get("name", "inputs"))
+        prep: TextPreprocessing | VectorPreprocessing | None = None
+        if modality == "text" and "tokenizer" in data:
+            prep = TextPreprocessing.from_dict(data)
+        elif modality == "vector" and "mean" in data:
+            prep = VectorPreprocessing.from_dict(data)
+        return cls(modality, data["dtype"], tuple(data["shape"]), data.get("name", "inputs"),
+                   prep)
 
 
 @dataclass
@@ -143,7 +238,10 @@ class Backbone:
             core settles it from the recipe's ``weights`` (``none``: False, a weights file:
             True) in :func:`tlcore.build.build_model`.
         inputs: what the model built on it takes, for a backbone that is not an image
-            network; ``None`` (an image backbone) derives it from ``preprocessing``.
+            network (a text encoder's :meth:`InputSpec.text`, a vector network's
+            :meth:`InputSpec.vector`); ``None`` (an image backbone) derives it from
+            ``preprocessing``. A loader sets it as ``extra["inputs"]``
+            (:func:`tlcore.sources.load_source`).
     """
 
     network: Any

@@ -89,7 +89,8 @@ def load_source(
         default: the backend's default source.
         loaders: a loader per source kind: ``loader(name, spec, pretrained)`` returns
             ``(network, preprocessing, extra)``; ``extra["pretrained"] = False`` says that the
-            source has no published weights.
+            source has no published weights, ``extra["inputs"]`` (an
+            :class:`~tlcore.interfaces.InputSpec`) that the network takes texts or vectors.
         load_weights_file: ``load_weights_file(network, path)`` loads a weights file where
             names and shapes fit and returns the report, refusing a file that holds NaN or
             inf (:func:`tlcore.weights.require_finite`) or of which nothing fits
@@ -112,7 +113,8 @@ def load_source(
     if path is not None:
         extra["weights_report"] = load_weights_file(network, path)
     # The core settles the rest of ``pretrained`` from the recipe's weights (build_model).
-    return Backbone(network, preprocessing, source, extra, pretrained=extra.pop("pretrained", True))
+    return Backbone(network, preprocessing, source, extra, pretrained=extra.pop("pretrained", True),
+                    inputs=extra.pop("inputs", None))
 
 
 def lookup(kind: str, name: str, known: Mapping[str, T]) -> T:

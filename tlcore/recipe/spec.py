@@ -40,11 +40,18 @@ class BackboneSpec:
     own weights; ``imagenet`` is an alias), ``none`` (random initialisation) or the path of a
     weights file from another task, loaded where shapes fit. ``model`` is a user's own
     ``torch.nn.Module`` / ``keras.Model`` (Python API only).
+
+    ``input_size``: an image backbone's square input side in pixels; a text encoder's tokens
+    per text (default 128). ``widths``: the hidden layers of ``builtin:mlp`` (default
+    ``[256, 128]``). ``input_features``: the length of the vectors a vector network takes;
+    tlcore sets it from vector data (a value that disagrees with the data is refused).
     """
 
     source: str | None = None
     weights: str = "pretrained"
     input_size: int | None = field(default=None, metadata=_range(8, 4096))
+    widths: tuple[int, ...] = ()
+    input_features: int | None = field(default=None, metadata=_range(1, 1 << 24))
     model: Any = field(default=None, compare=False, repr=False, metadata={"serialize": False})
 
 
@@ -73,9 +80,18 @@ class FreezeSpec:
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """The new classifier: pooling, optional hidden layers, dropout, a linear classifier."""
+    """The new classifier: pooling, optional hidden layers, dropout, a linear classifier.
 
-    pooling: str = field(default="avg", metadata=_choice("avg", "max", "flatten"))
+    ``pooling``: how the backbone's output becomes one vector per sample. ``avg`` (the
+    default) and ``max`` average or take the maximum over a feature map's positions or over
+    tokens, ``flatten`` keeps everything. For a text encoder, ``avg`` is the model's own
+    pooling (``mean`` for sentence-transformers models that say so, else ``cls``), ``mean``
+    averages the text's tokens (padding left out), ``cls`` takes the first token's state and
+    ``max`` the maximum over the text's tokens. For images ``mean`` is ``avg``; ``cls`` takes
+    a vision transformer's first token.
+    """
+
+    pooling: str = field(default="avg", metadata=_choice("avg", "max", "flatten", "mean", "cls"))
     hidden: tuple[int, ...] = ()
     dropout: float = field(default=0.0, metadata=_range(0.0, 0.95))
     activation: str = field(default="relu", metadata=_choice("relu", "gelu"))
