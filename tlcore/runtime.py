@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from tlcore.bundle.layout import PROBABILITIES
+from tlcore.bundle.layout import EMBEDDINGS, PROBABILITIES
 from tlcore.bundle.read import open_bundle, open_session
+from tlcore.bundle.tokenizer import check_tokenizer, resolve_tokenizer
 from tlcore.errors import DataError, TlcoreError
 from tlcore.inputs import modality
 from tlcore.inputs.image import ImageInput
@@ -72,7 +74,9 @@ class Predictor:
         bundle = open_bundle(self.path, model, threads)
         self.model_file, self.info, self.session = bundle.model_file, bundle.info, bundle.session
         self.labels: tuple[str, ...] = bundle.description.labels
-        self.input_spec = bundle.description.input
+        # A text model's tokenizer is the file beside the model (checked by its sha256).
+        check_tokenizer(self.info, self.model_file.parent)
+        self.input_spec = resolve_tokenizer(bundle.description.input, self.model_file.parent)
         self.inputs = modality(self.input_spec)
         self.preprocessing = self.input_spec.preprocessing
         self.task, self.task_info = bundle.task, bundle.task_info
@@ -104,6 +108,48 @@ class Predictor:
         regression's values), of inputs already at :attr:`size`."""
         batch = self.inputs.check(images, self.input_spec)
         return self.session.run([self.task.output], {self.input_spec.name: batch})[0]
+
+    @property
+    def has_embeddings(self) -> bool:
+        """Whether the model also gives its pooled backbone features (``embeddings``)."""
+        return EMBEDDINGS in {output.name for output in self.session.get_outputs()}
+
+    def embeddings(self, inputs: np.ndarray) -> np.ndarray:
+        """The backbone's pooled features, float32 ``(N, features)``, of inputs already as the
+        model takes them (:meth:`outputs`).
+
+        Raises:
+            TlcoreError: the model has no ``embeddings`` output (exported by an older tlcore
+                or a backend that does not give them).
+        """
+        if not self.has_embeddings:
+            raise TlcoreError(
+                f"{self.model_file} has no embeddings output",
+                "export it again with this tlcore ('tl export RUN'), or embed with the "
+                "native model ('tl embed --native')",
+            )
+        batch = self.inputs.check(inputs, self.input_spec)
+        return self.session.run([EMBEDDINGS], {self.input_spec.name: batch})[0]
+
+    def decoded(
+        self, inputs: Any, batch_size: int = PREDICT_BATCH, on_error: OnError | None = None
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """``(sources, batch)``: what the user passed (files, folders, texts, arrays), decoded
+        as the model takes it, ``batch_size`` at a time; see :meth:`iter_predict`."""
+        items = self.inputs.expand(inputs)
+        for start in range(0, len(items), batch_size):
+            sources, decoded = [], []
+            for source, item in items[start : start + batch_size]:
+                try:
+                    decoded.append(self.inputs.decode(item, self.input_spec))
+                except DataError as exc:
+                    if on_error is None:
+                        raise
+                    on_error(source, exc)
+                    continue
+                sources.append(source)
+            if decoded:
+                yield sources, np.stack(decoded)
 
     def predict(
         self,
@@ -153,19 +199,6 @@ class Predictor:
                 f"top_k and batch_size must be at least 1; got {top_k} and {batch_size}", ""
             )
         k = min(top_k, len(self.labels))
-        items = self.inputs.expand(inputs)
-        for start in range(0, len(items), batch_size):
-            sources, decoded = [], []
-            for source, item in items[start : start + batch_size]:
-                try:
-                    decoded.append(self.inputs.decode(item, self.input_spec))
-                except DataError as exc:
-                    if on_error is None:
-                        raise
-                    on_error(source, exc)
-                    continue
-                sources.append(source)
-            if not decoded:
-                continue
-            for source, row in zip(sources, self.outputs(np.stack(decoded)), strict=True):
+        for sources, batch in self.decoded(inputs, batch_size, on_error):
+            for source, row in zip(sources, self.outputs(batch), strict=True):
                 yield self.task.decode(source, row, self.labels, self.task_info, k)

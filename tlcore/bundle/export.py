@@ -22,9 +22,11 @@ from tlcore.bundle.read import (
     open_bundle,
     read_info,
 )
-from tlcore.data import Dataset, LabelFileDataset, load_datasets, scan_folder
+from tlcore.bundle.tokenizer import resolve_tokenizer, ship_tokenizer, tokenizer_record
+from tlcore.data import Dataset, load_datasets
+from tlcore.data.given import labelled_data
 from tlcore.errors import TlcoreError
-from tlcore.interfaces import InputSpec, RunInfo
+from tlcore.interfaces import RunInfo
 from tlcore.plugins.calls import BackendCalls
 from tlcore.recipe import Recipe, build_recipe
 from tlcore.runfolder import RunFolder, write_json
@@ -73,14 +75,17 @@ def export_run(
     say = warn or _warn
     info_file = _info_file(run)
     info = read_info(info_file)
-    recipe, classes, model, prep = load_run(run)
-    spec = InputSpec.image(prep)
+    recipe, classes, model, spec = load_run(run)
+    shipped = ship_tokenizer(spec, Path(run))
     task, task_info = _run_task(Path(run), recipe.task, info)
-    _describe(info, info_file, Description(classes, spec, task.to_dict(task_info)), say)
-    _, dataset, _ = _images(recipe, data, "the parity check")
-    samples = dataset.images(parity_indices(len(dataset)), prep.size)
+    _describe(info, info_file, Description(classes, shipped, task.to_dict(task_info)), say)
+    tokenizer = tokenizer_record(shipped, Path(run))
+    if tokenizer:
+        info["tokenizer"] = tokenizer
+    _, dataset, _ = _images(recipe, data, "the parity check", spec.modality)
+    samples = dataset.inputs(parity_indices(len(dataset)), spec)
     result = export_onnx(
-        recipe.backend, model, run, samples, classes, spec,
+        recipe.backend, model, run, samples, classes, shipped,
         opset=recipe.export.opset if opset is None else opset,
         tolerance=recipe.export.tolerance, task=task, task_info=task_info,
     )
@@ -191,11 +196,14 @@ def quantize_run(
         return None
     # The verified float model (every check of tl predict) gives labels, input and task.
     float_model = open_bundle(run, model=MODEL_FILE)
-    calibration, evaluation, names = _images(recipe, data, "quantisation")
+    calibration, evaluation, names = _images(
+        recipe, data, "quantisation", float_model.description.input.modality
+    )
     result = quantize_bundle(
         run, spec.quantize,
         calibration=calibration, evaluation=evaluation,
-        size=float_model.description.input.size, labels=float_model.description.labels,
+        spec=resolve_tokenizer(float_model.description.input, Path(run)),
+        labels=float_model.description.labels,
         max_drop=spec.max_accuracy_drop, calibration_images=spec.calibration_images,
         calibrated_on=names[0], evaluated_on=names[1],
         task=float_model.task, task_info=float_model.task_info,
@@ -217,17 +225,18 @@ def _info_file(run: str | Path) -> Path:
 
 
 def _images(
-    recipe: Recipe, data: str | Path | None, purpose: str
+    recipe: Recipe, data: str | Path | None, purpose: str, modality: str = "image"
 ) -> tuple[Dataset, Dataset, tuple[str, str]]:
-    """``(training images, held-out images, their names)``: the run's own, or ``data`` (a
-    folder with one sub-folder per class, or a CSV label file) for both. The held-out images
-    are the validation set, or the training set without one."""
+    """``(training samples, held-out samples, their names)``: the run's own, or ``data`` (for
+    images a folder with one sub-folder per class or a CSV label file; texts and vectors as
+    :func:`tlcore.data.given.labelled_data` reads them) for both. The held-out samples are
+    the validation set, or the training set without one."""
     task = get_task(recipe.task)
     if data is not None:
-        if Path(data).is_file():
-            dataset: Dataset = LabelFileDataset(data, task, verify=False)
-        else:
-            dataset = scan_folder(data, verify=False)
+        dataset = labelled_data(
+            data, task, modality, text_column=recipe.data.text_column,
+            label_column=recipe.data.label_column, verify=False,
+        )
         return dataset, dataset, (str(data), str(data))
     try:
         train, val = load_datasets(recipe.data, recipe.train.seed, task=task)

@@ -1,11 +1,13 @@
 """A backend's raw ONNX graph made self-contained, checked, verified and written.
 
-A backend's ``tl_export(fmt="onnx")`` writes a *raw* graph: one uint8 NHWC input, one output
-of logits. :func:`export_onnx` turns it into the bundle's ``model.onnx``:
+A backend's ``tl_export(fmt="onnx")`` writes a *raw* graph: one input (uint8 NHWC images,
+int64 token ids or float32 vectors), an output of logits and, optionally, one of embeddings
+(the pooled backbone features). :func:`export_onnx` turns it into the bundle's ``model.onnx``:
 
-1. input named ``images`` with a dynamic ``batch`` dimension; outputs the task's (appended
-   here: ``probabilities`` through a Softmax for classification or a Sigmoid for multi-label,
-   ``values`` for regression) and ``logits``;
+1. input named as the input spec says (``images``, ``input_ids``, ``vectors``) with a dynamic
+   ``batch`` dimension; outputs the task's (appended here: ``probabilities`` through a
+   Softmax for classification or a Sigmoid for multi-label, ``values`` for regression),
+   ``logits`` and ``embeddings``;
 2. labels, input spec, task, tlcore version and bundle schema version in the metadata, so the
    file alone is enough to use it;
 3. ``onnx.checker.check_model``;
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 from tlcore.bundle.layout import (
     BATCH_DIM,
     DATA_FILE,
-    INPUT,
+    EMBEDDINGS,
     LOGITS,
     META_INPUT,
     META_LABELS,
@@ -100,9 +102,10 @@ def export_onnx(
 
     Args:
         backend: the backend that owns ``model``.
-        model: the backend's trained model (uint8 NHWC images in, logits out).
+        model: the backend's trained model.
         folder: where ``model.onnx`` is written (the run folder).
-        samples: real uint8 NHWC images at the model's input size, for tracing and parity.
+        samples: real samples of the model's input (uint8 NHWC images at its size, token
+            ids, vectors), for tracing and parity.
         labels: the class names (the output names), in logit order.
         preprocessing: the model's input spec, written into the metadata.
         opset: the ONNX opset asked of the backend's ``tl_export``.
@@ -120,12 +123,17 @@ def export_onnx(
     """
     onnx = _require_onnx()
     check_opset(opset)
+    spec = preprocessing if isinstance(preprocessing, InputSpec) else InputSpec.image(
+        preprocessing
+    )
     samples = np.ascontiguousarray(samples)
-    if samples.ndim != 4 or samples.dtype != np.uint8 or not len(samples):
+    if samples.shape[1:] != spec.shape or samples.dtype != np.dtype(spec.dtype) or not len(
+        samples
+    ):
         raise TlcoreError(
-            f"ONNX export needs real uint8 NHWC sample images, got {samples.dtype} "
-            f"{samples.shape}",
-            "pass a few images of the training data at the model's input size",
+            f"ONNX export needs real samples of the model's input ({spec.dtype} "
+            f"{spec.shape}), got {samples.dtype} {samples.shape}",
+            "pass a few samples of the training data as the model takes them",
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,7 +149,7 @@ def export_onnx(
             f"ask for opset {graph_opset(proto)} (--opset, or the recipe's export.opset) if "
             "the runtimes you deploy to take it; otherwise report it to the backend plugin",
         )
-    proto = finish_graph(proto, labels, preprocessing, task, task_info)
+    proto = finish_graph(proto, labels, spec, task, task_info)
     target = folder / MODEL_FILE
     with atomic_path(target) as tmp:
         external = _save(proto, tmp)
@@ -154,7 +162,7 @@ def export_onnx(
         from tlcore.bundle.read import open_session
 
         parity = verify_parity(
-            open_session(tmp), backend, model, samples, tolerance, task, task_info
+            open_session(tmp), backend, model, samples, tolerance, task, task_info, spec.name
         )
         digest = file_sha256(tmp)
     data_digest = file_sha256(folder / DATA_FILE) if external else None
@@ -168,49 +176,73 @@ def finish_graph(
     task: Task | None = None,
     task_info: dict[str, Any] | None = None,
 ) -> onnx.ModelProto:
-    """Make a raw ``uint8 NHWC → logits`` graph the bundle's graph (modified in place).
+    """Make a backend's raw graph (one input, ``logits`` and optionally ``embeddings`` out)
+    the bundle's graph (modified in place).
 
-    The input becomes ``images`` and the output ``logits`` (through Identity nodes when the
-    backend named them otherwise), the batch dimension of both is made dynamic, the task's
-    final node adds its output, listed first (:meth:`~tlcore.tasks.Task.final_node`: a Softmax
-    giving ``probabilities`` for classification, the default; a Sigmoid giving
-    ``probabilities`` for multi-label; ``values`` for regression), and the metadata gets the
-    labels, the input spec, the task and the versions.
+    The input gets the spec's name (``images``, ``input_ids``, ``vectors``) and the outputs
+    ``logits`` and ``embeddings`` (through Identity nodes when the backend named them
+    otherwise), the batch dimension of all is made dynamic, the task's final node adds its
+    output, listed first (:meth:`~tlcore.tasks.Task.final_node`: a Softmax giving
+    ``probabilities`` for classification, the default; a Sigmoid giving ``probabilities``
+    for multi-label; ``values`` for regression), and the metadata gets the labels, the input
+    spec, the task and the versions.
 
     Raises:
-        PluginError: the graph has not one image input and one output, the input is not
-            uint8 NHWC at the spec's size, or the logits do not have one entry per label.
+        PluginError: the graph has not one input and one or two outputs, the input is not
+            what the spec says (dtype and shape), the logits do not have one entry per label,
+            or the embeddings are not ``(batch, features)``.
     """
-    from onnx import TensorProto, helper
+    from onnx import helper
 
+    spec = preprocessing if isinstance(preprocessing, InputSpec) else InputSpec.image(
+        preprocessing
+    )
     graph = proto.graph
     initializers = {tensor.name for tensor in graph.initializer}
     inputs = [value for value in graph.input if value.name not in initializers]
-    if len(inputs) != 1 or len(graph.output) != 1:
+    if len(inputs) != 1 or len(graph.output) not in (1, 2):
         raise PluginError(
             f"the backend's ONNX graph has {len(inputs)} inputs and {len(graph.output)} "
-            "outputs; the bundle needs one image input and one logits output",
+            "outputs; the bundle needs one input and a logits output (and optionally "
+            "embeddings)",
             "report it to the backend plugin",
         )
-    image, logits = inputs[0], graph.output[0]
-    height, width = preprocessing.size
-    _check_value(image, TensorProto.UINT8, (None, height, width, 3), "input", "uint8 NHWC")
+    source, logits, embeddings = inputs[0], *_outputs(graph)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype))
+    _check_value(source, elem, (None, *spec.shape), "input", f"{spec.dtype} {spec.shape}")
     _check_value(logits, None, (None, len(labels)), "output", f"(batch, {len(labels)}) logits")
-    if image.name != INPUT:
-        graph.node.insert(0, helper.make_node("Identity", [INPUT], [image.name]))
-        image.name = INPUT
-    if logits.name != LOGITS:
-        graph.node.append(helper.make_node("Identity", [logits.name], [LOGITS]))
-        logits.name = LOGITS
-    for value in (image, logits):
+    if source.name != spec.name:
+        graph.node.insert(0, helper.make_node("Identity", [spec.name], [source.name]))
+        source.name = spec.name
+    named = [(logits, LOGITS)]
+    if embeddings is not None:
+        _check_value(embeddings, None, (None, None), "output", "(batch, features) embeddings")
+        named.append((embeddings, EMBEDDINGS))
+    for value, name in named:
+        if value.name != name:
+            graph.node.append(helper.make_node("Identity", [value.name], [name]))
+            value.name = name
+    for value in (source, logits, *([embeddings] if embeddings is not None else [])):
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
     logits.type.tensor_type.shape.dim[1].dim_value = len(labels)
     task = task or get_task(DEFAULT_TASK)
     task.final_node(proto, LOGITS, task_info or {})
     meta = {prop.key: prop.value for prop in proto.metadata_props}
-    meta.update(metadata(labels, preprocessing, task, task_info))
+    meta.update(metadata(labels, spec, task, task_info))
     helper.set_model_props(proto, meta)
     return proto
+
+
+def _outputs(graph: onnx.GraphProto) -> tuple[Any, Any]:
+    """``(logits, embeddings or None)`` of a raw graph: by name when the backend used the
+    bundle's names, else in order."""
+    outputs = list(graph.output)
+    if len(outputs) == 1:
+        return outputs[0], None
+    by_name = {value.name: value for value in outputs}
+    if LOGITS in by_name and EMBEDDINGS in by_name:
+        return by_name[LOGITS], by_name[EMBEDDINGS]
+    return outputs[0], outputs[1]
 
 
 def _check_value(

@@ -35,6 +35,17 @@ DATA_FILE = "model.onnx.data"
 
 
 INPUT = "images"
+"""An image model's input (a text model's is ``input_ids``, a vector model's ``vectors``:
+:class:`~tlcore.interfaces.InputSpec`)."""
+
+
+EMBEDDINGS = "embeddings"
+"""The pooled backbone features ``(batch, features)``, beside the task's output, in models
+whose backend exports them."""
+
+
+TOKENIZER_FILE = "tokenizer.json"
+"""A text model's tokenizer (``tokenizers``' JSON), beside ``model.onnx``."""
 
 
 PROBABILITIES = "probabilities"

@@ -19,9 +19,14 @@ from tlcore.tasks import DEFAULT_TASK, Task, get_task
 
 if TYPE_CHECKING:
     import onnxruntime
-from tlcore.bundle.layout import INPUT, PROBABILITIES
+from tlcore.bundle.layout import EMBEDDINGS, INPUT, PROBABILITIES
 
 PARITY_SAMPLES = 8
+
+EMBEDDING_TOLERANCE = 1e-3
+"""The largest difference allowed between the ONNX model's ``embeddings`` and the backend's
+pooled features, relative to ``1 + |feature|``: features are unbounded (a probability's
+``export.tolerance`` does not fit them), and float32 backbones agree to about 1e-6 of that."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,9 @@ class Parity:
             the task's answer is its output (regression).
         agreement_on: what ``agreement`` compares: ``top-1`` (classification),
             ``labels over threshold`` (multi-label), or ``None``.
+        embeddings_max_diff: for a model with an ``embeddings`` output, the largest
+            difference from the backend's pooled features, relative to ``1 + |feature|``
+            (at most :data:`EMBEDDING_TOLERANCE`); ``None`` without that output.
     """
 
     samples: int
@@ -53,6 +61,7 @@ class Parity:
     output: str = PROBABILITIES
     agreement: float | None = None
     agreement_on: str | None = "top-1"
+    embeddings_max_diff: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, as written into ``tlcore.json``."""
@@ -67,6 +76,7 @@ def verify_parity(
     tolerance: float,
     task: Task | None = None,
     task_info: dict[str, Any] | None = None,
+    input_name: str = INPUT,
 ) -> Parity:
     """Compare onnxruntime with the framework on ``samples``, at batch 1 and all at once.
 
@@ -76,7 +86,8 @@ def verify_parity(
     a softmax for classification), differences measured as the task measures them
     (:meth:`~tlcore.tasks.Task.difference`). The answers must agree too
     (:meth:`~tlcore.tasks.Task.agreement`): the top-1 class, the labels over their
-    thresholds; a regression's answer is its value.
+    thresholds; a regression's answer is its value. A graph with an ``embeddings`` output is
+    compared with the backend's pooled features (``tl_extract_features``) too.
 
     Raises:
         TlcoreError: either side gives a non-finite output (NaN or inf); the tolerance is
@@ -96,7 +107,8 @@ def verify_parity(
     worst, worst_sample, worst_batch = -1.0, 0, 1
     agree: list[np.ndarray] = []
     for size in batch_sizes:
-        ours, theirs = _both_sides(session, backend, model, samples, size, task, info)
+        ours, theirs = _both_sides(session, backend, model, samples, size, task, info,
+                                   input_name)
         diff = task.difference(ours, theirs, info)
         if diff.max() > worst:
             worst, worst_sample, worst_batch = float(diff.max()), int(diff.argmax()), size
@@ -122,6 +134,7 @@ def verify_parity(
             "backend plugin",
         )
     agreement = float(np.concatenate(agree).mean()) if agree else None
+    embedded = _embeddings_diff(session, backend, model, samples, batch_sizes, input_name)
     return Parity(
         samples=len(samples),
         batch_sizes=batch_sizes,
@@ -132,7 +145,53 @@ def verify_parity(
         output=task.output,
         agreement=agreement,
         agreement_on=task.agreement_on,
+        embeddings_max_diff=embedded,
     )
+
+
+def _embeddings_diff(
+    session: onnxruntime.InferenceSession,
+    backend: str,
+    model: Any,
+    samples: np.ndarray,
+    batch_sizes: tuple[int, ...],
+    input_name: str,
+) -> float | None:
+    """The largest relative difference of the graph's ``embeddings`` from the backend's
+    features, at each batch size; ``None`` when the graph has no such output.
+
+    Raises:
+        TlcoreError: non-finite embeddings, or a difference over :data:`EMBEDDING_TOLERANCE`.
+    """
+    if EMBEDDINGS not in {output.name for output in session.get_outputs()}:
+        return None
+    from tlcore.plugins.calls import BackendCalls
+
+    worst = 0.0
+    for size in batch_sizes:
+        chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
+        ours = np.concatenate(
+            [_run_onnx(session, chunk, EMBEDDINGS, input_name) for chunk in chunks]
+        ).astype(np.float64)
+        theirs = np.concatenate(
+            [BackendCalls(backend).extract_features(model, chunk) for chunk in chunks]
+        ).astype(np.float64)
+        _require_finite(theirs, f"the {backend} model", size, EMBEDDINGS)
+        _require_finite(ours, "onnxruntime", size, EMBEDDINGS)
+        if ours.shape != theirs.shape:
+            raise TlcoreError(
+                f"ONNX export's embeddings have shape {ours.shape[1:]}, the {backend} "
+                f"model's features {theirs.shape[1:]}",
+                "report it to the backend plugin",
+            )
+        worst = max(worst, float((np.abs(ours - theirs) / (1 + np.abs(theirs))).max()))
+    if worst > EMBEDDING_TOLERANCE:
+        raise TlcoreError(
+            f"ONNX export does not match the {backend} model: its embeddings differ by "
+            f"{worst:.3g} (relative), over {EMBEDDING_TOLERANCE:g}",
+            "report it to the backend plugin",
+        )
+    return worst
 
 
 def _both_sides(
@@ -143,11 +202,14 @@ def _both_sides(
     size: int,
     task: Task,
     info: dict[str, Any],
+    input_name: str = INPUT,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The task's output of onnxruntime and of the framework on ``samples``, in batches of
     ``size``; both finite."""
     chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
-    ours = np.concatenate([_run_onnx(session, chunk, task.output) for chunk in chunks])
+    ours = np.concatenate(
+        [_run_onnx(session, chunk, task.output, input_name) for chunk in chunks]
+    )
     with np.errstate(invalid="ignore", over="ignore"):  # NaN is refused just below
         theirs = np.concatenate(
             [task.activate(_run_framework(backend, model, chunk), info) for chunk in chunks]
@@ -182,10 +244,13 @@ def _require_finite(outputs: np.ndarray, side: str, size: int, output: str) -> N
 
 
 def _run_onnx(
-    session: onnxruntime.InferenceSession, images: np.ndarray, output: str = PROBABILITIES
+    session: onnxruntime.InferenceSession,
+    images: np.ndarray,
+    output: str = PROBABILITIES,
+    input_name: str = INPUT,
 ) -> np.ndarray:
     try:
-        return session.run([output], {INPUT: images})[0]
+        return session.run([output], {input_name: images})[0]
     except Exception as exc:  # onnxruntime raises its own types; all mean "the graph fails"
         raise TlcoreError(
             f"onnxruntime cannot run the exported graph on a batch of {len(images)}: {exc}",

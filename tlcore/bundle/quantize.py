@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import onnxruntime
 
     from tlcore.data import Dataset
+    from tlcore.interfaces import InputSpec
 
 QUANTIZED_FILE = "model.int8.onnx"
 MODES = ("static", "dynamic")
@@ -138,7 +139,7 @@ def quantize_bundle(
     *,
     calibration: Dataset,
     evaluation: Dataset,
-    size: tuple[int, int],
+    spec: InputSpec,
     labels: tuple[str, ...] | list[str],
     max_drop: float = DEFAULT_MAX_DROP,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
@@ -155,7 +156,7 @@ def quantize_bundle(
         calibration: images for the static ranges (the run's training set); up to
             ``calibration_images`` of them, spread evenly over the set, are used.
         evaluation: labelled images both models are measured on (the validation set).
-        size: the model's input size ``(height, width)``.
+        spec: what the model takes (a text model's with its tokenizer's path).
         labels: the bundle's class names, in output order; ``evaluation``'s classes are
             mapped onto them by name.
         max_drop: the largest accuracy loss (a fraction) for the int8 model to be accepted.
@@ -184,17 +185,18 @@ def quantize_bundle(
     if mode == "static":
         if not len(calibration):
             raise TlcoreError("no images to calibrate on", "give the run training data")
-        samples = calibration.images(parity_indices(len(calibration), calibration_images), size)
+        rows = parity_indices(len(calibration), calibration_images)
+        samples = calibration.inputs(rows, spec)
     target = folder / QUANTIZED_FILE
     with (
         tempfile.TemporaryDirectory(prefix=".quantize-", dir=folder) as work,
         atomic_path(target) as tmp,
     ):
-        quantize_model(source, tmp, mode, samples, Path(work))
+        quantize_model(source, tmp, mode, samples, Path(work), spec.name)
         from tlcore.runtime import open_session
 
         float_acc, quant_acc = (
-            quality(open_session(path), evaluation, size, labels, task, task_info or {})
+            quality(open_session(path), evaluation, spec, labels, task, task_info or {})
             for path in (source, tmp)
         )
         digest = file_sha256(tmp)
@@ -235,15 +237,22 @@ def _check_source(folder: Path, mode: str, task: Task) -> Path:
 
 
 def quantize_model(
-    source: Path, target: Path, mode: str, samples: np.ndarray | None, work: Path
+    source: Path,
+    target: Path,
+    mode: str,
+    samples: np.ndarray | None,
+    work: Path,
+    input_name: str = INPUT,
 ) -> None:
     """Write an int8 copy of the ONNX model ``source`` to ``target``.
 
     Args:
-        source: a float model with one uint8 NHWC input named ``images``.
+        source: a float model with one input named ``input_name`` (``images``, uint8 NHWC;
+            ``input_ids``; ``vectors``).
         target: the file to write.
-        mode: ``static`` (``samples`` required: uint8 NHWC calibration images) or ``dynamic``.
+        mode: ``static`` (``samples`` required: calibration inputs) or ``dynamic``.
         work: a folder for intermediate files.
+        input_name: the model's input.
 
     Raises:
         TlcoreError: onnxruntime's quantisation tools are missing or fail.
@@ -257,8 +266,8 @@ def quantize_model(
             quantization.quantize_static(
                 str(prepared),
                 str(target),
-                _Calibration(samples),
-                nodes_to_exclude=input_prefix(prepared),
+                _Calibration(samples, input_name),
+                nodes_to_exclude=input_prefix(prepared, input_name),
                 quant_format=quantization.QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=quantization.QuantType.QUInt8,
@@ -280,7 +289,7 @@ def quantize_model(
 _FIRST_LAYERS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
-def input_prefix(model: Path) -> list[str]:
+def input_prefix(model: Path, input_name: str = INPUT) -> list[str]:
     """Names of the nodes between the image input and the first layer with weights: the
     preprocessing (cast, channel order, normalisation). Static quantisation leaves them
     float: int8 ``QLinearMul``/``QLinearAdd`` with per-channel broadcasting took 40 % of a
@@ -293,7 +302,7 @@ def input_prefix(model: Path) -> list[str]:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     prefix: list[str] = []
-    tensors = [INPUT]
+    tensors = [input_name]
     while tensors:
         for node in consumers.get(tensors.pop(), []):
             if node.op_type in _FIRST_LAYERS or node.name in prefix or not node.name:
@@ -304,7 +313,7 @@ def input_prefix(model: Path) -> list[str]:
 
 
 def quality(
-    session: onnxruntime.InferenceSession, dataset: Dataset, size: tuple[int, int],
+    session: onnxruntime.InferenceSession, dataset: Dataset, spec: InputSpec,
     labels: tuple[str, ...] | list[str], task: Task, task_info: dict[str, Any],
 ) -> float:
     """The task's quality metric (:meth:`~tlcore.tasks.Task.score`) of an onnxruntime
@@ -313,7 +322,7 @@ def quality(
     outputs = []
     for start in range(0, len(dataset), _EVAL_BATCH):
         rows = np.arange(start, min(start + _EVAL_BATCH, len(dataset)))
-        outputs.append(session.run([task.output], {INPUT: dataset.images(rows, size)})[0])
+        outputs.append(session.run([task.output], {spec.name: dataset.inputs(rows, spec)})[0])
     return task.score(np.concatenate(outputs), truth, task_info)
 
 
@@ -341,11 +350,12 @@ def discard(folder: str | Path, info: dict[str, Any]) -> None:
 
 
 class _Calibration:
-    """onnxruntime's CalibrationDataReader protocol over uint8 NHWC images: ``get_next``, and
+    """onnxruntime's CalibrationDataReader protocol over model inputs: ``get_next``, and
     ``__len__`` and ``set_range`` (in batches) for strided calibration."""
 
-    def __init__(self, images: np.ndarray) -> None:
+    def __init__(self, images: np.ndarray, input_name: str = INPUT) -> None:
         self.images = images
+        self.input_name = input_name
         self.batches = -(-len(images) // _CALIBRATION_BATCH)
         self.set_range(0, self.batches)
 
@@ -363,7 +373,8 @@ class _Calibration:
             return None
         start = self.next * _CALIBRATION_BATCH
         self.next += 1
-        return {INPUT: np.ascontiguousarray(self.images[start : start + _CALIBRATION_BATCH])}
+        batch = self.images[start : start + _CALIBRATION_BATCH]
+        return {self.input_name: np.ascontiguousarray(batch)}
 
     def rewind(self) -> None:
         """Start again from the first image (some calibrators read the data twice)."""

@@ -2,7 +2,7 @@
 
 - :mod:`~tlcore.cli.app`: the command group, error handling and :func:`main`;
 - :mod:`~tlcore.cli.training`: ``tl train`` (over :func:`tlcore.fit`) and ``tl demo``;
-- :mod:`~tlcore.cli.runs`: ``tl eval``, ``tl predict``, ``tl export``;
+- :mod:`~tlcore.cli.runs`: ``tl eval``, ``tl predict``, ``tl export``, ``tl embed``;
 - :mod:`~tlcore.cli.listing`: ``tl plugins``, ``tl backbones``.
 """
 
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from tlcore.cli.app import cli, main
 from tlcore.cli.listing import backbones, plugins
-from tlcore.cli.runs import eval_, export, predict
+from tlcore.cli.runs import embed, eval_, export, predict
 from tlcore.cli.training import demo, train
 
-__all__ = ["backbones", "cli", "demo", "eval_", "export", "main", "plugins", "predict", "train"]
+__all__ = [
+    "backbones", "cli", "demo", "embed", "eval_", "export", "main", "plugins", "predict",
+    "train",
+]

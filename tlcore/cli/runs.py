@@ -1,4 +1,5 @@
-"""Commands on a finished run or bundle: ``tl eval``, ``tl predict``, ``tl export``.
+"""Commands on a finished run or bundle: ``tl eval``, ``tl predict``, ``tl export``,
+``tl embed``.
 """
 
 from __future__ import annotations
@@ -194,3 +195,33 @@ def export(
     )
     if quantized is not None:
         click.echo(quantized.summary())
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("data", nargs=-1, required=True)
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="File to write: .npz, .npy (with FILE.rows.csv) or .parquet.")
+@click.option("--native", is_flag=True,
+              help="Use the framework model rebuilt from the run's weights, not model.onnx.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+def embed(run: Path, data: tuple[str, ...], out: Path, native: bool, batch_size: int) -> None:
+    """Write the backbone's pooled features (embeddings) of DATA: a labelled folder or table
+    as training reads it (rows keep their labels), or files, folders or texts as 'tl predict'
+    takes them.
+
+    The bundle's model.onnx gives them (its embeddings output, checked against the
+    framework when it was exported); --native computes them with the framework.
+
+    \b
+    Example:
+      tl embed runs/demo demo-data --out demo.npz
+      tl embed runs/spam "win a prize now" "meeting at 10" --out texts.npy
+    """
+    from tlcore.embeddings import embed as run_embed
+
+    given: object = data[0] if len(data) == 1 else list(data)
+    result = run_embed(run, given, out, native=native, batch_size=batch_size)
+    rows, width = result.vectors.shape
+    click.echo(f"wrote {out}: {rows} embeddings of {width} features ({result.engine})",
+               err=True)

@@ -108,6 +108,11 @@ class StageSpec:
     classification; ``val_f1_micro``, ``val_f1_macro``, ``val_subset_accuracy`` for multilabel;
     ``val_mae``, ``val_rmse``, ``val_r2`` for regression) or ``auto`` (the default): the
     task's own (``val_accuracy``, ``val_f1_micro``, ``val_mae``).
+    ``optimizer``: ``adamw``, ``adam``, ``sgd``, ``rmsprop``, or ``logistic``: the head is
+    fitted by scikit-learn's logistic regression on the frozen backbone's cached features
+    (``C`` chosen by cross-validation) instead of by gradient steps; it needs a frozen
+    backbone and a head without hidden layers, and one epoch does it all
+    (:mod:`tlcore.train.logistic`).
     ``min_steps``: the stage runs more epochs than ``epochs`` when that many would give fewer
     optimiser steps, so that a small dataset still trains (five epochs of 40 images are ten
     steps, far from converged); the run says when it extends a stage. ``epochs: 0`` skips
@@ -119,7 +124,9 @@ class StageSpec:
     name: str = "stage"
     epochs: int = field(default=5, metadata=_range(0, 100_000))
     freeze: FreezeSpec = FreezeSpec()
-    optimizer: str = field(default="adamw", metadata=_choice("adamw", "adam", "sgd", "rmsprop"))
+    optimizer: str = field(
+        default="adamw", metadata=_choice("adamw", "adam", "sgd", "rmsprop", "logistic")
+    )
     lr: float = field(default=1e-3, metadata=_range(1e-12, 10.0))
     weight_decay: float = field(default=1e-4, metadata=_range(0.0, 1.0))
     momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
@@ -231,6 +238,11 @@ class DataSpec:
     (``val_path``, ``tl eval``) or set ``val_split`` to hold some out.
     ``augment``: any of ``hflip``, ``shift`` (applied to training batches; any augmentation
     turns feature caching off).
+
+    Texts and vectors come the same ways: ``path`` may be a folder with one sub-folder of
+    ``.txt`` files per class, a CSV or JSONL file with a text column and a label column
+    (``text_column``, ``label_column``), a CSV of numeric feature columns and a label
+    column, or a ``.npz`` file holding ``x`` (vectors ``(N, features)``) and ``y`` (labels).
     """
 
     path: str | None = None
@@ -238,6 +250,8 @@ class DataSpec:
     val_path: str | None = None
     val_split: float | None = field(default=None, metadata=_range(0.0, 0.9))
     augment: tuple[str, ...] = field(default=(), metadata=_choice("hflip", "shift"))
+    text_column: str = "text"
+    label_column: str = "label"
 
 
 @dataclass(frozen=True)

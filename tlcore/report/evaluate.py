@@ -12,9 +12,9 @@ import numpy as np
 
 from tlcore.bundle.layout import INFO_FILE, MODEL_FILE
 from tlcore.bundle.read import read_info
-from tlcore.data import Dataset, LabelFileDataset, scan_folder
+from tlcore.data.given import labelled_data
 from tlcore.errors import DataError, TlcoreError
-from tlcore.interfaces import Batch
+from tlcore.interfaces import Batch, InputSpec
 from tlcore.plugins.calls import BackendCalls
 from tlcore.runfolder import RunFolder, write_json
 from tlcore.tasks import Task, task_from_bundle
@@ -47,11 +47,11 @@ def evaluate_run(
         model = _onnx_model(run)
     else:
         model = _native_model(run)
-    dataset = _labelled(data, labels, model.task)
+    dataset = labelled_data(data, model.task, model.spec.modality, labels)
     targets = model.task.align(dataset.labels, dataset.class_names, model.classes)
     outputs = [
-        model.outputs(dataset.images(np.arange(start, min(start + batch_size, len(dataset))),
-                                     model.size))
+        model.outputs(dataset.inputs(np.arange(start, min(start + batch_size, len(dataset))),
+                                     model.spec))
         for start in range(0, len(dataset), batch_size)
     ]
     found = np.concatenate(outputs) if outputs else np.zeros((0, len(model.classes)))
@@ -66,21 +66,6 @@ def evaluate_run(
         "engine": model.engine,
         "model": model.file,
     }
-
-
-def _labelled(data: str | Path, labels: str | Path | None, task: Task) -> Dataset:
-    """The labelled images: a label file's (``labels``, or ``data`` when it is a file), else a
-    folder with one sub-folder per class."""
-    if labels is None and Path(data).is_file():
-        return LabelFileDataset(data, task)
-    if labels is not None:
-        return LabelFileDataset(labels, task, images=data)
-    if not task.reads_folders:
-        raise DataError(
-            f"a {task.name} model is evaluated on images with a label file",
-            f"pass --labels FILE.csv (lines like {task.label_example}), or the CSV file as DATA",
-        )
-    return scan_folder(data)
 
 
 def report_folder(run: str | Path, data: str | Path) -> Path:
@@ -141,11 +126,11 @@ def write_report(report: dict[str, Any], folder: str | Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class _Model:
-    """What evaluation needs of a model: its output names, input size, a function from
-    images to the task's final outputs, and what it is."""
+    """What evaluation needs of a model: its output names, its input, a function from
+    inputs to the task's final outputs, and what it is."""
 
     classes: tuple[str, ...]
-    size: tuple[int, int]
+    spec: InputSpec
     outputs: Callable[[np.ndarray], np.ndarray]
     engine: str
     file: str
@@ -158,7 +143,7 @@ def _onnx_model(run: str | Path) -> _Model:
 
     predictor = Predictor(run)
     return _Model(
-        predictor.labels, predictor.size, predictor.outputs, "onnxruntime",
+        predictor.labels, predictor.input_spec, predictor.outputs, "onnxruntime",
         predictor.model_file.name, predictor.task, predictor.task_info,
     )
 
@@ -166,7 +151,7 @@ def _onnx_model(run: str | Path) -> _Model:
 def _native_model(run: str | Path) -> _Model:
     from tlcore.build import load_run
 
-    recipe, classes, model, prep = load_run(run)
+    recipe, classes, model, spec = load_run(run)
     described = Path(run) / INFO_FILE
     saved = read_info(described) if described.is_file() else RunFolder(run).info()
     task, info = task_from_bundle(saved.get("task"))
@@ -177,6 +162,5 @@ def _native_model(run: str | Path) -> _Model:
 
     weights = "native/weights.npz"
     return _Model(
-        classes, tuple(prep.size), outputs, recipe.backend, weights,  # type: ignore[arg-type]
-        task, info,
+        classes, spec, outputs, recipe.backend, weights, task, info,
     )

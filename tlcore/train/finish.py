@@ -12,6 +12,7 @@ import numpy as np
 from tlcore.bundle.graph import export_onnx
 from tlcore.bundle.layout import INFO_FILE
 from tlcore.bundle.parity import parity_indices
+from tlcore.bundle.tokenizer import ship_tokenizer, tokenizer_record
 from tlcore.diagnose import stalled_stage_warnings
 from tlcore.errors import TlcoreError
 from tlcore.plugins import require_backend
@@ -45,6 +46,8 @@ def finish(t: Trainer) -> TrainResult:
     write_json(t.folder.path / "history.json", t.history)
     metric = t.task.default_monitor.removeprefix("val_")
     plot_history(t.history, t.folder.path / HISTORY_FILE, warn=t.progress.warn, metric=metric)
+    # A text model's tokenizer goes beside model.onnx; the bundle names the copy.
+    t.bundle_input = ship_tokenizer(t.input_spec, t.folder.path)
     info = bundle_info(t, val_metrics)
     # Written before the exports too: a failed export still leaves a usable native run.
     write_json(t.folder.path / INFO_FILE, info)
@@ -122,7 +125,7 @@ def _quantize(t: Trainer, info: dict[str, Any]) -> Quantized | None:
     t.progress.message(f"quantising model.onnx ({spec.quantize})")
     result = quantize_bundle(
         t.folder.path, spec.quantize,
-        calibration=t.train_set, evaluation=evaluation, size=t.size,
+        calibration=t.train_set, evaluation=evaluation, spec=t.input_spec,
         labels=t.class_names, max_drop=spec.max_accuracy_drop,
         calibration_images=spec.calibration_images, evaluated_on=name,
         task=t.task, task_info=t.task_info,
@@ -140,7 +143,7 @@ def _export(t: Trainer, fmt: str, images: np.ndarray, info: dict[str, Any]) -> P
         spec = t.recipe.export
         onnx = export_onnx(
             t.backend, t.model, t.folder.path, images, t.class_names,
-            t.input_spec,
+            t.bundle_input,
             opset=spec.opset, tolerance=spec.tolerance, task=t.task, task_info=t.task_info,
         )
         info["onnx"] = onnx.to_dict()
@@ -156,11 +159,12 @@ def bundle_info(t: Trainer, metrics: dict[str, float]) -> dict[str, Any]:
     """``tlcore.json``: the run's description plus labels, input, metrics and versions."""
     info = require_backend(t.backend)
     versions = {package: _version(package) for package in info.packages}
-    assert t.preprocessing is not None
+    tokenizer = tokenizer_record(t.bundle_input, t.folder.path)
     return {
         **t.run_info(),
         "labels": list(t.class_names),
-        "input": t.input_spec.to_dict(),
+        "input": t.bundle_input.to_dict(),
+        **({"tokenizer": tokenizer} if tokenizer else {}),
         "metrics": metrics,
         "framework_versions": versions,
         "warnings": list(t.warnings),

@@ -6,12 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from tlcore.data.fingerprint import check_resume_data, data_fingerprint
 from tlcore.errors import RecipeError
+from tlcore.interfaces import InputSpec, VectorPreprocessing
 from tlcore.recipe import Recipe
 from tlcore.train.epoch import check_monitors
 
 if TYPE_CHECKING:
+    from tlcore.data import Dataset
     from tlcore.tasks import Task
     from tlcore.train.trainer import Trainer
 
@@ -72,3 +76,29 @@ def check_task(task: Task, recipe: Recipe) -> None:
             f"none: task {task.name} cannot be quantised (no metric in [0, 1] to check the "
             "int8 model against the float one)",
         )
+
+
+def vector_input(train: Dataset) -> InputSpec:
+    """What a vector network takes: the training vectors' length, and their statistics for
+    the standardisation the model applies (:meth:`VectorPreprocessing.of`)."""
+    vectors = train.vectors(np.arange(len(train)))  # type: ignore[attr-defined]
+    return InputSpec.vector(VectorPreprocessing.of(vectors))
+
+
+def with_input_features(recipe: Recipe, spec: InputSpec | None) -> Recipe:
+    """The recipe with ``backbone.input_features`` set to the data's vector length (for
+    vector data; other recipes are returned as they are).
+
+    Raises:
+        RecipeError: the recipe names another length than the data's.
+    """
+    if spec is None:
+        return recipe
+    length = spec.shape[0]
+    given = recipe.backbone.input_features
+    if given is not None and given != length:
+        raise RecipeError(
+            "backbone.input_features", given,
+            f"{length}, the length of the data's vectors (or leave it unset)",
+        )
+    return recipe.replace(**{"backbone.input_features": length})

@@ -36,6 +36,7 @@ from tlcore.train.epoch import monitored, train_epoch
 from tlcore.train.feed import Feed
 from tlcore.train.finish import finish
 from tlcore.train.guards import check_epoch
+from tlcore.train.logistic import LOGISTIC, fit_logistic
 from tlcore.train.processes import (
     finish_on_rank0,
     join,
@@ -44,7 +45,13 @@ from tlcore.train.processes import (
     where,
 )
 from tlcore.train.stages import plan_stages, record_resumed_recipe
-from tlcore.train.start import absolute_paths, check_task, start_run
+from tlcore.train.start import (
+    absolute_paths,
+    check_task,
+    start_run,
+    vector_input,
+    with_input_features,
+)
 
 
 @dataclass
@@ -100,10 +107,8 @@ class Trainer:
         self.placement = Placement(recipe.train.device, recipe.train.precision)
         self.setup = Setup()  # what tl_setup resolved, at the start of the run
         self.collective = Collective()  # the run's processes; one until joined
-        # Resolved once and written into run.json, so a resume or export rebuilds the same one.
-        self.recipe = absolute_paths(with_default_backbone(recipe))
         self.task: Task = get_task(recipe.task)
-        check_task(self.task, self.recipe)
+        check_task(self.task, recipe)
         if isinstance(data, tuple) and all(isinstance(d, Dataset) for d in data):
             self.train_set, self.val_set = data
             self.task.check_targets(self.train_set.labels)
@@ -111,6 +116,14 @@ class Trainer:
             self.train_set, self.val_set = load_datasets(
                 recipe.data, recipe.train.seed, data, self.task
             )
+        self.modality: str = getattr(self.train_set, "modality", "image")
+        # A vector network is built for the data's vectors, standardised by the training
+        # split's statistics (kept in the model's weights, so a resume restores them).
+        self.vector_input = vector_input(self.train_set) if self.modality == "vector" else None
+        # Resolved once and written into run.json, so a resume or export rebuilds the same one.
+        self.recipe = absolute_paths(
+            with_default_backbone(with_input_features(recipe, self.vector_input), self.modality)
+        )
         # What the task learns from the training targets (a regression's scaling); its
         # calibration on the validation images (thresholds) is added at the end of the run.
         self.task_info: dict[str, Any] = self.task.prepare(self.train_set.labels)
@@ -134,6 +147,8 @@ class Trainer:
         self.warnings: list[str] = []
         self._features_checked = False
         self.cached_val: Feed | None = None  # the last stage's, when it trained on features
+        self.input_spec: InputSpec | None = None  # what the model takes, once it is built
+        self.bundle_input: InputSpec | None = None  # how the bundle describes it (finish)
         self.feature_seconds = 0.0  # spent extracting features to cache, this process
 
     # --- the run --------------------------------------------------------------------------------
@@ -152,13 +167,15 @@ class Trainer:
         on_rank0(self.collective, lambda: start_run(self))
         self.resume = broadcast_json(self.collective, self.resume)
         with self.collective.scope():
-            self.model, backbone = build_model(self.recipe, self.num_outputs, self.progress)
+            self.model, backbone = build_model(
+                self.recipe, self.num_outputs, self.progress, self.modality, self.vector_input
+            )
         self.preprocessing = backbone.preprocessing
-        self.input_spec: InputSpec = backbone.input_spec  # type: ignore[assignment]
+        self.input_spec = backbone.input_spec
         self.progress.message(
             f"{self.backend} on {where(self)} · {backbone.name} · {self.task.name}, "
             f"{self.num_outputs} outputs · {len(self.train_set)} train / {len(self.val_set)} "
-            "val images"
+            f"val {self.modality}s"
         )
         self.pretrained = backbone.pretrained
         self._plan_stages(backbone.name)
@@ -208,13 +225,19 @@ class Trainer:
         policy = resolve_batchnorm(stage.freeze, self.pretrained)
         report: FreezeReport = self.calls.freeze(self.model, policy)
         epochs = stage_epochs(stage, len(self.train_set), self.recipe.train.batch_size)
+        if stage.optimizer == LOGISTIC:
+            epochs = min(epochs, 1)  # the fit is deterministic: a second epoch repeats it
         longer = f" (at least {stage.min_steps} steps)" if epochs > stage.epochs else ""
         self.progress.message(
             f"stage {stage.name}: {report.trainable:,} trainable / {report.frozen:,} frozen "
             f"parameters, lr {stage.lr:g}, {epochs} epochs{longer}"
         )
         with self.collective.scope():
-            optimizer = self.calls.make_optimizer(self.model, stage)
+            # A logistic stage fits its head outside the backend; it gets an optimiser it
+            # never steps, so its checkpoints look like any stage's.
+            made = dataclasses.replace(stage, optimizer="sgd") if stage.optimizer == LOGISTIC \
+                else stage
+            optimizer = self.calls.make_optimizer(self.model, made)
         best = None
         if restored is not None:
             self.calls.set_optimizer_state(optimizer, restored["optimizer"])
@@ -269,7 +292,8 @@ class Trainer:
         stage, epoch = run.stage, progress.epoch
         self.progress.start_epoch(f"{stage.name} {epoch + 1}/{epochs}")
         started = time.perf_counter()
-        metrics = train_epoch(self, run, epoch)
+        logistic = stage.optimizer == LOGISTIC
+        metrics = fit_logistic(self, run) if logistic else train_epoch(self, run, epoch)
         weights, optimizer = self.get_weights(), self.calls.get_optimizer_state(run.optimizer)
         # Checked before anything is recorded: the last checkpoint and best epoch stay finite.
         saved = {"weight": weights, "optimiser state": optimizer}
