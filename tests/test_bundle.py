@@ -119,7 +119,7 @@ def test_parity_at_batch_1_and_8(name, train_run, small_digits):
     assert image.name == "images"
     assert image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert image.type.tensor_type.shape.dim[0].dim_param == "batch"
-    assert [o.name for o in model.graph.output] == ["probabilities", "logits"]
+    assert [o.name for o in model.graph.output] == ["probabilities", "logits", "embeddings"]
 
     # Checked again here, independently of the core: a fresh session, the rebuilt model.
     _, _, native, prep = load_run(run)
@@ -127,7 +127,7 @@ def test_parity_at_batch_1_and_8(name, train_run, small_digits):
     logits = hook().tl_eval_step(backend="torch", model=native, batch=Batch(x, np.zeros(8)))
     expected = softmax(logits)
     session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
-    batch8, onnx_logits = session.run(None, {"images": x})
+    batch8, onnx_logits = session.run(["probabilities", "logits"], {"images": x})
     batch1 = np.concatenate([session.run(["probabilities"], {"images": x[i : i + 1]})[0]
                              for i in range(8)])
     for got in (batch8, batch1):

@@ -96,7 +96,7 @@ def test_hooks_answer_none_for_other_backends_and_objects():
     assert plugin.tl_freeze(backend="keras", model=object(), policy=FreezeSpec()) is None
     assert plugin.tl_get_weights(backend="torch", model=model) is None
     assert plugin.tl_get_optimizer_state(backend="keras", optimizer=object()) is None
-    assert plugin.tl_load_backbone(backend="keras", spec=BackboneSpec("hf:x")) is None
+    assert plugin.tl_load_backbone(backend="keras", spec=BackboneSpec("timm:x")) is None
     assert plugin.tl_load_backbone(backend="keras", spec=BackboneSpec(model=object())) is None
     assert (
         plugin.tl_export(

@@ -125,7 +125,7 @@ def test_multilabel_end_to_end(backend, trained, task_data):
     assert parity["agreement"] == 1.0 and parity["agreement_on"] == "labels over threshold"
     assert parity["max_abs_diff"] <= parity["tolerance"] and parity["top1_agreement"] is None
     model = onnx.load(str(run / "model.onnx"))
-    assert [o.name for o in model.graph.output] == ["probabilities", "logits"]
+    assert [o.name for o in model.graph.output] == ["probabilities", "logits", "embeddings"]
     assert any(node.op_type == "Sigmoid" for node in model.graph.node)
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta[META_TASK]) == info["task"]
@@ -187,7 +187,7 @@ def test_regression_end_to_end(backend, trained, task_data):
     assert parity["output"] == "values" and parity["agreement"] is None
     assert parity["max_abs_diff"] <= parity["tolerance"]
     model = onnx.load(str(run / "model.onnx"))
-    assert [o.name for o in model.graph.output] == ["values", "logits"]
+    assert [o.name for o in model.graph.output] == ["values", "logits", "embeddings"]
 
     # The graph undoes the target scaling: values = logits * std + mean.
     predictor = Predictor(run)

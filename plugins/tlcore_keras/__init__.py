@@ -39,7 +39,8 @@ class KerasBackend(Backend):
     install_hint = "pip install 'tlcore[keras]' -c constraints.txt"
     default_backbone = DEFAULT_BACKBONE
     description = (
-        "Keras 3 on TensorFlow: keras.applications, builtin, .keras files or your own keras.Model"
+        "Keras 3 on TensorFlow: keras.applications, builtin, .keras files, BERT text encoders "
+        "or your own keras.Model"
     )
     implementation = "tlcore_keras.methods"
 
@@ -88,7 +89,8 @@ class KerasBackend(Backend):
         return setup(placement)
 
     def load_backbone(self, spec: BackboneSpec) -> Backbone | None:
-        """``keras:``, ``builtin:``, ``file:<model.keras>`` or a user keras.Model."""
+        """``keras:``, ``builtin:`` (``builtin:mlp`` for vectors), ``file:<model.keras>``,
+        ``hf:<BERT text model folder>`` or a user keras.Model."""
         from tlcore_keras.framework import require_keras
 
         require_keras()

@@ -23,7 +23,12 @@ from tlcore.interfaces import BackboneInfo, Preprocessing
 KERAS_KIND = "keras"
 BUILTIN_KIND = "builtin"
 FILE_KIND = "file"
-KINDS = (KERAS_KIND, BUILTIN_KIND, FILE_KIND)
+HF_KIND = "hf"
+KINDS = (KERAS_KIND, BUILTIN_KIND, FILE_KIND, HF_KIND)
+MLP_DESCRIPTION = (
+    "multilayer perceptron for vectors: Dense+ReLU blocks of backbone.widths (default "
+    "256, 128) on backbone.input_features inputs; random init (no published weights)"
+)
 DEFAULT_SOURCE = DEFAULT_BACKBONE
 
 STYLES: dict[str, Preprocessing] = {
@@ -109,6 +114,7 @@ def backbone_infos() -> Iterator[BackboneInfo]:
     :data:`APPLICATIONS` and checked by the tests.
     """
     yield from builtin_infos()
+    yield BackboneInfo(f"{BUILTIN_KIND}:mlp", None, None, MLP_DESCRIPTION)
     for name, app in APPLICATIONS.items():
         description = (
             f"keras.applications.{app.constructor}(include_top=False), {app.style} preprocessing"
@@ -121,4 +127,12 @@ def backbone_infos() -> Iterator[BackboneInfo]:
         "a Keras model saved with model.save(), loaded with safe_mode=True; ImageNet "
         "(torch-style) normalisation; a tlcore run's native/model.keras gives its trained "
         "backbone and normalisation",
+    )
+    yield BackboneInfo(
+        "hf:<text model folder>",
+        None,
+        None,
+        "a BERT-family text encoder (model_type bert: BERT, MiniLM, all-MiniLM-L6-v2) from a "
+        "local Hugging Face folder (config.json, model.safetensors, tokenizer.json), built "
+        "from Keras layers",
     )

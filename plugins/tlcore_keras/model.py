@@ -8,6 +8,10 @@
 - ``features``: images → pooled backbone features (for caching them once per sample);
 - ``classifier`` (also ``head``): pooled features → logits.
 
+That is for images; a text model takes int64 token ids and a vector model float32 vectors
+instead, with the input steps of :mod:`tlcore_keras.modality` (what the model takes is its
+``inputs``, an :class:`~tlcore.interfaces.InputSpec`).
+
 The backbone is called without a fixed ``training`` flag: in Keras 3 a functional model
 overrides the ``training=False`` of an inner call with its own caller's flag, so a flag baked
 into the graph would not keep BatchNorm in inference mode anyway. Instead the train step calls
@@ -34,14 +38,17 @@ import numpy as np
 import tensorflow as tf
 
 from tlcore.errors import TlcoreError
-from tlcore.interfaces import Backbone, Preprocessing
+from tlcore.interfaces import Backbone, InputSpec, Preprocessing
 from tlcore.recipe import HeadSpec
 from tlcore.recipe.choices import builtin
 from tlcore_keras.blocks import Blocks, find_blocks
+from tlcore_keras.modality import Standardize, make_pool, text_graph, vector_graph
+from tlcore_keras.modality import backbone_output as backbone_output
 from tlcore_keras.names import WeightEntry, walk_layers, weight_entries
 
 BACKBONE_PREFIX = "backbone/"
 HEAD_PREFIX = "head/"
+INPUT_PREFIX = "inputs/"
 _SEED_STATE = "seed_generator_state"
 _LIVE: weakref.WeakSet[TransferModel] = weakref.WeakSet()
 
@@ -112,17 +119,17 @@ def build_head(in_features: int, spec: HeadSpec, num_classes: int) -> keras.Mode
     inputs = keras.Input((in_features,), name="features")
     x = inputs
     for i, width in enumerate(spec.hidden):
-        x = _dense(width, int(x.shape[-1]), f"hidden_{i}")(x)
+        x = linear(width, int(x.shape[-1]), f"hidden_{i}")(x)
         x = keras.layers.Activation(spec.activation, name=f"hidden_{i}_{spec.activation}")(x)
         if spec.dropout > 0:
             x = keras.layers.Dropout(spec.dropout, name=f"hidden_{i}_dropout")(x)
     if not spec.hidden and spec.dropout > 0:
         x = keras.layers.Dropout(spec.dropout, name="dropout")(x)
-    logits = _dense(num_classes, int(x.shape[-1]), "classifier")(x)
+    logits = linear(num_classes, int(x.shape[-1]), "classifier")(x)
     return keras.Model(inputs, logits, name="head")
 
 
-def _dense(width: int, fan_in: int, name: str) -> keras.layers.Dense:
+def linear(width: int, fan_in: int, name: str) -> keras.layers.Dense:
     """A ``Dense`` layer initialised as torch's ``nn.Linear``: kernel and bias uniform in
     ``±1 / sqrt(fan_in)``, so that one recipe trains the same head on both backends. Keras'
     Glorot default starts 2.4 times larger for a 1280-feature, 10-class head, and on the same
@@ -136,38 +143,17 @@ def _dense(width: int, fan_in: int, name: str) -> keras.layers.Dense:
     )
 
 
-def make_pool(mode: str, rank: int) -> keras.layers.Layer | None:
-    """The pooling layer for backbone output of ``rank`` (4: feature map, 3: tokens, 2: flat).
-
-    ``avg`` / ``max`` reduce a feature map ``(N, H, W, C)`` over its spatial dimensions and
-    tokens ``(N, T, D)`` over the tokens; ``flatten`` keeps everything. Already flat ``(N, D)``
-    output needs no pooling (``None``).
-    """
-    if rank == 2:
-        return None
-    if mode == "flatten" or rank > 4:
-        if mode != "flatten":
-            raise TlcoreError(
-                f"pooling {mode!r} needs (N, H, W, C) or (N, T, D) backbone output, "
-                f"got rank {rank}",
-                "use pooling: flatten",
-            )
-        return keras.layers.Flatten(name="pool")
-    layers = keras.layers
-    if rank == 4:
-        cls = layers.GlobalAveragePooling2D if mode == "avg" else layers.GlobalMaxPooling2D
-    else:
-        cls = layers.GlobalAveragePooling1D if mode == "avg" else layers.GlobalMaxPooling1D
-    return cls(name="pool")
-
-
 class TransferModel:
-    """A backbone with its preprocessing and a new head: uint8 NHWC images in, logits out.
+    """A backbone with its input step and a new head: the model's input (uint8 NHWC images,
+    int64 token ids or float32 vectors, as ``inputs`` says) in, logits out.
 
     Attributes:
         backbone: the loaded network (a ``keras.Model``).
-        preprocessing: the input size and normalisation, applied inside ``full``.
-        full: images → logits; ``features``: images → pooled features; ``classifier`` (and
+        preprocessing: an image model's input size and normalisation, applied inside
+            ``full``.
+        inputs: what the model takes (:class:`~tlcore.interfaces.InputSpec`; images at
+            ``preprocessing`` unless given).
+        full: inputs → logits; ``features``: inputs → pooled features; ``classifier`` (and
             its alias ``head``): pooled features → logits. They share their layers.
         blocks: the backbone's blocks, for ``last_n`` freezing.
         num_features: the width of the pooled features.
@@ -191,28 +177,24 @@ class TransferModel:
         head: HeadSpec,
         num_classes: int,
         blocks: Blocks | None = None,
+        inputs: InputSpec | None = None,
+        own_pooling: str = "cls",
     ) -> None:
         self.backbone = backbone
         self.preprocessing = preprocessing
+        self.inputs = inputs if inputs is not None else InputSpec.image(preprocessing)
         self.strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
         self.policy = str(keras.config.dtype_policy().name)
         self.device = _device_scope()
         _check_same_strategy(backbone, self.strategy)
         self.blocks = blocks if blocks is not None else find_blocks(backbone)
-        height, width = preprocessing.size
-        images = keras.Input((height, width, 3), dtype="uint8", name="images")
-        x = Preprocess.from_preprocessing(preprocessing)(images)
-        try:
-            out = backbone_output(backbone(x))
-        except TlcoreError:
-            raise
-        except Exception as exc:  # any framework error here means the input does not fit
-            raise TlcoreError.caused_by(
-                f"the backbone cannot run on {height}x{width} RGB images", exc,
-                "check backbone.input_size, and that the network takes (N, H, W, 3) input",
-            ) from None
-        pool = make_pool(head.pooling, len(out.shape))
-        pooled = pool(out) if pool is not None else out
+        modality = self.inputs.modality
+        if modality == "text":
+            source, pooled = text_graph(backbone, self.inputs, head.pooling, own_pooling)
+        elif modality == "vector":
+            source, pooled = vector_graph(backbone, self.inputs, head.pooling)
+        else:
+            source, pooled = _image_graph(backbone, self.inputs, preprocessing, head.pooling)
         if len(pooled.shape) != 2 or pooled.shape[-1] is None:
             raise TlcoreError(
                 f"the backbone's pooled output has shape {tuple(pooled.shape)}",
@@ -220,10 +202,12 @@ class TransferModel:
             )
         self.num_features = int(pooled.shape[-1])
         self.num_classes = num_classes
-        self.features = keras.Model(images, pooled, name="features")
+        self.features = keras.Model(source, pooled, name="features")
         self.classifier = build_head(self.num_features, head, num_classes)
-        self.full = keras.Model(images, self.classifier(pooled), name="transfer_model")
+        self.full = keras.Model(source, self.classifier(pooled), name="transfer_model")
         self._backbone_entries = weight_entries(backbone)
+        standardize = [layer for layer in self.full.layers if isinstance(layer, Standardize)]
+        self._input_entries = [e for layer in standardize for e in weight_entries(layer)]
         self._head_entries = weight_entries(self.classifier)
         self.backbone_training = True
         self.freeze_version = 0
@@ -239,10 +223,10 @@ class TransferModel:
         """The classifier model (pooled features → logits)."""
         return self.classifier
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """Logits for uint8 RGB NHWC images, in inference mode, computed in float32."""
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        """Logits for a batch of the model's inputs, in inference mode, computed in float32."""
         with float32_compute(self), self.placement():
-            return np.asarray(self.full(images, training=False), dtype=np.float32)
+            return np.asarray(self.full(inputs, training=False), dtype=np.float32)
 
     def scope(self) -> contextlib.AbstractContextManager:
         """The scope of the strategy the model was built in (where its optimisers are made
@@ -259,8 +243,10 @@ class TransferModel:
         return list(self._backbone_entries)
 
     def entries(self) -> list[tuple[str, Any]]:
-        """Every weight of the model by its stable name: ``backbone/...`` then ``head/...``."""
+        """Every weight of the model by its stable name: a vector model's standardisation
+        (``inputs/mean``, ``inputs/std``), then ``backbone/...``, then ``head/...``."""
         return [
+            *((INPUT_PREFIX + e.name, e.variable) for e in self._input_entries),
             *((BACKBONE_PREFIX + e.name, e.variable) for e in self._backbone_entries),
             *((HEAD_PREFIX + e.name, e.variable) for e in self._head_entries),
         ]
@@ -277,33 +263,43 @@ class TransferModel:
             state.assign(np.asarray([start, 0], dtype=state.dtype))
 
 
-def backbone_output(out: Any) -> Any:
-    """The features tensor of a backbone's output (a tensor, or the first of a list/dict)."""
-    if isinstance(out, dict):
-        out = next(iter(out.values()), None)
-    if isinstance(out, list | tuple):
-        out = out[0] if out else None
-    if out is None or not hasattr(out, "shape"):
-        raise TlcoreError(
-            f"the backbone returned {type(out).__name__}, not a tensor",
-            "a backbone must return its feature map, tokens or feature vectors",
-        )
-    return out
-
-
 def attach_head(backbone: Backbone, head: HeadSpec, num_classes: int) -> TransferModel | None:
     """Build the :class:`TransferModel` for a loaded Keras backbone; ``None`` for a pooling a
     plugin registered: that plugin's ``tl_attach_head`` builds the model."""
     if head.pooling not in builtin("pooling"):
         return None
     blocks = backbone.extra.get("blocks")
+    own = backbone.extra.get("pooling")
     return TransferModel(
         backbone.network,
         backbone.preprocessing,
         head,
         num_classes,
         blocks if isinstance(blocks, Blocks) else None,
+        backbone.input_spec,
+        own if own in ("mean", "cls") else "cls",
     )
+
+
+def _image_graph(
+    backbone: keras.Model, spec: InputSpec, preprocessing: Preprocessing, pooling: str
+) -> tuple[Any, Any]:
+    """``(images input, pooled features)``: uint8 NHWC images, :class:`Preprocess`, the
+    backbone, the pooling."""
+    height, width = spec.size
+    images = keras.Input((height, width, 3), dtype="uint8", name="images")
+    x = Preprocess.from_preprocessing(preprocessing)(images)
+    try:
+        out = backbone_output(backbone(x))
+    except TlcoreError:
+        raise
+    except Exception as exc:  # any framework error here means the input does not fit
+        raise TlcoreError.caused_by(
+            f"the backbone cannot run on {height}x{width} RGB images", exc,
+            "check backbone.input_size, and that the network takes (N, H, W, 3) input",
+        ) from None
+    pool = make_pool(pooling, len(out.shape))
+    return images, pool(out) if pool is not None else out
 
 
 def _device_scope() -> str | None:

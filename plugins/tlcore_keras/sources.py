@@ -1,9 +1,13 @@
 """Load a backbone from each source kind the Keras backend knows.
 
 ``keras:<name>`` (``keras.applications``, :data:`~tlcore_keras.catalogue.APPLICATIONS`),
-``builtin:<name>``, ``file:<model.keras>``, or a user's own ``keras.Model`` (``spec.model``).
-Every loader returns a ``keras.Model`` that maps a normalised float NHWC batch to features: a
-feature map ``(N, H, W, C)``, tokens ``(N, T, D)`` or vectors ``(N, D)``.
+``builtin:<name>``, ``file:<model.keras>``, ``hf:<text model folder>``
+(:mod:`tlcore_keras.text`), or a user's own ``keras.Model`` (``spec.model``). An image loader
+returns a ``keras.Model`` that maps a normalised float NHWC batch to features: a feature map
+``(N, H, W, C)``, tokens ``(N, T, D)`` or vectors ``(N, D)``; a text encoder maps int64 token
+ids to hidden states ``(N, L, H)``, a vector network (``builtin:mlp``, or a user's network
+when ``backbone.input_features`` is set: :mod:`tlcore_keras.vectors`) float32 vectors to
+features, and both say so in ``extra["inputs"]``.
 
 ``spec.weights``: ``pretrained`` / ``imagenet`` loads the source's own weights (for
 ``keras:`` the ImageNet download, cached by Keras in ``~/.keras/models``; for ``builtin:``
@@ -28,12 +32,14 @@ from tlcore.errors import TlcoreError
 from tlcore.interfaces import Backbone, Preprocessing
 from tlcore.recipe import BackboneSpec
 from tlcore.sources import Loader, load_source, lookup, wants_pretrained, weights_file
-from tlcore_keras import catalogue
+from tlcore_keras import catalogue, vectors
 from tlcore_keras.blocks import find_blocks
 from tlcore_keras.builtin import BUILDERS
 from tlcore_keras.freezing import set_trainable
+from tlcore_keras.modality import Standardize
 from tlcore_keras.model import Preprocess  # also registers it for .keras files
 from tlcore_keras.state import load_weights_file
+from tlcore_keras.text import HF_KIND, load_text_encoder
 
 IMAGENET = catalogue.STYLES["torch"]
 
@@ -114,7 +120,10 @@ def application_params(name: str) -> int | None:
 
 
 def _builtin(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
-    build = lookup(catalogue.BUILTIN_KIND, name, BUILDERS)
+    build = lookup(catalogue.BUILTIN_KIND, name, {**BUILDERS, vectors.MLP: None})
+    if build is None:  # builtin:mlp, built for the data's vectors
+        network, extra = vectors.load_mlp(spec)
+        return network, IMAGENET, extra
     builtin = BUILTIN_BACKBONES[name]
     size = spec.input_size or builtin.preprocessing.size[0]
     # simple_cnn ignores ``pretrained``; EfficientNet-Lite without published weights refuses it.
@@ -153,16 +162,38 @@ def _file(name: str, spec: BackboneSpec, pretrained: bool) -> Loaded:
             "with keras.saving.register_keras_serializable, and lambdas are refused",
         ) from None
     label = f"file:{name}"
+    extra: dict[str, Any] = {}
     found = _run_backbone(network)
     if found is not None:
         network, preprocessing = found
         preprocessing = preprocessing.with_size(spec.input_size)
     else:
-        _refuse_integer_input(network, label)
-        preprocessing = IMAGENET.with_size(_input_size(network, spec, label))
+        network = _vector_run_backbone(network) or network
+        features = vectors.vector_features(network, spec, label)
+        if features:
+            preprocessing = IMAGENET
+            extra["inputs"] = vectors.vector_inputs(features)
+        else:
+            _refuse_integer_input(network, label)
+            preprocessing = IMAGENET.with_size(_input_size(network, spec, label))
     if not pretrained:
         _reinitialise(network, label)
-    return network, preprocessing, {}
+    return network, preprocessing, extra
+
+
+def _vector_run_backbone(network: Any) -> Any:
+    """The trained network inside a vector run's ``native/model.keras`` (float32 ``vectors``
+    → :class:`~tlcore_keras.modality.Standardize` → network → head), or ``None``: as for an
+    image run (:func:`_run_backbone`), what a user means is the network that run trained."""
+    layers = list(getattr(network, "layers", ()))
+    found = [i for i, layer in enumerate(layers) if isinstance(layer, Standardize)]
+    if len(found) != 1 or found[0] + 1 >= len(layers):
+        return None
+    backbone = layers[found[0] + 1]
+    if not isinstance(backbone, keras.Model):
+        return None
+    set_trainable(backbone, True)  # as saved, the old run's last freeze plan would hold
+    return backbone
 
 
 def _run_backbone(network: Any) -> tuple[Any, Preprocessing] | None:
@@ -221,7 +252,8 @@ def _refuse_integer_input(network: Any, label: str) -> None:
 def _user_model(spec: BackboneSpec) -> Backbone | None:
     """A user's own ``keras.Model``; ``None`` for objects of other frameworks.
 
-    Its preprocessing is its ``tlcore_preprocessing`` attribute when it has one (a
+    A vector network when the data holds vectors (:mod:`tlcore_keras.vectors`); otherwise
+    an image network: its preprocessing is its ``tlcore_preprocessing`` attribute when it has one (a
     :class:`~tlcore.interfaces.Preprocessing`), else ImageNet's (torch style); the input size
     is ``spec.input_size``, else the model's own. ``weights=none`` re-initialises it in place.
     """
@@ -229,21 +261,32 @@ def _user_model(spec: BackboneSpec) -> Backbone | None:
     if not isinstance(network, keras.Model):
         return None
     label = f"user:{type(network).__name__}"
-    own = getattr(network, "tlcore_preprocessing", None)
-    base = own if isinstance(own, Preprocessing) else IMAGENET
-    if spec.input_size is None and isinstance(own, Preprocessing):
-        size = None
-    else:
-        size = _input_size(network, spec, label)
-    preprocessing = base.with_size(size)
     extra: dict[str, Any] = {}
+    features = vectors.vector_features(network, spec, label)
+    if features:
+        preprocessing = IMAGENET
+        extra["inputs"] = vectors.vector_inputs(features)
+    else:
+        preprocessing = _user_preprocessing(network, spec, label)
     path = weights_file(spec.weights)
     if path is not None:
         extra["weights_report"] = load_weights_file(network, path)
     elif not wants_pretrained(spec.weights):
         _reinitialise(network, label)
     extra["blocks"] = find_blocks(network)
-    return Backbone(network, preprocessing, label, extra)
+    return Backbone(network, preprocessing, label, extra, inputs=extra.pop("inputs", None))
+
+
+def _user_preprocessing(network: Any, spec: BackboneSpec, label: str) -> Preprocessing:
+    """An image network's preprocessing: its ``tlcore_preprocessing`` attribute when it has
+    one, else ImageNet's (torch style), at ``spec.input_size`` or the network's own size."""
+    own = getattr(network, "tlcore_preprocessing", None)
+    base = own if isinstance(own, Preprocessing) else IMAGENET
+    if spec.input_size is None and isinstance(own, Preprocessing):
+        size = None
+    else:
+        size = _input_size(network, spec, label)
+    return base.with_size(size)
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -279,4 +322,5 @@ LOADERS: dict[str, Loader] = {
     catalogue.KERAS_KIND: _application,
     catalogue.BUILTIN_KIND: _builtin,
     catalogue.FILE_KIND: _file,
+    HF_KIND: load_text_encoder,
 }

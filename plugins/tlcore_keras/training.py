@@ -121,9 +121,10 @@ def smoothed_cross_entropy(logits: Any, labels: Any, smoothing: Any) -> Any:
     return tf.reduce_mean(-tf.reduce_sum(target * log_probs, axis=1))
 
 
-def _image_spec(model: TransferModel) -> tf.TensorSpec:
-    height, width = model.preprocessing.size
-    return tf.TensorSpec((None, height, width, 3), tf.uint8, name="images")
+def _input_spec(model: TransferModel) -> tf.TensorSpec:
+    """The model's input as a ``tf.TensorSpec``: uint8 images, int64 ids or float32 vectors."""
+    spec = model.inputs
+    return tf.TensorSpec((None, *spec.shape), tf.as_dtype(spec.dtype), name=spec.name)
 
 
 def _feature_spec(model: TransferModel) -> tf.TensorSpec:
@@ -165,7 +166,7 @@ def _build_train_step(
         else tf.TensorSpec((None, model.num_classes), tf.float32, name="targets")
     )
     signature = [
-        _feature_spec(model) if features else _image_spec(model),
+        _feature_spec(model) if features else _input_spec(model),
         targets,
         tf.TensorSpec((), tf.float32, name="lr"),
         tf.TensorSpec((), tf.float32, name="smoothing"),
@@ -225,20 +226,33 @@ def _targets(model: TransferModel, y: np.ndarray, loss_name: str) -> np.ndarray:
 
 
 def _inputs(model: TransferModel, batch: Batch) -> np.ndarray:
+    """The batch as the compiled steps take it; refuses what the model cannot take."""
     if batch.features:
         return np.asarray(batch.x, dtype=np.float32)
     x = np.asarray(batch.x)
-    if x.dtype != np.uint8:
+    spec = model.inputs
+    if spec.modality == "image":
+        if x.dtype != np.uint8:
+            raise TlcoreError(
+                f"images must be uint8, got {x.dtype}", "pass raw 0..255 RGB pixels, NHWC"
+            )
+        height, width = spec.size
+        if x.ndim != 4 or x.shape[1:] != (height, width, 3):
+            raise TlcoreError(
+                f"images have shape {x.shape}, the model takes (N, {height}, {width}, 3)",
+                "resize the images to the backbone's input size",
+            )
+        return x
+    if spec.modality == "text":
+        what, fix, kinds = "token ids", "tokenize the texts with the model's tokenizer", "iu"
+    else:
+        what, fix, kinds = "vectors", "pass numbers, (N, features)", "fiub"
+    if x.dtype.kind not in kinds or x.ndim != 2 or x.shape[1:] != tuple(spec.shape):
         raise TlcoreError(
-            f"images must be uint8, got {x.dtype}", "pass raw 0..255 RGB pixels, NHWC"
+            f"{what} have shape {x.shape} and dtype {x.dtype}, the model takes "
+            f"{spec.dtype} (N, {spec.shape[0]})", fix,
         )
-    height, width = model.preprocessing.size
-    if x.ndim != 4 or x.shape[1:] != (height, width, 3):
-        raise TlcoreError(
-            f"images have shape {x.shape}, the model takes (N, {height}, {width}, 3)",
-            "resize the images to the backbone's input size",
-        )
-    return x
+    return x.astype(spec.dtype, copy=False)
 
 
 def train_step(model: TransferModel, batch: Batch, state: StepState) -> dict[str, Any]:
@@ -291,8 +305,8 @@ def _compiled(model: TransferModel, kind: str) -> Any:
         return fn
     calls = {
         "head": (lambda x: model.classifier(x, training=False), _feature_spec(model)),
-        "features": (lambda x: model.features(x, training=False), _image_spec(model)),
-        "logits": (lambda x: model.full(x, training=False), _image_spec(model)),
+        "features": (lambda x: model.features(x, training=False), _input_spec(model)),
+        "logits": (lambda x: model.full(x, training=False), _input_spec(model)),
     }
     call, spec = calls[kind]
 
@@ -314,9 +328,10 @@ def eval_step(model: TransferModel, batch: Batch) -> np.ndarray:
 
 
 def extract_features(model: TransferModel, images: np.ndarray) -> np.ndarray:
-    """Pooled backbone features of uint8 NHWC images in inference mode, on this process
-    alone, computed in the training precision and returned as float32 (the base class hands
-    over at most ``Backend.feature_batch`` images at a time)."""
+    """Pooled backbone features of a batch of the model's inputs (uint8 NHWC images, int64
+    token ids or float32 vectors) in inference mode, on this process alone, computed in the
+    training precision and returned as float32 (the base class hands over at most
+    ``Backend.feature_batch`` samples at a time)."""
     if not len(images):  # a network need not accept an empty batch
         return np.zeros((0, model.num_features), dtype=np.float32)
     x = _inputs(model, Batch(images, np.zeros(0)))

@@ -3,8 +3,10 @@
 Importing this module imports neither torch nor transformers: the base class answers ``None``
 for other backends, and the methods behind the hooks live in :mod:`tlcore_torch.methods`,
 imported by the first call for the ``torch`` backend. The work is done in small modules:
-``sources`` (loading backbones), ``blocks`` (what ``last_n`` counts), ``model`` (the
-:class:`TransferModel` and its head), ``freezing``, ``training`` (optimisers and steps),
+``sources`` (loading backbones; ``hf`` for Hugging Face folders, ``text`` for text encoders
+and their masked pooling, ``vectors`` for ``builtin:mlp``, ``loading`` for what the loaders
+share), ``blocks`` (what ``last_n`` counts), ``model`` (the :class:`TransferModel` and its
+head, by input modality), ``freezing``, ``training`` (optimisers and steps),
 ``state`` (weights, optimiser state, native export), ``export`` (the raw ONNX graph), and for
 ``tl_setup`` ``placement`` (device, precision, the scope models are built in), ``collective``
 (``torch.distributed``), ``replica`` (``DistributedDataParallel``) and ``amp`` (loss scaling).
@@ -23,9 +25,9 @@ if TYPE_CHECKING:
 
 
 class TorchBackend(Backend):
-    """The ``torch`` backend: builtin, ``hf:``, ``file:``, ``torchvision:`` and ``timm:``
-    backbones or a user's own ``nn.Module``, trained as a
-    :class:`~tlcore_torch.model.TransferModel`."""
+    """The ``torch`` backend: builtin, ``hf:`` (vision models and text encoders), ``file:``,
+    ``torchvision:`` and ``timm:`` backbones or a user's own ``nn.Module`` (on images or
+    vectors), trained as a :class:`~tlcore_torch.model.TransferModel`."""
 
     name = "torch"
     packages = ("torch",)

@@ -14,6 +14,13 @@ FILE_KIND = "file"
 TORCHVISION_KIND = "torchvision"
 TIMM_KIND = "timm"
 KINDS = (BUILTIN_KIND, HF_KIND, FILE_KIND, TORCHVISION_KIND, TIMM_KIND)
+MLP_NAME = "mlp"
+"""``builtin:mlp`` (:mod:`tlcore_torch.vectors`), the torch backend's own built-in."""
+MLP_DESCRIPTION = (
+    "Linear+ReLU blocks for numeric vectors (backbone.widths, default 256/128; the vector "
+    "length from the data); random init (no published weights)"
+)
+
 
 def installed(package: str) -> bool:
     """True when ``package`` can be imported, checked without importing it."""
@@ -23,7 +30,12 @@ def installed(package: str) -> bool:
 def backbone_infos() -> Iterator[BackboneInfo]:
     """One entry per built-in backbone and one example entry per open-ended source kind."""
     yield from builtin_infos()
-    hf = "Hugging Face transformers vision model: a save_pretrained folder or a hub id"
+    yield BackboneInfo(f"{BUILTIN_KIND}:{MLP_NAME}", None, None, MLP_DESCRIPTION)
+    hf = (
+        "Hugging Face transformers model: a save_pretrained folder or a hub id; vision models "
+        "take images, text encoders (BERT, DistilBERT, RoBERTa, MiniLM; folder with "
+        "tokenizer.json) take texts"
+    )
     yield BackboneInfo(f"{HF_KIND}:<dir or hub id>", None, None, _mark(hf, "transformers"))
     yield BackboneInfo(
         f"{FILE_KIND}:<torchscript.pt>",

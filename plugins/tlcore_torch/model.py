@@ -1,8 +1,11 @@
 """The model the torch backend trains and exports: preprocessing, backbone, pooling, head.
 
-:class:`TransferModel` takes uint8 RGB NHWC images, exactly what the ONNX bundle takes, so
-preprocessing lives inside the model (as non-persistent buffers, plain tensor ops that export
-to ONNX) and never drifts between training and serving.
+:class:`TransferModel` takes exactly what the ONNX bundle takes, as its input spec says
+(:class:`~tlcore.interfaces.InputSpec`): uint8 RGB NHWC images, int64 token ids or float32
+vectors. Preprocessing lives inside the model (plain tensor ops that export to ONNX) and never
+drifts between training and serving: image normalisation as non-persistent buffers, vector
+standardisation as persistent ones (statistics of the training data, which checkpoints carry),
+the attention mask of token ids derived from the padding id (:mod:`tlcore_torch.text`).
 """
 
 from __future__ import annotations
@@ -13,32 +16,56 @@ import torch
 from torch import Tensor, nn
 
 from tlcore.errors import TlcoreError
-from tlcore.interfaces import Backbone, Preprocessing
+from tlcore.interfaces import (
+    Backbone,
+    InputSpec,
+    Preprocessing,
+    TextPreprocessing,
+    VectorPreprocessing,
+)
 from tlcore.recipe import HeadSpec
 from tlcore.recipe.choices import builtin
 from tlcore_torch.blocks import find_blocks, submodule
 from tlcore_torch.placement import place
+from tlcore_torch.text import TextPool, dummy_ids, text_pooling
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
-class Pool(nn.Module):
-    """Turn backbone output into one vector per sample.
+class PoolingError(TlcoreError):
+    """A pooling that cannot apply to what the backbone returns (``cls`` of a feature map)."""
 
-    ``avg`` / ``max`` reduce a feature map ``(N, C, H, W)`` over its spatial dimensions and
-    tokens ``(N, T, D)`` over the tokens; ``flatten`` keeps everything. Already flat
-    ``(N, D)`` output passes through.
+
+class Pool(nn.Module):
+    """Turn image (or vector) backbone output into one vector per sample.
+
+    ``avg`` (and its synonym ``mean``) / ``max`` reduce a feature map ``(N, C, H, W)`` over its
+    spatial dimensions and tokens ``(N, T, D)`` over the tokens; ``cls`` takes the first token
+    of ``(N, T, D)``; ``flatten`` keeps everything. Already flat ``(N, D)`` output passes
+    through.
     """
 
     def __init__(self, mode: str) -> None:
         super().__init__()
-        self.mode = mode  # avg, max or flatten: attach_head answers only for these
+        self.mode = mode  # a built-in pooling: attach_head answers only for these
 
     def forward(self, x: Tensor) -> Tensor:
-        """Pool ``x`` to ``(N, features)``."""
-        if x.dim() > 2 and self.mode != "flatten":
+        """Pool ``x`` to ``(N, features)``.
+
+        Raises:
+            PoolingError: ``cls`` of output that is not tokens ``(N, T, D)``.
+        """
+        if x.dim() > 2 and self.mode == "cls":
+            if x.dim() != 3:
+                raise PoolingError(
+                    f"head.pooling 'cls' takes the first token of (N, T, D) tokens, but the "
+                    f"backbone returns shape {tuple(x.shape)}",
+                    "use pooling avg or max for a convolutional backbone",
+                )
+            x = x[:, 0]
+        elif x.dim() > 2 and self.mode != "flatten":
             dims = (2, 3) if x.dim() == 4 else (1,)
-            x = x.mean(dim=dims) if self.mode == "avg" else x.amax(dim=dims)
+            x = x.amax(dim=dims) if self.mode == "max" else x.mean(dim=dims)
         return x.flatten(1)
 
     def extra_repr(self) -> str:
@@ -66,11 +93,13 @@ def build_head(in_features: int, spec: HeadSpec, num_classes: int) -> nn.Sequent
 
 
 class TransferModel(nn.Module):
-    """A backbone with its preprocessing and a new head: uint8 NHWC images in, logits out.
+    """A backbone with its preprocessing and a new head: the model's input (its
+    :attr:`input_spec`: uint8 NHWC images, int64 token ids or float32 vectors) in, logits out.
 
     Submodules: ``backbone`` (the loaded network), ``pool`` and ``head``. ``blocks`` names the
     backbone's blocks (relative to it) for freezing. Modules listed by the freeze policy stay
-    in inference mode across :meth:`train` calls (frozen BatchNorm statistics).
+    in inference mode across :meth:`train` calls (frozen BatchNorm statistics). A vector model
+    also holds the buffers ``input_mean`` and ``input_std``.
     """
 
     def __init__(
@@ -80,10 +109,24 @@ class TransferModel(nn.Module):
         head: HeadSpec,
         num_classes: int,
         blocks: Sequence[str] = (),
+        inputs: InputSpec | None = None,
+        own_pooling: str | None = None,
     ) -> None:
+        """``inputs``: what the model takes (``None``: images at ``preprocessing``'s size);
+        ``own_pooling``: a text encoder's own pooling, which ``head.pooling`` ``avg`` means."""
         super().__init__()
         self.backbone = backbone
-        self.pool = Pool(head.pooling)
+        self.input_spec = inputs if inputs is not None else InputSpec.image(preprocessing)
+        self.modality = self.input_spec.modality
+        if self.modality not in ("image", "text", "vector"):
+            raise TlcoreError(
+                f"the torch backend cannot build a model taking {self.modality} input",
+                "use image, text or vector data",
+            )
+        text = self.modality == "text"
+        self.pool: nn.Module = (
+            TextPool(text_pooling(head.pooling, own_pooling)) if text else Pool(head.pooling)
+        )
         self.preprocessing = preprocessing
         self.blocks = tuple(blocks)
         self.bgr = preprocessing.channel_order.upper() == "BGR"
@@ -91,29 +134,56 @@ class TransferModel(nn.Module):
         gain, offset = preprocessing.affine()
         self.register_buffer("input_gain", torch.tensor(gain), persistent=False)
         self.register_buffer("input_offset", torch.tensor(offset), persistent=False)
+        prep = self.input_spec.preprocessing
+        self.pad_id = prep.pad_id if isinstance(prep, TextPreprocessing) else 0
+        if self.modality == "vector":
+            self._standardisation(prep)
         self.num_features = self._probe_width()
         self.head = build_head(self.num_features, head, num_classes)
         self.train()  # throughout, as a new nn.Module (a loaded backbone may come in eval mode)
 
-    def preprocess(self, images: Tensor) -> Tensor:
-        """uint8 RGB NHWC → the backbone's normalised float NCHW input (the multiply-add of
-        :meth:`~tlcore.interfaces.Preprocessing.affine`, with ``(W, 3)`` constants)."""
-        x = images[..., [2, 1, 0]] if self.bgr else images
+    def _standardisation(self, prep: object) -> None:
+        """The buffers of ``(x - mean) / std``: persistent, so weights and checkpoints carry
+        them; never trained (buffers are not parameters)."""
+        features = self.input_spec.shape[0]
+        if not isinstance(prep, VectorPreprocessing):
+            prep = VectorPreprocessing.identity(features)
+        if prep.features != features:
+            raise TlcoreError(
+                f"the vector statistics have {prep.features} features, the input {features}",
+                "compute the statistics on the training vectors (VectorPreprocessing.of)",
+            )
+        self.register_buffer("input_mean", torch.tensor(prep.mean, dtype=torch.float32))
+        self.register_buffer("input_std", torch.tensor(prep.std, dtype=torch.float32))
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """The backbone's input. Images: uint8 RGB NHWC → normalised float NCHW (the
+        multiply-add of :meth:`~tlcore.interfaces.Preprocessing.affine`, with ``(W, 3)``
+        constants). Vectors: standardised float32. Token ids pass through."""
+        if self.modality == "vector":
+            return (x.float() - self.input_mean) / self.input_std
+        if self.modality == "text":
+            return x
+        x = x[..., [2, 1, 0]] if self.bgr else x
         width = x.shape[2]
         x = x.float() * self.input_gain.expand(width, 3) + self.input_offset.expand(width, 3)
         return x.permute(0, 3, 1, 2)
 
-    def features(self, images: Tensor) -> Tensor:
-        """Preprocessing, backbone and pooling: ``(N, num_features)``."""
-        return self.pool(backbone_output(self.backbone(self.preprocess(images))))
+    def features(self, x: Tensor) -> Tensor:
+        """Preprocessing, backbone and pooling: ``(N, num_features)``. A text encoder gets
+        the ids and their attention mask (``ids != pad_id``), and pools over real tokens."""
+        if self.modality == "text":
+            mask = x != self.pad_id
+            return self.pool(backbone_output(self.backbone(x, mask)), mask)
+        return self.pool(backbone_output(self.backbone(self.preprocess(x))))
 
     def classify(self, features: Tensor) -> Tensor:
         """The head alone, on pooled features: logits ``(N, num_classes)``."""
         return self.head(features)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Logits for uint8 RGB NHWC images."""
-        return self.classify(self.features(images))
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits for a batch of the model's input."""
+        return self.classify(self.features(x))
 
     def keep_in_inference(self, module_names: Iterable[str]) -> None:
         """Keep these submodules in inference mode whenever the model trains (from now on)."""
@@ -128,20 +198,27 @@ class TransferModel(nn.Module):
                 submodule(self, name).eval()
         return self
 
+    def dummy_input(self) -> Tensor:
+        """One sample of the model's input, for probing: a black image, a short text,
+        a vector of zeros."""
+        if self.modality == "text":
+            return dummy_ids(self.input_spec.shape[0], self.pad_id)
+        if self.modality == "vector":
+            return torch.zeros(1, self.input_spec.shape[0], dtype=torch.float32)
+        height, width = self.preprocessing.size
+        return torch.zeros(1, height, width, 3, dtype=torch.uint8)
+
     def _probe_width(self) -> int:
-        """Run one dummy image through the backbone to learn the pooled feature width."""
+        """Run one dummy sample through the backbone to learn the pooled feature width."""
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
-        height, width = self.preprocessing.size
         try:
             with torch.no_grad():
-                dummy = torch.zeros(1, height, width, 3, dtype=torch.uint8)
-                out = self.features(dummy)
+                out = self.features(self.dummy_input())
+        except PoolingError:
+            raise
         except Exception as exc:  # any framework error here means the input does not fit
-            raise TlcoreError.caused_by(
-                f"the backbone cannot run on {height}x{width} RGB images", exc,
-                "check backbone.input_size, and that the network takes (N, 3, H, W) input",
-            ) from exc
+            raise _misfit(self, exc) from exc
         finally:
             for module, mode in modes:
                 module.training = mode
@@ -151,6 +228,21 @@ class TransferModel(nn.Module):
                 "a backbone must return (N, C, H, W), (N, T, D) or (N, D)",
             )
         return int(out.shape[1])
+
+
+def _misfit(model: TransferModel, exc: Exception) -> TlcoreError:
+    """The error for a backbone that cannot run on its dummy input."""
+    if model.modality == "text":
+        what = f"the text encoder cannot run on {model.input_spec.shape[0]} token ids"
+        hint = "check backbone.input_size (tokens per text) against the model's positions"
+    elif model.modality == "vector":
+        what = f"the network cannot run on vectors of {model.input_spec.shape[0]} features"
+        hint = "check backbone.input_features, and that the network takes (N, features) input"
+    else:
+        height, width = model.preprocessing.size
+        what = f"the backbone cannot run on {height}x{width} RGB images"
+        hint = "check backbone.input_size, and that the network takes (N, 3, H, W) input"
+    return TlcoreError.caused_by(what, exc, hint)
 
 
 def backbone_output(out: object) -> Tensor:
@@ -179,6 +271,9 @@ def attach_head(backbone: Backbone, head: HeadSpec, num_classes: int) -> Transfe
     blocks = backbone.extra.get("blocks")
     if blocks is None:
         blocks = find_blocks(backbone.network)
-    model = TransferModel(backbone.network, backbone.preprocessing, head, num_classes, blocks)
+    model = TransferModel(
+        backbone.network, backbone.preprocessing, head, num_classes, blocks,
+        inputs=backbone.input_spec, own_pooling=backbone.extra.get("pooling"),
+    )
     place(model)
     return model

@@ -71,15 +71,41 @@ def _set_mode(model: nn.Module, training: bool) -> None:
         model.train(training)
 
 
-def _inputs(batch: Batch, device: torch.device) -> torch.Tensor:
-    """The batch's images (uint8, checked) or cached features (float32) on ``device``."""
+def _inputs(model: nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
+    """The batch's model input (checked, :func:`model_input`) or cached features (float32)
+    on ``device``."""
     if batch.features:
         return to_device(np.asarray(batch.x, dtype=np.float32), device)
-    if batch.x.dtype != np.uint8:
+    return model_input(model, batch.x, device)
+
+
+def model_input(model: nn.Module, x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """What the model takes, on ``device``, as its input spec says: uint8 NHWC images
+    (checked), int64 token ids ``(N, max_length)`` (any integer dtype accepted) or float32
+    vectors ``(N, features)`` (any real dtype accepted).
+
+    Raises:
+        TlcoreError: the array's dtype or sample shape does not fit the model's input.
+    """
+    spec = getattr(model, "input_spec", None)
+    modality = getattr(spec, "modality", "image")
+    if modality == "image":
+        if x.dtype != np.uint8:
+            raise TlcoreError(
+                f"images must be uint8, got {x.dtype}", "pass raw 0..255 RGB pixels, NHWC"
+            )
+        return to_device(x, device)
+    array = np.asarray(x)
+    text = modality == "text"
+    kinds, what = ("iu", "int64 token ids") if text else ("iuf", "float32 vectors")
+    if array.dtype.kind not in kinds or tuple(array.shape[1:]) != tuple(spec.shape):
         raise TlcoreError(
-            f"images must be uint8, got {batch.x.dtype}", "pass raw 0..255 RGB pixels, NHWC"
+            f"this model takes {what} of shape (N, {spec.shape[0]}), got {array.dtype} "
+            f"{tuple(array.shape)}",
+            "tokenize texts with the model's tokenizer, padded to its max_length"
+            if text else f"pass numeric vectors of {spec.shape[0]} features",
         )
-    return to_device(batch.x, device)
+    return to_device(array.astype(np.int64 if text else np.float32, copy=False), device)
 
 
 def _bare(model: nn.Module, features: bool) -> Any:
@@ -104,7 +130,7 @@ def train_step(model: nn.Module, batch: Batch, state: StepState) -> dict[str, An
         group["lr"] = state.lr
     setup, device = setup_of(model), device_of(model)
     _set_mode(model, training=True)
-    x = _inputs(batch, device)
+    x = _inputs(model, batch, device)
     network, world = replica(model, optimizer, batch.features, setup)
     with autocast(device, precision_of(model)):
         logits = (network or _bare(model, batch.features))(x)
@@ -153,17 +179,20 @@ def eval_step(model: nn.Module, batch: Batch) -> np.ndarray:
     device = device_of(model)
     _set_mode(model, training=False)
     with torch.inference_mode(), exact_float32(device):
-        return _bare(model, batch.features)(_inputs(batch, device)).float().cpu().numpy()
+        return _bare(model, batch.features)(_inputs(model, batch, device)).float().cpu().numpy()
 
 
-def extract_features(model: nn.Module, images: np.ndarray) -> np.ndarray:
-    """Pooled backbone features of uint8 NHWC images in inference mode, computed in the
-    training precision and returned as float32 (the base class hands over at most
-    ``Backend.feature_batch`` images at a time). No collective operation."""
-    if not len(images):  # a network need not accept an empty batch
+def extract_features(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Pooled backbone features of a batch of the model's input (uint8 NHWC images, token
+    ids, vectors) in inference mode, computed in the training precision and returned as
+    float32 (the base class hands over at most ``Backend.feature_batch`` samples at a time).
+    No collective operation."""
+    if not len(x):  # a network need not accept an empty batch
         return np.zeros((0, model.num_features), dtype=np.float32)
     device = device_of(model)
     _set_mode(model, training=False)
+    image = getattr(model, "modality", "image") == "image"
+    tensor = to_device(x, device) if image else model_input(model, x, device)
     with torch.inference_mode(), autocast(device, precision_of(model)):
-        features = model.features(to_device(images, device))
+        features = model.features(tensor)
     return features.float().cpu().numpy()

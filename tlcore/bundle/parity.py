@@ -97,12 +97,7 @@ def verify_parity(
     """
     task = task or get_task(DEFAULT_TASK)
     info = task_info or {}
-    if not math.isfinite(tolerance) or tolerance < 0:
-        # NaN would switch the check off: every comparison with it is false.
-        raise TlcoreError(
-            f"the parity tolerance must be a finite number >= 0, not {tolerance}",
-            "set export.tolerance to a small number such as 1e-4",
-        )
+    _check_tolerance(tolerance)
     batch_sizes = (1, len(samples)) if len(samples) > 1 else (1,)
     worst, worst_sample, worst_batch = -1.0, 0, 1
     agree: list[np.ndarray] = []
@@ -147,6 +142,15 @@ def verify_parity(
         agreement_on=task.agreement_on,
         embeddings_max_diff=embedded,
     )
+
+
+def _check_tolerance(tolerance: float) -> None:
+    """NaN would switch the check off (every comparison with it is false): refused."""
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise TlcoreError(
+            f"the parity tolerance must be a finite number >= 0, not {tolerance}",
+            "set export.tolerance to a small number such as 1e-4",
+        )
 
 
 def _embeddings_diff(

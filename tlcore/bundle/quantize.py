@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tlcore.bundle.calibration import Calibration
 from tlcore.bundle.layout import DATA_FILE, INPUT, MODEL_FILE, file_sha256
 from tlcore.bundle.parity import parity_indices
 from tlcore.errors import RecipeError, TlcoreError
@@ -266,7 +267,7 @@ def quantize_model(
             quantization.quantize_static(
                 str(prepared),
                 str(target),
-                _Calibration(samples, input_name),
+                Calibration(samples, input_name, _CALIBRATION_BATCH),
                 nodes_to_exclude=input_prefix(prepared, input_name),
                 quant_format=quantization.QuantFormat.QDQ,
                 per_channel=True,
@@ -347,38 +348,6 @@ def discard(folder: str | Path, info: dict[str, Any]) -> None:
     section = info.get("quantized") or {}
     (Path(folder) / section.get("file", QUANTIZED_FILE)).unlink(missing_ok=True)
     record(info, None)
-
-
-class _Calibration:
-    """onnxruntime's CalibrationDataReader protocol over model inputs: ``get_next``, and
-    ``__len__`` and ``set_range`` (in batches) for strided calibration."""
-
-    def __init__(self, images: np.ndarray, input_name: str = INPUT) -> None:
-        self.images = images
-        self.input_name = input_name
-        self.batches = -(-len(images) // _CALIBRATION_BATCH)
-        self.set_range(0, self.batches)
-
-    def __len__(self) -> int:
-        """Number of batches."""
-        return self.batches
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        """Give batches ``start_index`` to ``end_index`` (exclusive) from now on."""
-        self.next, self.end = start_index, min(end_index, self.batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        """The next batch as an input feed, or ``None`` when the range is done."""
-        if self.next >= self.end:
-            return None
-        start = self.next * _CALIBRATION_BATCH
-        self.next += 1
-        batch = self.images[start : start + _CALIBRATION_BATCH]
-        return {self.input_name: np.ascontiguousarray(batch)}
-
-    def rewind(self) -> None:
-        """Start again from the first image (some calibrators read the data twice)."""
-        self.set_range(0, self.batches)
 
 
 def _pre_process(quantization: Any, source: Path, target: Path) -> None:

@@ -1,10 +1,12 @@
 """The data layer: labelled examples as the training driver sees them.
 
-Three sources, one interface (:class:`Dataset`): :class:`FolderDataset`, a folder with one
+One interface (:class:`Dataset`) over every source: :class:`FolderDataset`, a folder with one
 sub-folder per class (:func:`scan_folder`), :class:`LabelFileDataset`, images listed in a CSV
 label file (the labels of any task), and :class:`ArrayDataset`, numpy arrays passed through
-the Python API. Inputs are decoded by :mod:`tlcore.inputs`, the same code prediction
-uses. Every problem with the data raises :class:`~tlcore.errors.DataError` with a hint.
+the Python API; texts (:class:`TextDataset`: in memory, :class:`TextFolderDataset`, CSV and
+JSONL tables) and vectors (:class:`VectorDataset`: arrays, ``.npz``, ``.npy``, CSV tables).
+Inputs are decoded by :mod:`tlcore.inputs`, the same code prediction uses. Every problem with
+the data raises :class:`~tlcore.errors.DataError` with a hint.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from tlcore.data.split import (
     MIN_VAL_PER_CLASS,
     split,
 )
+from tlcore.data.text import TextDataset, TextFolderDataset, read_table, read_text_table
+from tlcore.data.vectors import VectorDataset, read_npy, read_npz, read_vector_table
 from tlcore.inputs.image import IMAGE_EXTENSIONS, RESAMPLE, image_array, image_files, load_image
 
 __all__ = [
@@ -38,11 +42,19 @@ __all__ = [
     "Dataset",
     "FolderDataset",
     "LabelFileDataset",
+    "TextDataset",
+    "TextFolderDataset",
+    "VectorDataset",
     "augment",
     "image_array",
     "image_files",
     "load_datasets",
     "load_image",
+    "read_npy",
+    "read_npz",
+    "read_table",
+    "read_text_table",
+    "read_vector_table",
     "scan_folder",
     "split",
 ]

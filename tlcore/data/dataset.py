@@ -84,18 +84,21 @@ class Dataset:
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.describe()}>"
 
+    modality: str = "image"
+    """What the data holds, as an :class:`~tlcore.interfaces.InputSpec` names it: ``image``,
+    ``text`` (:class:`~tlcore.data.text.TextDataset`) or ``vector``
+    (:class:`~tlcore.data.vectors.VectorDataset`)."""
+
     def inputs(self, indices: np.ndarray | Sequence[int], spec: InputSpec) -> np.ndarray:
         """The samples at ``indices`` as the model's input batch, as ``spec`` describes it
-        (the data layer's seam for modalities: images today).
+        (the data layer's seam for modalities: uint8 images here; token ids and vectors in
+        the text and vector datasets).
 
         Raises:
             DataError: this dataset holds another modality than the model takes.
         """
         if spec.modality != "image":
-            raise DataError(
-                f"the model takes {spec.modality} inputs but the data holds images",
-                "pick a backbone for images, or data of the model's kind",
-            )
+            raise modality_mismatch(spec, "images")
         return self.images(indices, spec.size)
 
     def images(self, indices: np.ndarray | Sequence[int], size: tuple[int, int]) -> np.ndarray:
@@ -215,6 +218,20 @@ class Dataset:
         if positions.max() >= len(self) or positions.min() < -len(self):
             raise IndexError(f"index out of range for a dataset of {len(self)} images")
         return positions.astype(np.int64)
+
+
+_KINDS = {"image": "images", "text": "texts", "vector": "vectors"}
+
+
+def modality_mismatch(spec: InputSpec, held: str) -> DataError:
+    """The error for data of one kind (``held``: ``images``, ``texts``, ``vectors``) given to
+    a model that takes another."""
+    takes = _KINDS.get(spec.modality, f"{spec.modality} inputs")
+    return DataError(
+        f"the model takes {takes} but the data holds {held}",
+        f"pick a backbone for {held} (images: an image network; texts: hf: a text model's "
+        "folder; vectors: builtin:mlp), or give data of the model's kind",
+    )
 
 
 class _ImageCache:

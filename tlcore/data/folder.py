@@ -1,10 +1,13 @@
-"""Reading a folder with one sub-folder per class into a :class:`FolderDataset`.
+"""Reading a folder with one sub-folder per class into a :class:`FolderDataset` (images), or
+recognising one of texts (:class:`~tlcore.data.text.TextFolderDataset` reads it).
 """
 
 from __future__ import annotations
 
 import os
 import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +24,22 @@ from tlcore.inputs.image import (
     load_image,
 )
 from tlcore.inputs.listing import Listing, link_problem
+from tlcore.inputs.text import is_text_name, text_listing
 
 _SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
 
 
 def scan_folder(
     path: str | os.PathLike[str], *, verify: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES
-) -> FolderDataset:
-    """Scan an image folder with one sub-folder per class.
+) -> Dataset:
+    """Scan a folder with one sub-folder per class: images (a :class:`FolderDataset`), or
+    ``.txt`` texts (a :class:`~tlcore.data.text.TextFolderDataset`) when the class folders hold
+    ``.txt`` files and no image at all.
 
     Args:
         path: the folder, e.g. ``flowers/`` holding ``daisy/*.jpg`` and ``rose/*.jpg``.
-        verify: check every image now, so a corrupt file stops the run before training.
+        verify: check every image now, so a corrupt file stops the run before training
+            (texts are always read while scanning).
         cache_bytes: bytes of decoded images kept in memory (default 1 GiB).
 
     Returns:
@@ -47,16 +54,50 @@ def scan_folder(
 
     Raises:
         DataError: the path is missing or not a folder; image files lie at the top level;
-            there are no class folders, or only one; a class folder holds no images; one
-            file is in two classes (through links); images cannot be read (up to five are
-            named).
+            there are no class folders, or only one; a class folder holds no images (or
+            only texts, while others hold images); one file is in two classes (through
+            links); images cannot be read (up to five are named).
     """
+    root = Path(path).expanduser()
+    if root.is_dir() and is_text_tree(root):
+        from tlcore.data.text import TextFolderDataset  # it builds on this module
+
+        return TextFolderDataset(root)
     return FolderDataset(path, verify=verify, cache_bytes=cache_bytes)
 
 
-def _scan_layout(root: Path) -> tuple[list[str], list[list[Path]], list[str]]:
-    """Class names, their image files and what to warn about; raises DataError for each
-    layout mistake."""
+@dataclass(frozen=True)
+class _Kind:
+    """What a data folder holds, as its messages name it."""
+
+    noun: str
+    listing: Callable[[Path, Path], Listing]
+    wanted: str
+
+
+_IMAGES = _Kind("image", image_listing, ".jpg/.jpeg/.png/.bmp/.webp images")
+TEXTS = _Kind("text", text_listing, ".txt files")
+
+
+def is_text_tree(root: Path) -> bool:
+    """Whether the data folder ``root`` holds texts: ``.txt`` files in its class folders and
+    no image anywhere in them (an image folder may keep notes beside its images)."""
+    texts = False
+    for folder in _class_folders(root)[0]:
+        for _, dirs, names in os.walk(folder):
+            dirs[:] = [d for d in dirs if not _ignored(d)]
+            wanted = [n for n in names if not _ignored(n)]
+            if any(_is_image(n) for n in wanted):
+                return False
+            texts = texts or any(is_text_name(n) for n in wanted)
+    return texts
+
+
+def scan_layout(
+    root: Path, kind: _Kind = _IMAGES
+) -> tuple[list[str], list[list[Path]], list[str]]:
+    """Class names, their files (images, or texts with :data:`TEXTS`) and what to warn
+    about; raises DataError for each layout mistake."""
     class_dirs, links = _class_folders(root)
     names = [p.name for p in class_dirs]
     if all(name.lower() in _SPLIT_NAMES for name in names) and _has_subfolders(class_dirs):
@@ -64,21 +105,33 @@ def _scan_layout(root: Path) -> tuple[list[str], list[list[Path]], list[str]]:
             f"{root} holds split folders ({', '.join(names)}), not class folders",
             f"point data.path at {root / names[0]} and data.val_path at the validation folder",
         )
-    listings = [image_listing(p, root) for p in class_dirs]
+    listings = [kind.listing(p, root) for p in class_dirs]
     files = [listing.files for listing in listings]
     empty = [name for name, group in zip(names, files, strict=True) if not group]
     if empty:
+        words = "images" if kind is _IMAGES else kind.wanted
         raise DataError(
-            f"class folder(s) with no images in {root}: {_listing(empty)}",
-            "add .jpg/.jpeg/.png/.bmp/.webp images to them or remove the folders",
+            f"class folder(s) with no {words} in {root}: {_listing(empty)}"
+            + (_mixed(names, listings, empty) if kind is _IMAGES else ""),
+            f"add {kind.wanted} to them or remove the folders",
         )
     if len(names) < 2:
         raise DataError(
             f"only one class in {root}: {names[0]!r}; need at least two classes",
             "add a sub-folder for each further class",
         )
-    _refuse_shared_files(root, listings)
-    return names, files, _warnings(root, names, listings, links)
+    _refuse_shared_files(root, listings, kind.noun)
+    return names, files, _warnings(root, names, listings, links, kind)
+
+
+def _mixed(names: list[str], listings: list[Listing], empty: list[str]) -> str:
+    """The part of the empty-class message that says those classes hold texts instead."""
+    texts = sum(is_text_name(path.name) for name, listing in zip(names, listings, strict=True)
+                if name in empty for path in listing.other)
+    if not texts:
+        return ""
+    return (f"; they hold {texts} .txt text file(s) while the other classes hold images: "
+            "a data folder holds images or texts, not both")
 
 
 def _class_folders(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -124,7 +177,7 @@ def _class_folders(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     return class_dirs, skipped
 
 
-def _refuse_shared_files(root: Path, listings: list[Listing]) -> None:
+def _refuse_shared_files(root: Path, listings: list[Listing], noun: str = "image") -> None:
     """One file reached from two classes (through links) has no one class: refuse it."""
     owner: dict[tuple[int, int], Path] = {}
     shared: list[str] = []
@@ -137,14 +190,19 @@ def _refuse_shared_files(root: Path, listings: list[Listing]) -> None:
                 owner[identity] = path
     if shared:
         raise DataError(
-            f"{len(shared)} image file(s) in {root} are in two classes at once (links to one "
+            f"{len(shared)} {noun} file(s) in {root} are in two classes at once (links to one "
             f"file): {_listing(shared)}",
-            "an image has one class: remove the link from the class it does not belong to",
+            f"{'an' if noun == 'image' else 'a'} {noun} has one class: remove the link from "
+            "the class it does not belong to",
         )
 
 
 def _warnings(
-    root: Path, names: list[str], listings: list[Listing], links: list[tuple[Path, str]]
+    root: Path,
+    names: list[str],
+    listings: list[Listing],
+    links: list[tuple[Path, str]],
+    kind: _Kind = _IMAGES,
 ) -> list[str]:
     """What the scan left out or found odd, by name: the caller warns about each."""
     skipped = links + [item for listing in listings for item in listing.skipped]
@@ -154,7 +212,8 @@ def _warnings(
     if skipped:
         texts.append(
             f"{root}: {len(skipped)} link(s) or second path(s) to a file not read, so that no "
-            f"image counts twice or under another class: {_listing(_shown_paths(root, skipped))}"
+            f"{kind.noun} counts twice or under another class: "
+            f"{_listing(_shown_paths(root, skipped))}"
         )
     groups: dict[str, list[str]] = {}
     for name in names:
@@ -168,14 +227,15 @@ def _warnings(
             "and Windows cannot even hold both)"
         )
     if hidden:
+        why = "; macOS '._' files are not images" if kind is _IMAGES else ""
         texts.append(
-            f"{root}: {len(hidden)} hidden image file(s) not read (names starting with '.'; "
-            f"macOS '._' files are not images): {_listing([_shown(p) for p in hidden])}"
+            f"{root}: {len(hidden)} hidden {kind.noun} file(s) not read (names starting with "
+            f"'.'{why}): {_listing([_shown(p) for p in hidden])}"
         )
     if other:
         texts.append(
             f"{root}: {len(other)} file(s) in class folders not read, not being "
-            f".jpg/.jpeg/.png/.bmp/.webp images: {_listing([_shown(p) for p in other])}"
+            f"{kind.wanted}: {_listing([_shown(p) for p in other])}"
         )
     return texts
 
@@ -242,7 +302,7 @@ class FolderDataset(Dataset):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         root = Path(path).expanduser()
-        class_names, files, warnings = _scan_layout(root)
+        class_names, files, warnings = scan_layout(root)
         if verify:
             _verify_images(root, [file for group in files for file in group])
         labels = np.concatenate(

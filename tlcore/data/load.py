@@ -1,7 +1,13 @@
-"""From the recipe's ``data`` section to the training and validation datasets.
+"""From the recipe's ``data`` section to the training and validation datasets: images, texts
+or vectors, from folders, files or the caller's arrays.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from tlcore.data.arrays import ArrayDataset, ArraysInput
 from tlcore.data.dataset import Dataset
@@ -15,6 +21,8 @@ from tlcore.data.split import (
     split,
     strata,
 )
+from tlcore.data.text import TextDataset, read_table, read_text_table
+from tlcore.data.vectors import VectorDataset, read_npy, read_npz, read_vector_table
 from tlcore.errors import DataError
 from tlcore.inputs.image import _listing
 from tlcore.recipe import DataSpec
@@ -27,11 +35,18 @@ def load_datasets(
     """The training and validation datasets a recipe's ``data`` section asks for.
 
     The training data comes from ``arrays`` when given (a :class:`Dataset`, e.g. an
-    :class:`ArrayDataset`, or an ``(images, labels[, class_names])`` tuple), else from the
-    label file ``spec.labels`` (images under ``spec.path``: :class:`LabelFileDataset`), else
-    from the folder ``spec.path``. With ``spec.val_path``, that folder (a label file, with
-    ``spec.labels``) is the validation set (same class names required) and all training data
-    trains; otherwise :func:`split` holds out ``spec.val_split`` of each class. With
+    :class:`ArrayDataset`, or an ``(x, labels[, class_names])`` tuple: ``x`` a list of strings
+    makes a :class:`~tlcore.data.text.TextDataset`, a 2-D array of numbers a
+    :class:`~tlcore.data.vectors.VectorDataset`, images an :class:`ArrayDataset`), else from
+    a file ``spec.path`` of texts or vectors (:data:`DATA_FILES`: a CSV holds texts when it
+    has the column ``spec.text_column``, else numeric feature columns; JSONL texts; ``.npz``
+    ``x`` and ``y``; ``.npy`` vectors with ``spec.labels`` a ``.npy`` of labels), else from
+    the label file ``spec.labels`` (images under ``spec.path``: :class:`LabelFileDataset`),
+    else from the folder ``spec.path`` (images, or ``.txt`` texts: :func:`scan_folder`).
+    With ``spec.val_path``, that folder (a label file, with ``spec.labels``; a file of the
+    same kind for texts and vectors) is the validation set (same class names required) and
+    all training data trains; otherwise :func:`split` holds out ``spec.val_split`` of each
+    class. With
     ``val_split == 0`` and no ``val_path`` the validation set is empty: the caller must skip
     evaluation and early stopping.
 
@@ -74,6 +89,10 @@ def load_datasets(
     return train, val
 
 
+DATA_FILES = (".csv", ".jsonl", ".npz", ".npy")
+"""Suffixes of a ``data.path`` that is one file of labelled texts or vectors."""
+
+
 def _training_source(spec: DataSpec, arrays: ArraysInput | None, task: Task) -> Dataset:
     if arrays is not None and (spec.path or spec.labels):
         raise DataError(
@@ -83,6 +102,8 @@ def _training_source(spec: DataSpec, arrays: ArraysInput | None, task: Task) -> 
             "pass arrays",
         )
     if arrays is None:
+        if spec.path and _is_data_file(spec.path):
+            return _data_file(spec.path, spec, task)
         if spec.labels:
             return LabelFileDataset(spec.labels, task, images=spec.path)
         if not task.reads_folders:
@@ -101,6 +122,11 @@ def _training_source(spec: DataSpec, arrays: ArraysInput | None, task: Task) -> 
     if isinstance(arrays, Dataset):
         return arrays
     if isinstance(arrays, tuple) and len(arrays) in (2, 3):
+        kind = _array_kind(arrays[0])
+        if kind == "text":
+            return TextDataset(*arrays, task=task)
+        if kind == "vector":
+            return VectorDataset(*arrays, task=task)
         return ArrayDataset(*arrays, task=task)
     raise DataError(
         f"cannot use arrays of type {type(arrays).__name__}",
@@ -108,17 +134,70 @@ def _training_source(spec: DataSpec, arrays: ArraysInput | None, task: Task) -> 
     )
 
 
-def _validation_source(spec: DataSpec, task: Task, data: Dataset) -> Dataset:
-    """The separate validation set: a label file with the training outputs' names, or a
-    folder with the training classes."""
-    assert spec.val_path is not None
+def _array_kind(first: Any) -> str:
+    """What the first element of an API tuple holds: ``text`` (strings), ``vector`` (a 2-D
+    array of numbers) or ``image`` (anything else, which ArrayDataset checks)."""
+    if isinstance(first, str):
+        return "text"
+    if isinstance(first, list | tuple):
+        if first and all(isinstance(t, str) for t in first):
+            return "text"
+        return "vector" if first and np.ndim(first[0]) == 1 else "image"
+    if not isinstance(first, np.ndarray) and not hasattr(first, "__array__"):
+        return "image"
+    array = np.asarray(first)
+    if array.ndim == 1 and array.dtype.kind in "USO":
+        return "text"
+    return "vector" if array.ndim == 2 and array.dtype.kind in "biuf" else "image"
+
+
+def _is_data_file(path: str) -> bool:
+    return Path(path).suffix.lower() in DATA_FILES and not Path(path).expanduser().is_dir()
+
+
+def _data_file(path: str, spec: DataSpec, task: Task, train: Dataset | None = None) -> Dataset:
+    """Texts or vectors from one file: a CSV holds texts when it has ``data.text_column``
+    (or the training data are texts), else vectors; JSONL texts; ``.npz`` / ``.npy``
+    vectors."""
+    suffix = Path(path).suffix.lower()
+    names = train.class_names if train is not None else None
+    if suffix == ".npy":
+        labels = spec.labels if train is None else None
+        return read_npy(path, labels, task, names)
     if spec.labels:
+        raise DataError(
+            f"data.path {path} holds its own labels, so data.labels ({spec.labels}) is not used",
+            "remove data.labels; the labels are data.label_column of the file"
+            if suffix != ".npz" else "remove data.labels; the labels are the array y",
+        )
+    if suffix == ".npz":
+        return read_npz(path, task, names)
+    table = read_table(path)
+    texts = spec.text_column in table.columns if train is None else train.modality == "text"
+    if suffix == ".jsonl" or texts:
+        return read_text_table(table, spec.text_column, spec.label_column, task, names)
+    return read_vector_table(table, spec.label_column, task, names, spec.text_column)
+
+
+def _validation_source(spec: DataSpec, task: Task, data: Dataset) -> Dataset:
+    """The separate validation set: a label file with the training outputs' names, a folder
+    with the training classes, or a file of texts or vectors (encoded with the training
+    outputs' names)."""
+    assert spec.val_path is not None
+    if _is_data_file(spec.val_path):
+        val = _data_file(spec.val_path, spec, task, data)
+    elif spec.labels and data.modality == "image":
         return LabelFileDataset(spec.val_path, task, images=spec.path, names=data.class_names)
-    val = scan_folder(spec.val_path)
+    else:
+        val = scan_folder(spec.val_path)
+    if val.modality != data.modality:
+        raise DataError(
+            f"the validation data {spec.val_path} holds {val.modality}s but the training data "
+            f"holds {data.modality}s",
+            "give validation data of the same kind as the training data",
+        )
     _same_classes(data.class_names, val.class_names, spec.val_path)
     return val
-
-
 def _same_classes(train: tuple[str, ...], val: tuple[str, ...], val_path: str) -> None:
     if train == val:
         return

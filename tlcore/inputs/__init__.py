@@ -2,7 +2,8 @@
 
 A model's :class:`~tlcore.interfaces.InputSpec` names its modality; :func:`modality` gives the
 object that turns what a user passes (files, folders, in-memory objects) into the model's input
-array. Images are the first modality (:mod:`tlcore.inputs.image`); another is one module here
+array. Images (:mod:`tlcore.inputs.image`), texts (:mod:`tlcore.inputs.text`) and vectors
+(:mod:`tlcore.inputs.vector`) are the modalities; another is one module here
 and one entry in :data:`MODALITIES`. Nothing in this package imports the recipe, the trainer or
 a framework.
 """
@@ -20,7 +21,11 @@ if TYPE_CHECKING:
     from tlcore.interfaces import InputSpec
 
 #: modality name → ``module:class`` of its inputs object, imported when first used.
-MODALITIES = {"image": "tlcore.inputs.image:ImageInputs"}
+MODALITIES = {
+    "image": "tlcore.inputs.image:ImageInputs",
+    "text": "tlcore.inputs.text:TextInputs",
+    "vector": "tlcore.inputs.vector:VectorInputs",
+}
 
 
 class Inputs(Protocol):

@@ -90,7 +90,7 @@ def builtin(kind: str) -> tuple[str, ...]:
 
     Example:
         >>> builtin("pooling")
-        ('avg', 'max', 'flatten')
+        ('avg', 'max', 'flatten', 'mean', 'cls')
     """
     cls, name = OPEN_FIELDS[kind]
     for f in dataclasses.fields(cls):

@@ -4,10 +4,12 @@ locked and recorded, and what a resume must find."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tlcore.build import with_default_backbone
+from tlcore.data import Dataset, load_datasets
 from tlcore.data.fingerprint import check_resume_data, data_fingerprint
 from tlcore.errors import RecipeError
 from tlcore.interfaces import InputSpec, VectorPreprocessing
@@ -15,7 +17,7 @@ from tlcore.recipe import Recipe
 from tlcore.train.epoch import check_monitors
 
 if TYPE_CHECKING:
-    from tlcore.data import Dataset
+    from tlcore.progress import Progress
     from tlcore.tasks import Task
     from tlcore.train.trainer import Trainer
 
@@ -102,3 +104,36 @@ def with_input_features(recipe: Recipe, spec: InputSpec | None) -> Recipe:
             f"{length}, the length of the data's vectors (or leave it unset)",
         )
     return recipe.replace(**{"backbone.input_features": length})
+
+
+def read_data(recipe: Recipe, data: Any, task: Task) -> tuple[Dataset, Dataset]:
+    """``(train, val)``: the caller's own pair of datasets, or what the recipe's data section
+    (or ``data``, arrays) gives (:func:`tlcore.data.load_datasets`)."""
+    if isinstance(data, tuple) and all(isinstance(d, Dataset) for d in data):
+        task.check_targets(data[0].labels)
+        return data
+    return load_datasets(recipe.data, recipe.train.seed, data, task)
+
+
+def resolve_recipe(
+    recipe: Recipe, modality: str, vectors: InputSpec | None, progress: Progress,
+    train: int, val: int,
+) -> Recipe:
+    """The recipe a run records: the default backbone for the data's modality, a vector
+    network's input length, absolute data paths; says what it chose and when nothing is held
+    out for validation."""
+    resolved = absolute_paths(
+        with_default_backbone(with_input_features(recipe, vectors), modality)
+    )
+    if recipe.backbone.source is None and recipe.backbone.model is None:
+        progress.message(
+            f"no backbone given: using {resolved.backbone.source} "
+            f"(weights: {resolved.backbone.weights})"
+        )
+    if not val and resolved.data.val_split is None:
+        progress.message(
+            f"{train} {modality}s: too few to hold out a validation set that measures "
+            "anything, so all of them train and the run reports training accuracy; measure "
+            "the model on other data with 'tl eval' (or pass --val or --val-split)"
+        )
+    return resolved

@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 
 from tlcore import __version__
-from tlcore.build import build_model, with_default_backbone
+from tlcore.build import build_model
 from tlcore.bundle.layout import SCHEMA_VERSION
 from tlcore.bundle.quantize import Quantized
-from tlcore.data import Dataset, load_datasets
 from tlcore.diagnose import feature_warning
 from tlcore.freezing import resolve_batchnorm
 from tlcore.interfaces import FreezeReport, InputSpec, Preprocessing, RunInfo
@@ -45,13 +44,7 @@ from tlcore.train.processes import (
     where,
 )
 from tlcore.train.stages import plan_stages, record_resumed_recipe
-from tlcore.train.start import (
-    absolute_paths,
-    check_task,
-    start_run,
-    vector_input,
-    with_input_features,
-)
+from tlcore.train.start import check_task, read_data, resolve_recipe, start_run, vector_input
 
 
 @dataclass
@@ -109,35 +102,17 @@ class Trainer:
         self.collective = Collective()  # the run's processes; one until joined
         self.task: Task = get_task(recipe.task)
         check_task(self.task, recipe)
-        if isinstance(data, tuple) and all(isinstance(d, Dataset) for d in data):
-            self.train_set, self.val_set = data
-            self.task.check_targets(self.train_set.labels)
-        else:
-            self.train_set, self.val_set = load_datasets(
-                recipe.data, recipe.train.seed, data, self.task
-            )
+        # The data first: what it holds decides the default backbone and a vector network's
+        # input. The recipe is resolved once and written into run.json, so a resume or export
+        # rebuilds the same model.
+        self.train_set, self.val_set = read_data(recipe, data, self.task)
         self.modality: str = getattr(self.train_set, "modality", "image")
-        # A vector network is built for the data's vectors, standardised by the training
-        # split's statistics (kept in the model's weights, so a resume restores them).
         self.vector_input = vector_input(self.train_set) if self.modality == "vector" else None
-        # Resolved once and written into run.json, so a resume or export rebuilds the same one.
-        self.recipe = absolute_paths(
-            with_default_backbone(with_input_features(recipe, self.vector_input), self.modality)
-        )
+        self.recipe = resolve_recipe(recipe, self.modality, self.vector_input, self.progress,
+                                     len(self.train_set), len(self.val_set))
         # What the task learns from the training targets (a regression's scaling); its
         # calibration on the validation images (thresholds) is added at the end of the run.
         self.task_info: dict[str, Any] = self.task.prepare(self.train_set.labels)
-        if recipe.backbone.source is None and recipe.backbone.model is None:
-            self.progress.message(
-                f"no backbone given: using {self.recipe.backbone.source} "
-                f"(weights: {self.recipe.backbone.weights})"
-            )
-        if not len(self.val_set) and self.recipe.data.val_split is None:
-            self.progress.message(
-                f"{len(self.train_set)} images: too few to hold out a validation set that "
-                "measures anything, so all of them train and the run reports training accuracy; "
-                "measure the model on other images with 'tl eval' (or pass --val or --val-split)"
-            )
         self.class_names = tuple(self.train_set.class_names)
         self.num_outputs = self.task.num_outputs(self.class_names)
         self.history: list[dict[str, Any]] = []
