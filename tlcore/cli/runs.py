@@ -72,7 +72,7 @@ def eval_(
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True)
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=1, show_default=True,
               help="Classes to show per image (a classifier's; a multi-label model shows "
               "every label over its threshold, a regression its value).")
@@ -91,7 +91,7 @@ def eval_(
               help="Skip images that cannot be read (a warning each) instead of stopping.")
 def predict(
     bundle: Path,
-    paths: tuple[Path, ...],
+    paths: tuple[str, ...],
     top_k: int,
     batch_size: int,
     threads: int | None,
@@ -100,10 +100,13 @@ def predict(
     model: str | None,
     skip_bad: bool,
 ) -> None:
-    """Predict for image files or folders with a bundle's model (onnxruntime only): the
-    top classes, every label over its threshold (multilabel) or the value (regression).
+    """Predict for image files or folders, texts, or vectors with a bundle's model
+    (onnxruntime only): the top classes, every label over its threshold (multilabel) or the
+    value (regression).
 
-    BUNDLE is a run folder or a .onnx file; folders in PATHS are searched for images. A run
+    BUNDLE is a run folder or a .onnx file; folders in PATHS are searched for images. For a
+    text model each argument is a text, unless it names an existing .txt file or a folder of
+    them; for a vector model, .npy or .csv files of vectors. A run
     folder's default model is model.onnx, or model.int8.onnx when its quantisation was
     accepted. An image that cannot be read stops the command (exit code 2) unless
     --skip-bad is given.
@@ -113,6 +116,7 @@ def predict(
       tl predict runs/demo photo.jpg
       tl predict runs/demo/model.onnx new-photos/ --top-k 3 --csv > predictions.csv
       tl predict runs/demo new-photos/ --skip-bad --json
+      tl predict runs/spam "Win a free cruise now" "Minutes of Tuesday's meeting"
     """
     if as_json and as_csv:
         raise TlcoreError("--json and --csv exclude each other", "choose one output format")

@@ -147,12 +147,27 @@ def _export(t: Trainer, fmt: str, images: np.ndarray, info: dict[str, Any]) -> P
             opset=spec.opset, tolerance=spec.tolerance, task=t.task, task_info=t.task_info,
         )
         info["onnx"] = onnx.to_dict()
+        if t.modality == "text":
+            info["strings"] = _strings_model(t)
         from tlcore.bundle.quantize import discard
 
         discard(t.folder.path, info)  # an int8 file left by an earlier model
         return onnx.path
     target = t.folder.path / "native" if fmt == "native" else t.folder.path
     return t.calls.export(t.model, fmt, target, images, t.recipe.export.opset)
+
+
+def _strings_model(t: Trainer) -> dict[str, Any]:
+    """``model.strings.onnx`` (texts in, no tokenizer file needed), checked on the validation
+    texts (the training texts without a validation set); what ``tlcore.json`` records."""
+    from tlcore.bundle.strings_export import PARITY_TEXTS, export_strings
+
+    texts_from = t.val_set if len(t.val_set) else t.train_set
+    texts = [texts_from.text(i) for i in range(min(len(texts_from), PARITY_TEXTS))]
+    section = export_strings(t.folder.path, t.input_spec.preprocessing, texts)
+    if not section["written"]:
+        t.warn(f"no model.strings.onnx: {section['reason']}")
+    return section
 
 
 def bundle_info(t: Trainer, metrics: dict[str, float]) -> dict[str, Any]:
