@@ -97,13 +97,9 @@ def test_a_text_run_ships_its_tokenizer_and_predicts_strings_framework_free(
     assert info["onnx"]["parity"]["embeddings_max_diff"] <= 1e-3
     strings = info["strings"]
     assert strings["tokenizer_parity"]["checked"] == 6  # the validation texts
-    # The check decides: a graph whose tokens differ from tokenizers' is not written. On the
-    # Keras model's graph it differs today (words become [UNK] once merged; see the note).
-    assert strings["written"] == strings["tokenizer_parity"]["ok"]
-    assert strings["written"] or "disagrees" in strings["reason"]
-    assert strings["written"] or not (run / "model.strings.onnx").exists()
-    if backend == "torch":
-        assert strings["written"], strings
+    # Checked in a fresh process after a Keras run: TensorFlow's RE2 breaks the extensions'.
+    assert strings["written"], strings
+    assert strings["tokenizer_parity"]["ok"]
 
     # tl predict on strings: the classes the native model gives.
     texts = [HAM[0], SPAM[0], "a sentence the model never saw"]

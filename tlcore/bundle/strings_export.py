@@ -4,10 +4,17 @@ validation text and its outputs equal ``model.onnx``'s (:mod:`tlcore.bundle.stri
 
 Running it needs onnxruntime-extensions (``tlcore[text]``); ``model.onnx`` with
 ``tokenizer.json`` stays the model ``tl predict`` uses, and needs only ``tokenizers``.
+
+onnxruntime-extensions' regular expressions go wrong in a process that has loaded TensorFlow
+(both ship their own RE2: measured, ordinary words such as "the" became ``[UNK]``), so after a
+Keras run the check runs in a fresh Python process, as a deployment would.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +37,7 @@ def export_strings(folder: Path, prep: TextPreprocessing, texts: Sequence[str]) 
     onnxruntime-extensions, a text the graph tokenizes otherwise)."""
     import onnx
 
-    from tlcore.bundle.strings import check_strings_model, expressible, strings_model
+    from tlcore.bundle.strings import expressible, strings_model
 
     reason = expressible(prep)
     if reason is not None:
@@ -41,11 +48,48 @@ def export_strings(folder: Path, prep: TextPreprocessing, texts: Sequence[str]) 
     except TlcoreError as exc:
         return {"written": False, "reason": exc.message}
     checked = list(texts)[:PARITY_TEXTS]
-    parity, reason = check_strings_model(model, prep, checked, ids_model=ids_model)
-    section: dict[str, Any] = {"tokenizer_parity": parity.to_dict()}
-    if reason is not None:
-        return {"written": False, "reason": reason, **section}
     target = folder / STRINGS_FILE
     with atomic_path(target) as temp:
         onnx.save_model(model, str(temp))
+        parity, reason = _check(temp, folder / MODEL_FILE, prep, checked)
+        section: dict[str, Any] = {"tokenizer_parity": parity}
+        if reason is not None:
+            temp.unlink()
+            return {"written": False, "reason": reason, **section}
     return {"written": True, "file": STRINGS_FILE, "sha256": file_sha256(target), **section}
+
+
+def _check(
+    model: Path, ids_model: Path, prep: TextPreprocessing, texts: list[str]
+) -> tuple[dict[str, Any], str | None]:
+    """``check_strings_model`` on the files: here, or in a fresh process after TensorFlow was
+    loaded into this one."""
+    if "tensorflow" not in sys.modules:
+        return _check_here(str(model), str(ids_model), prep.to_dict(), texts)
+    request = json.dumps([str(model), str(ids_model), prep.to_dict(), texts])
+    done = subprocess.run(
+        [sys.executable, "-m", "tlcore.bundle.strings_export"], input=request,
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {}, f"the tokenizer check failed to run: {tail[0]}"
+    parity, reason = json.loads(done.stdout.strip().splitlines()[-1])
+    return parity, reason
+
+
+def _check_here(
+    model: str, ids_model: str, prep: dict[str, Any], texts: list[str]
+) -> tuple[dict[str, Any], str | None]:
+    import onnx
+
+    from tlcore.bundle.strings import check_strings_model
+
+    parity, reason = check_strings_model(
+        onnx.load(model), TextPreprocessing.from_dict(prep), texts, ids_model=onnx.load(ids_model)
+    )
+    return parity.to_dict(), reason
+
+
+if __name__ == "__main__":  # the check in a process without TensorFlow (_check)
+    print(json.dumps(_check_here(*json.loads(sys.stdin.read()))))
