@@ -89,19 +89,9 @@ class HeadSpec:
     averages the text's tokens (padding left out), ``cls`` takes the first token's state and
     ``max`` the maximum over the text's tokens. For images ``mean`` is ``avg``; ``cls`` takes
     a vision transformer's first token.
-
-    ``classifier``: what becomes of a network that already ends in a classifier (a user's
-    own network whose last layer is a ``Linear`` / ``Dense``). ``new`` (the default): its
-    output is the features and the new head goes on top. ``replace``: its last layer is cut
-    off and the new head takes that layer's input (fastai's cut; seed 002 loads a 10-class
-    ``Net``'s state dict into a 2-class one). ``keep``: its last layer is the head and keeps
-    its weights (a softmax layer trains on as logits), for fine-tuning a classifier on new
-    data of the same classes (seed 001); the class count must match its outputs.
-    ``pooling``, ``hidden`` and ``dropout`` then do not apply.
     """
 
     pooling: str = field(default="avg", metadata=_choice("avg", "max", "flatten", "mean", "cls"))
-    classifier: str = field(default="new", metadata=_choice("new", "replace", "keep"))
     hidden: tuple[int, ...] = ()
     dropout: float = field(default=0.0, metadata=_range(0.0, 0.95))
     activation: str = field(default="relu", metadata=_choice("relu", "gelu"))
