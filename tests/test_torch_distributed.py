@@ -263,7 +263,7 @@ def test_a_reduced_precision_model_exports_float32_and_stays_as_it_was(tmp_path)
     x = images(3)
     path = TORCH.export(model, "onnx", tmp_path / "onnx", example=x)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (onnx_logits,) = session.run(None, {"images": x})
+    onnx_logits = session.run(["logits"], {"images": x})[0]
     assert onnx_logits.dtype == np.float32 and np.isfinite(onnx_logits).all()
     native = torch.load(TORCH.export(model, "native", tmp_path / "native"), weights_only=True)
     assert {v.dtype for v in native.values()} <= {torch.float32, torch.int64}

@@ -50,7 +50,7 @@ from tlcore.bundle.layout import (
     SCHEMA_VERSION,
     file_sha256,
 )
-from tlcore.bundle.parity import Parity, verify_parity
+from tlcore.bundle.parity import EMBEDDING_TOLERANCE, Parity, verify_parity
 
 DEFAULT_OPSET = 17
 
@@ -97,6 +97,7 @@ def export_onnx(
     tolerance: float = 1e-4,
     task: Task | None = None,
     task_info: dict[str, Any] | None = None,
+    embeddings_tolerance: float = EMBEDDING_TOLERANCE,
 ) -> OnnxExport:
     """Export ``model`` through its backend's ``tl_export`` and write a verified ``model.onnx``.
 
@@ -113,6 +114,9 @@ def export_onnx(
             for a regression, in standard deviations of the training targets).
         task: the run's task (default classification): its final node ends the graph.
         task_info: what the task stored for the bundle (thresholds, target scaling).
+        embeddings_tolerance: the largest relative difference of the ``embeddings`` output
+            from the backend's features (which a reduced-precision model computes in its
+            training precision: :data:`~tlcore.bundle.parity.REDUCED_EMBEDDING_TOLERANCE`).
 
     Returns:
         The written file, its sha256, its opset and the parity figures.
@@ -162,7 +166,8 @@ def export_onnx(
         from tlcore.bundle.read import open_session
 
         parity = verify_parity(
-            open_session(tmp), backend, model, samples, tolerance, task, task_info, spec.name
+            open_session(tmp), backend, model, samples, tolerance, task, task_info, spec.name,
+            embeddings_tolerance,
         )
         digest = file_sha256(tmp)
     data_digest = file_sha256(folder / DATA_FILE) if external else None

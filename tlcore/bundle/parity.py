@@ -28,6 +28,10 @@ EMBEDDING_TOLERANCE = 1e-3
 pooled features, relative to ``1 + |feature|``: features are unbounded (a probability's
 ``export.tolerance`` does not fit them), and float32 backbones agree to about 1e-6 of that."""
 
+REDUCED_EMBEDDING_TOLERANCE = 0.05
+"""The same for a model trained in bf16 or 16-mixed, whose ``tl_extract_features`` computes in
+that precision (8 bits of mantissa in bfloat16) while the export is float32: measured 0.018."""
+
 
 @dataclass(frozen=True)
 class Parity:
@@ -77,6 +81,7 @@ def verify_parity(
     task: Task | None = None,
     task_info: dict[str, Any] | None = None,
     input_name: str = INPUT,
+    embeddings_tolerance: float = EMBEDDING_TOLERANCE,
 ) -> Parity:
     """Compare onnxruntime with the framework on ``samples``, at batch 1 and all at once.
 
@@ -129,7 +134,9 @@ def verify_parity(
             "backend plugin",
         )
     agreement = float(np.concatenate(agree).mean()) if agree else None
-    embedded = _embeddings_diff(session, backend, model, samples, batch_sizes, input_name)
+    embedded = _embeddings_diff(
+        session, backend, model, samples, batch_sizes, input_name, embeddings_tolerance
+    )
     return Parity(
         samples=len(samples),
         batch_sizes=batch_sizes,
@@ -160,6 +167,7 @@ def _embeddings_diff(
     samples: np.ndarray,
     batch_sizes: tuple[int, ...],
     input_name: str,
+    limit: float = EMBEDDING_TOLERANCE,
 ) -> float | None:
     """The largest relative difference of the graph's ``embeddings`` from the backend's
     features, at each batch size; ``None`` when the graph has no such output.
@@ -189,10 +197,10 @@ def _embeddings_diff(
                 "report it to the backend plugin",
             )
         worst = max(worst, float((np.abs(ours - theirs) / (1 + np.abs(theirs))).max()))
-    if worst > EMBEDDING_TOLERANCE:
+    if worst > limit:
         raise TlcoreError(
             f"ONNX export does not match the {backend} model: its embeddings differ by "
-            f"{worst:.3g} (relative), over {EMBEDDING_TOLERANCE:g}",
+            f"{worst:.3g} (relative), over {limit:g}",
             "report it to the backend plugin",
         )
     return worst

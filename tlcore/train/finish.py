@@ -11,7 +11,11 @@ import numpy as np
 
 from tlcore.bundle.graph import export_onnx
 from tlcore.bundle.layout import INFO_FILE
-from tlcore.bundle.parity import parity_indices
+from tlcore.bundle.parity import (
+    EMBEDDING_TOLERANCE,
+    REDUCED_EMBEDDING_TOLERANCE,
+    parity_indices,
+)
 from tlcore.bundle.tokenizer import ship_tokenizer, tokenizer_record
 from tlcore.diagnose import stalled_stage_warnings
 from tlcore.errors import TlcoreError
@@ -145,6 +149,9 @@ def _export(t: Trainer, fmt: str, images: np.ndarray, info: dict[str, Any]) -> P
             t.backend, t.model, t.folder.path, images, t.class_names,
             t.bundle_input,
             opset=spec.opset, tolerance=spec.tolerance, task=t.task, task_info=t.task_info,
+            # Features come from the training precision; the export is float32.
+            embeddings_tolerance=EMBEDDING_TOLERANCE if t.setup.precision == "32"
+            else REDUCED_EMBEDDING_TOLERANCE,
         )
         info["onnx"] = onnx.to_dict()
         if t.modality == "text":
