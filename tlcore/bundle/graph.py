@@ -130,15 +130,7 @@ def export_onnx(
     spec = preprocessing if isinstance(preprocessing, InputSpec) else InputSpec.image(
         preprocessing
     )
-    samples = np.ascontiguousarray(samples)
-    if samples.shape[1:] != spec.shape or samples.dtype != np.dtype(spec.dtype) or not len(
-        samples
-    ):
-        raise TlcoreError(
-            f"ONNX export needs real samples of the model's input ({spec.dtype} "
-            f"{spec.shape}), got {samples.dtype} {samples.shape}",
-            "pass a few samples of the training data as the model takes them",
-        )
+    samples = _check_samples(np.ascontiguousarray(samples), spec)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     from tlcore.plugins.calls import BackendCalls  # here: keep pluggy off the import path
@@ -172,6 +164,19 @@ def export_onnx(
         digest = file_sha256(tmp)
     data_digest = file_sha256(folder / DATA_FILE) if external else None
     return OnnxExport(target, digest, graph_opset(proto), parity, data_digest)
+
+
+def _check_samples(samples: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """``samples`` when they are real samples of the model's input, else a TlcoreError."""
+    if samples.shape[1:] != spec.shape or samples.dtype != np.dtype(spec.dtype) or not len(
+        samples
+    ):
+        raise TlcoreError(
+            f"ONNX export needs real samples of the model's input ({spec.dtype} "
+            f"{spec.shape}), got {samples.dtype} {samples.shape}",
+            "pass a few samples of the training data as the model takes them",
+        )
+    return samples
 
 
 def finish_graph(
