@@ -114,6 +114,12 @@ class Dataset:
         Raises:
             DataError: an image cannot be decoded (names the file).
         """
+        if self.modality != "image":  # texts and vectors are read through inputs()
+            raise DataError(
+                f"the model takes images but the data holds {_KINDS[self.modality]}",
+                "pick a backbone for the data's kind (texts: hf: a text model's folder; "
+                "vectors: builtin:mlp), or image data",
+            )
         keys = self._keys[self._positions(indices)]
         height, width = _check_size(size)
         out = np.empty((len(keys), height, width, 3), dtype=np.uint8)
@@ -155,7 +161,13 @@ class Dataset:
 
     def describe(self) -> str:
         """One line: image and class counts, e.g. ``120 images, 2 classes: cat 60, dog 60``."""
-        return self.task.describe(self.labels, self.class_names)
+        described = self.task.describe(self.labels, self.class_names)
+        if self.modality == "image":
+            return described
+        # The task words it for images: "120 images, ..." becomes "120 texts, ...".
+        count, sep, rest = described.partition(" images")
+        noun = _KINDS[self.modality]
+        return f"{count} {noun}{rest}" if sep and count.isdigit() else described
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the data this dataset, and every subset of it, was made from: so

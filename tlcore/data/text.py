@@ -100,27 +100,12 @@ class TextDataset(Dataset):
         """The text at ``index`` of this dataset (or subset)."""
         return self.texts[int(self._keys[self._positions([index])][0])]
 
-    def images(self, indices: np.ndarray | Sequence[int], size: tuple[int, int]) -> np.ndarray:
-        """Refused: the data holds texts (see :meth:`inputs`)."""
-        raise DataError("the model takes image inputs but the data holds texts",
-                        "pick a text backbone (hf: a text model's folder), or image data")
-
-    def describe(self) -> str:
-        """One line: ``120 texts, 2 classes: neg 60, pos 60``."""
-        return as_noun(super().describe(), "texts")
-
     def _content(self) -> Sequence[np.ndarray]:
         """The texts, for :meth:`Dataset.fingerprint` (lengths first, so that texts that
         join to the same string still differ)."""
         data = [t.encode("utf-8", "surrogatepass") for t in self.texts]
         lengths = np.array([len(d) for d in data], dtype=np.int64)
         return (lengths, np.frombuffer(b"".join(data), dtype=np.uint8))
-
-
-def as_noun(description: str, noun: str) -> str:
-    """A task's description of a dataset (``120 images, ...``) with another noun."""
-    count, sep, rest = description.partition(" images")
-    return f"{count} {noun}{rest}" if sep and count.isdigit() else description
 
 
 def _check_texts(texts: Sequence[str], where: Sequence[str] | None) -> tuple[str, ...]:

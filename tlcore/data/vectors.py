@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tlcore.data.dataset import Dataset, modality_mismatch
-from tlcore.data.text import Table, _lines, as_noun, read_table
+from tlcore.data.text import Table, _lines, read_table
 from tlcore.errors import DataError
 from tlcore.inputs.image import _listing
 from tlcore.inputs.vector import as_vectors, load_npy
@@ -91,15 +91,6 @@ class VectorDataset(Dataset):
                 "give the data the model was made for, or train a model for these vectors",
             )
         return self.vectors(indices)
-
-    def images(self, indices: np.ndarray | Sequence[int], size: tuple[int, int]) -> np.ndarray:
-        """Refused: the data holds vectors (see :meth:`inputs`)."""
-        raise DataError("the model takes images but the data holds vectors",
-                        "pick a vector network (builtin:mlp), or image data")
-
-    def describe(self) -> str:
-        """One line: ``120 vectors, 2 classes: a 60, b 60``."""
-        return as_noun(super().describe(), "vectors")
 
     def _content(self) -> Sequence[np.ndarray]:
         """The vectors, for :meth:`Dataset.fingerprint`."""
