@@ -14,10 +14,13 @@ mail, against spam). For each, a fixed balanced test set (``--test`` per class, 
 - ``tfidf``: word 1-2-grams with sublinear tf, and a logistic regression whose C is chosen by
   stratified cross-validation on the training set alone (C in 0.1 .. 1000).
 - ``tlcore`` (``hard`` only; skip with ``--only baselines``): ``tlcore.fit`` on the training
-  texts as a folder, backbone ``hf:<all-MiniLM-L6-v2>`` at 128 tokens, the head trained on
-  cached features, then the last 2 transformer layers fine-tuned; ``random`` is the same
-  recipe with ``weights: none``. Each is scored through its bundle's ``model.onnx`` on
-  onnxruntime (:class:`tlcore.runtime.Predictor`). No run starts after ``--budget`` seconds.
+  texts as a folder, backbone ``hf:<all-MiniLM-L6-v2>`` at 128 tokens, in three variants
+  (:func:`recipe`): ``pretrained`` (the head on cached features, then the last 2 transformer
+  layers fine-tuned), ``logistic`` (a logistic-regression head on the cached features) and
+  ``random`` (``weights: none``, the whole network trained). Each is scored through its
+  bundle's ``model.onnx`` on onnxruntime (:class:`tlcore.runtime.Predictor`); the largest
+  pretrained runs are also quantised to int8 and measured (:func:`int8_rows`). No run starts
+  after ``--budget`` seconds.
 
 Results: ``benchmarks/results/text.json`` (every run) and ``text.md`` (mean ± std over seeds).
 """
@@ -51,7 +54,11 @@ TASKS = {
     "easy": {"ham": ("easy-ham-1", "easy-ham-2"), "spam": ("spam-1", "spam-2")},
 }
 CLASSES = ("ham", "spam")
-FULL = {"shots": {"hard": (25, 50, 100), "easy": (25, 100, 400)},
+VARIANTS = ("pretrained", "logistic", "random")
+VARIANT_NAMES = {"pretrained": "pretrained, head then last 2 layers",
+                 "logistic": "pretrained, logistic-regression head",
+                 "random": "random weights, whole network"}
+FULL = {"shots": {"hard": (8, 25, 50, 100), "easy": (25, 100, 400)},
         "test": {"hard": 100, "easy": 500}, "seeds": (0, 1, 2), "tlcore_shots": (25, 100),
         "tlcore_seeds": (0,), "max_length": 128, "head_epochs": 5, "tune_epochs": 3,
         "min_steps": 300}
@@ -118,23 +125,29 @@ def tfidf(train: Split, test: Split) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - started, 2)}
 
 
-def recipe(model: Path, weights: str, seed: int, config: dict[str, Any]) -> dict[str, Any]:
-    """Pretrained: the head on cached features, then the last 2 transformer layers at lr
-    1e-4. Random weights: the whole network trained for the same epochs (freezing random
+def recipe(model: Path, variant: str, seed: int, config: dict[str, Any]) -> dict[str, Any]:
+    """The recipe of one variant. ``pretrained``: the head on cached features, then the last 2
+    transformer layers at lr 1e-4. ``logistic``: only a logistic-regression head on the
+    pretrained encoder's cached features (feature-based transfer). ``random``: random
+    weights, the whole network trained for as many epochs as ``pretrained`` (freezing random
     layers would train a head on random features; tlcore's own default for random weights
     does the same). Nothing is held out: the TF-IDF baseline trains on every text too."""
     head, tune = config["head_epochs"], config["tune_epochs"]
-    stages = [
+    stages: list[dict[str, Any]] = [
         {"name": "head", "epochs": head, "lr": 1e-3, "min_steps": config["min_steps"],
          "freeze": {"policy": "all"}},
         {"name": "fine_tune", "epochs": tune, "lr": 1e-4, "warmup": 0.1,
          "freeze": {"policy": "last_n", "n": 2}},
     ]
-    if weights == "none":
+    if variant == "logistic":
+        stages = [{"name": "head", "epochs": 1, "optimizer": "logistic",
+                   "freeze": {"policy": "all"}}]
+    if variant == "random":
         stages = [{"name": "scratch", "epochs": head + tune, "lr": 1e-4, "warmup": 0.1,
                    "freeze": {"policy": "none"}}]
     return {
-        "backbone": {"source": f"hf:{model}", "weights": weights,
+        "backbone": {"source": f"hf:{model}",
+                     "weights": "none" if variant == "random" else "pretrained",
                      "input_size": config["max_length"]},
         "train": {"seed": seed, "batch_size": 16, "stages": stages},
         "data": {"val_split": 0.0},
@@ -150,37 +163,68 @@ def write_texts(folder: Path, split: Split) -> Path:
     return folder
 
 
-def bundle_scores(run: Path, test: Split) -> dict[str, float]:
-    """Accuracy and macro-F1 of the run's ``model.onnx`` on onnxruntime."""
+def bundle_scores(run: Path, test: Split, model: str = "model.onnx") -> dict[str, float]:
+    """Accuracy and macro-F1 of one of the run's ONNX models on onnxruntime, and its time per
+    text (the test set in batches of 64 after one warm-up batch; tokenising excluded)."""
     from sklearn.metrics import accuracy_score, f1_score
 
     from tlcore.inputs.text import encode
     from tlcore.runtime import Predictor
 
-    predictor = Predictor(run, model="model.onnx")
+    predictor = Predictor(run, model=model)
     ids = encode(test[0], predictor.preprocessing)
+    predictor.outputs(ids[:64])
+    started = time.perf_counter()
     probabilities = np.concatenate(
         [predictor.outputs(ids[i : i + 64]) for i in range(0, len(ids), 64)])
+    milliseconds = (time.perf_counter() - started) * 1000 / len(ids)
     index = {name: i for i, name in enumerate(predictor.labels)}
     truth = np.array([index[CLASSES[label]] for label in test[1].tolist()])
     predicted = probabilities.argmax(axis=1)
     return {"accuracy": float(accuracy_score(truth, predicted)),
-            "f1_macro": float(f1_score(truth, predicted, average="macro"))}
+            "f1_macro": float(f1_score(truth, predicted, average="macro")),
+            "ms_per_text": round(milliseconds, 3)}
 
 
-def tlcore_row(backend: str, weights: str, train: Split, test: Split, model: Path,
-               seed: int, config: dict[str, Any], work: Path) -> dict[str, Any]:
-    """One ``tlcore.fit`` run scored through its bundle; an error is recorded, not raised."""
+def int8_rows(run: Path, test: Split, work: Path) -> list[dict[str, Any]]:
+    """The run's ``model.onnx`` against its ``dynamic`` and ``static`` int8 models
+    (:func:`tlcore.bundle.export.quantize_run`, calibrated on the test texts for static):
+    accuracy on the test set, time per text and file size, all measured in this process."""
+    from tlcore.bundle.export import quantize_run
+
+    folder = write_texts(work / f"int8-test-{run.name}", test)
+    rows = [{"model": "float32", **bundle_scores(run, test),
+             "megabytes": round((run / "model.onnx").stat().st_size / 2**20, 1)}]
+    for mode in ("dynamic", "static"):
+        try:
+            result = quantize_run(run, mode, data=folder, max_drop=1.0)
+            assert result is not None
+            row = {"model": f"int8 {mode}", **bundle_scores(run, test, result.path.name),
+                   "megabytes": round(result.path.stat().st_size / 2**20, 1)}
+        except Exception as exc:  # a mode onnxruntime cannot apply is a finding, not a crash
+            row = {"model": f"int8 {mode}", "error": f"{type(exc).__name__}: {exc}"[:300]}
+        rows.append(row)
+        print(f"int8 {mode}: {row}", flush=True)
+    return rows
+
+
+def tlcore_row(backend: str, variant: str, train: Split, test: Split, model: Path,
+               seed: int, config: dict[str, Any], work: Path, quantize: bool = False
+               ) -> dict[str, Any]:
+    """One ``tlcore.fit`` run scored through its bundle (and, with ``quantize``, its int8
+    models: :func:`int8_rows`); an error is recorded, not raised."""
     import tlcore
 
-    name = f"{backend}-{weights}-{len(train[1]) // 2}-{seed}"
+    name = f"{backend}-{variant}-{len(train[1]) // 2}-{seed}"
     started = time.perf_counter()
-    row: dict[str, Any] = {"backend": backend, "weights": weights}
+    row: dict[str, Any] = {"backend": backend, "variant": variant}
     try:
         data = write_texts(work / f"data-{name}", train)
-        result = tlcore.fit(str(data), recipe=recipe(model, weights, seed, config),
+        result = tlcore.fit(str(data), recipe=recipe(model, variant, seed, config),
                             backend=backend, out=work / name)
         row.update(bundle_scores(work / name, test))
+        if quantize:
+            row["int8"] = int8_rows(work / name, test, work)
         row["epochs"] = len(result.history)
         row["warnings"] = [str(w) for w in getattr(result, "warnings", [])]
     except Exception as exc:  # the table goes on: integration may not have landed yet
@@ -233,23 +277,25 @@ def tlcore_rows(hard: dict, config: dict[str, Any], args: argparse.Namespace,
                 model: Path, work: Path, deadline: float) -> list[dict[str, Any]]:
     """The tlcore runs on the hard task, pretrained then random, until ``deadline``."""
     rows = []
-    for shots in config["tlcore_shots"]:
+    for shots in args.shots or config["tlcore_shots"]:
         for seed in config["tlcore_seeds"]:
             split = hard["train"].get((shots, seed))
             if split is None:  # the tlcore shots are among the baselines' by construction
                 continue
             for backend in args.backends:
-                for weights in ("pretrained", "none"):
+                for variant in args.variants:
                     if time.monotonic() > deadline:
                         rows.append({"task": "hard", "method": "tlcore", "backend": backend,
-                                     "weights": weights, "shots": shots, "seed": seed,
+                                     "variant": variant, "shots": shots, "seed": seed,
                                      "skipped": f"over the {args.budget} s budget"})
                         continue
-                    row = tlcore_row(backend, weights, split, hard["test"], model, seed,
-                                     config, work)
+                    quantize = (variant == "pretrained" and seed == config["tlcore_seeds"][0]
+                                and shots == max(config["tlcore_shots"]))
+                    row = tlcore_row(backend, variant, split, hard["test"], model, seed,
+                                     config, work, quantize and "int8" in args.measure)
                     rows.append({"task": "hard", "method": "tlcore", "shots": shots,
                                  "seed": seed, **row})
-                    print(f"hard {shots:>3}/class seed {seed} tlcore {backend} {weights}: "
+                    print(f"hard {shots:>3}/class seed {seed} tlcore {backend} {variant}: "
                           f"{row.get('accuracy', row.get('error'))} ({row['seconds']} s)",
                           flush=True)
     return rows
@@ -259,7 +305,7 @@ def label(row: dict[str, Any]) -> str:
     """The method column of a row: ``tfidf``, ``tlcore torch pretrained``, ..."""
     if row["method"] == "tfidf":
         return "TF-IDF + logistic regression"
-    return f"tlcore {row['backend']}, {row['weights']} weights"
+    return f"tlcore {row['backend']}, {VARIANT_NAMES[row['variant']]}"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -282,6 +328,27 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def int8_table(rows: list[dict[str, Any]]) -> str:
+    """The float and int8 models of each quantised run, side by side."""
+    lines = []
+    for row in rows:
+        for model in row.get("int8", ()):
+            where = f"{row['backend']}, {row['shots']}/class seed {row['seed']}"
+            if "error" in model:
+                lines.append(f"| {where} | {model['model']} | {model['error']} | | | |")
+                continue
+            lines.append(f"| {where} | {model['model']} | {model['accuracy']:.3f} | "
+                         f"{model['f1_macro']:.3f} | {model['ms_per_text']:.2f} | "
+                         f"{model['megabytes']} |")
+    if not lines:
+        return ""
+    return ("\n\n## int8\n\n`tlcore.bundle.export.quantize_run` on the pretrained run's bundle; "
+            "static ranges calibrated on the test texts (the run holds no validation split); "
+            "time per text on onnxruntime in batches of 64, tokenising excluded.\n\n"
+            "| run | model | accuracy | macro-F1 | ms per text | MB |\n"
+            "| --- | --- | ---: | ---: | ---: | ---: |\n" + "\n".join(lines))
+
+
 def write(folder: Path, name: str, summary: dict[str, Any]) -> None:
     """``<name>.json`` (every run) and ``<name>.md`` (the table and how it was measured)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -297,7 +364,8 @@ def write(folder: Path, name: str, summary: dict[str, Any]) -> None:
         f"from every training draw): {summary['test_per_class']} per class. Training: N per "
         f"class drawn with each seed. TF-IDF: word 1-2-grams, sublinear tf, logistic "
         f"regression with C chosen by stratified cross-validation on the training set. "
-        f"tlcore: {summary['tlcore']}.\n\n{table(summary['rows'])}\n"
+        f"tlcore: {summary['tlcore']}.\n\n{table(summary['rows'])}"
+        f"{int8_table(summary['rows'])}\n"
     )
     (folder / f"{name}.md").write_text(markdown)
     print(markdown)
@@ -309,7 +377,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="toy sizes and a tiny BERT")
     parser.add_argument("--only", choices=("baselines", "tlcore"))
     parser.add_argument("--backends", nargs="+", default=["torch", "keras"])
-    parser.add_argument("--budget", type=float, default=1200.0,
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--shots", nargs="+", type=int,
+                        help="training texts per class of the tlcore runs (default 25 100)")
+    parser.add_argument("--measure", nargs="*", default=["int8"], choices=["int8"],
+                        help="also quantise the largest pretrained runs and measure int8")
+    parser.add_argument("--budget", type=float, default=2400.0,
                         help="seconds after which no tlcore run starts")
     parser.add_argument("--name", help="results file name (default text, text-quick)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results folder")
@@ -334,7 +407,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{'tiny random BERT' if args.quick else 'all-MiniLM-L6-v2'}, "
         f"{config['max_length']} tokens, head {config['head_epochs']} epochs on cached "
         f"features (lr 1e-3, at least {config['min_steps']} steps), last 2 layers "
-        f"{config['tune_epochs']} epochs at lr 1e-4; random weights: the whole network "
+        f"{config['tune_epochs']} epochs at lr 1e-4; logistic: scikit-learn's logistic "
+        f"regression on the cached features, C by cross-validation; random weights: the "
+        f"whole network "
         f"{config['head_epochs'] + config['tune_epochs']} epochs at lr 1e-4; batch 16, "
         "nothing held out",
         "machine": describe(["python -m benchmarks.text", *(argv or sys.argv[1:])], 0),

@@ -138,6 +138,17 @@ def test_default_length_and_too_long_input(models):
         TORCH.load(source=f"hf:{models['bert']}", input_size=100)
 
 
+def test_roberta_positions_start_after_the_padding_id(models):
+    # 66 position embeddings, numbered from pad id + 1 = 2: 64 tokens fit, 65 would not.
+    roberta = TORCH.load(source=f"hf:{models['roberta']}")
+    assert roberta.input_spec.shape == (64,)
+    model = build(models["roberta"], HeadSpec(pooling="cls"), input_size=64)
+    full = np.full((2, 64), 5, np.int64)  # no padding: every position is used
+    assert np.isfinite(TORCH.features(model, full)).all()
+    with pytest.raises(TlcoreError, match="64 positions"):
+        TORCH.load(source=f"hf:{models['roberta']}", input_size=65)
+
+
 def test_weights_none_is_a_random_encoder(models):
     ids = tokenize(models["bert"])
     saved = TORCH.features(build(models["bert"], HeadSpec(pooling="cls")), ids)

@@ -86,6 +86,11 @@ def is_text_model(folder: Path) -> bool:
     return not any(key in data for key in IMAGE_CONFIG_KEYS)
 
 
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+"""Model types whose position ids start after the padding id (``pad_id + 1``): RoBERTa's 514
+position embeddings hold 512 tokens, and a 514-token input would index past the table."""
+
+
 def text_model_folder(name: str) -> TextModelFolder:
     """Read a text model's folder: a local folder, or a hub id already in the Hugging Face
     cache (tlcore downloads nothing while training).
@@ -104,6 +109,8 @@ def text_model_folder(name: str) -> TextModelFolder:
         )
     pad_id = _pad_id(_json(tokenizer, TOKENIZER_FILE), config)
     positions = int(config.get("max_position_embeddings") or 512)
+    if config.get("model_type") in OFFSET_POSITIONS:
+        positions -= pad_id + 1
     return TextModelFolder(path, config, tokenizer, pad_id, positions, _pooling(path))
 
 
