@@ -160,14 +160,13 @@ class Dataset:
         return self.task.counts(self.labels, self.class_names)
 
     def describe(self) -> str:
-        """One line: image and class counts, e.g. ``120 images, 2 classes: cat 60, dog 60``."""
-        described = self.task.describe(self.labels, self.class_names)
-        if self.modality == "image":
-            return described
-        # The task words it for images: "120 images, ..." becomes "120 texts, ...".
-        count, sep, rest = described.partition(" images")
-        noun = _KINDS[self.modality]
-        return f"{count} {noun}{rest}" if sep and count.isdigit() else described
+        """One line: example and class counts, e.g. ``120 images, 2 classes: cat 60, dog 60``."""
+        return self.task.describe(self.labels, self.class_names, self.noun)
+
+    @property
+    def noun(self) -> str:
+        """What the examples are, plural, for messages: ``images``, ``texts``, ``vectors``."""
+        return _KINDS[self.modality]
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the data this dataset, and every subset of it, was made from: so

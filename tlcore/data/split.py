@@ -61,15 +61,17 @@ def split(dataset: _D, val_split: float, seed: int, min_held: int = 1) -> tuple[
         val.append(shuffled[:held])
         train.append(shuffled[held:])
         if val_split > 0 and not held and name:
-            unvalidated.append(f"{name!r} ({len(members)} image{'s' * (len(members) != 1)})")
+            noun = dataset.noun if len(members) != 1 else dataset.noun[:-1]  # "1 image"
+            unvalidated.append(f"{name!r} ({len(members)} {noun})")
     parts = dataset.subset(np.sort(np.concatenate(train))), dataset.subset(
         np.sort(np.concatenate(val))
     )
     if unvalidated:
         # Its validation metrics then say nothing about it: say so by name.
         text = (
-            f"class(es) with too few images to hold one out for validation, so the validation "
-            f"metrics measure nothing of them: {', '.join(unvalidated)}; add images"
+            f"class(es) with too few {dataset.noun} to hold one out for validation, so the "
+            f"validation metrics measure nothing of them: {', '.join(unvalidated)}; add "
+            f"{dataset.noun}"
         )
         for part in parts:
             part.warnings = (*part.warnings, text)

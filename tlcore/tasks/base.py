@@ -174,9 +174,12 @@ class Task:
             )
         return targets
 
-    def describe(self, targets: np.ndarray, names: Sequence[str]) -> str:
-        """One line about a dataset's targets, e.g. ``120 images, 2 classes: cat 60, dog 60``."""
-        return f"{len(targets)} images"
+    def describe(
+        self, targets: np.ndarray, names: Sequence[str], noun: str = "images"
+    ) -> str:
+        """One line about a dataset's targets, e.g. ``120 images, 2 classes: cat 60, dog 60``;
+        ``noun`` names what the examples are (``images``, ``texts``, ``vectors``)."""
+        return f"{len(targets)} {noun}"
 
     def counts(self, targets: np.ndarray, names: Sequence[str]) -> np.ndarray:
         """Examples per output (images per class, positives per label), int64."""

@@ -57,13 +57,15 @@ class ClassificationTask(Task):
         """Images per class."""
         return np.bincount(targets, minlength=len(names)).astype(np.int64)
 
-    def describe(self, targets: np.ndarray, names: Sequence[str]) -> str:
+    def describe(
+        self, targets: np.ndarray, names: Sequence[str], noun: str = "images"
+    ) -> str:
         """``120 images, 2 classes: cat 60, dog 60``."""
         counts = self.counts(targets, names)
         parts = [f"{name} {int(n)}" for name, n in zip(names, counts, strict=True)]
         if len(parts) > 12:
             parts = [*parts[:10], f"... and {len(parts) - 10} more"]
-        return f"{len(targets)} images, {len(names)} classes: " + ", ".join(parts)
+        return f"{len(targets)} {noun}, {len(names)} classes: " + ", ".join(parts)
 
     def metrics(
         self, outputs: np.ndarray, targets: np.ndarray, info: dict[str, Any]

@@ -104,12 +104,14 @@ class MultiLabelTask(Task):
         """Images with each label."""
         return (np.asarray(targets) > 0.5).sum(axis=0).astype(np.int64)
 
-    def describe(self, targets: np.ndarray, names: Sequence[str]) -> str:
+    def describe(
+        self, targets: np.ndarray, names: Sequence[str], noun: str = "images"
+    ) -> str:
         """``120 images, 3 labels: red 40, green 52, blue 38``."""
         parts = [f"{n} {int(c)}" for n, c in zip(names, self.counts(targets, names), strict=True)]
         if len(parts) > 12:
             parts = [*parts[:10], f"... and {len(parts) - 10} more"]
-        return f"{len(targets)} images, {len(names)} labels: " + ", ".join(parts)
+        return f"{len(targets)} {noun}, {len(names)} labels: " + ", ".join(parts)
 
     def train_targets(self, targets: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """float32 multi-hot."""

@@ -91,12 +91,14 @@ class RegressionTask(Task):
         """The values as they are: one target, whatever its name."""
         return np.asarray(targets, dtype=np.float64)
 
-    def describe(self, targets: np.ndarray, names: Sequence[str]) -> str:
+    def describe(
+        self, targets: np.ndarray, names: Sequence[str], noun: str = "images"
+    ) -> str:
         """``120 images, value 0.02 to 0.98, mean 0.51``."""
         if not len(targets):
-            return "0 images"
+            return f"0 {noun}"
         return (
-            f"{len(targets)} images, {names[0]} {np.min(targets):.4g} to "
+            f"{len(targets)} {noun}, {names[0]} {np.min(targets):.4g} to "
             f"{np.max(targets):.4g}, mean {np.mean(targets):.4g}"
         )
 
