@@ -40,7 +40,7 @@ def test_chance_is_two_standard_errors_above_the_majority_share():
     assert chance_level(TEN, 10) == pytest.approx(0.1)
     band = 2 * math.sqrt(0.1 * 0.9 / 80)  # 0.067
     text = chance_warning(0.1, TEN, 10)
-    assert text is not None and "0.100 ± 0.067 for 80 images" in text and "learned" in text
+    assert text is not None and "0.100 ± 0.067 for 80 examples" in text and "learned" in text
     assert chance_warning(0.1 + band - 1e-9, TEN, 10) is not None
     assert chance_warning(0.1 + band + 1e-9, TEN, 10) is None
     assert chance_warning(0.9, TEN, 10) is None
@@ -99,7 +99,7 @@ def test_constant_features_are_dead_and_varying_ones_are_not():
     rng = np.random.default_rng(0)
     zeros = np.zeros((50, 64), np.float32)
     text = feature_warning(zeros)
-    assert text is not None and "same for all 50 training images" in text
+    assert text is not None and "same for all 50 training examples" in text
     assert "freeze policy none" in text
     flat = np.full((50, 64), 1000.0, np.float32) + rng.normal(0, 1e-4, (50, 64)).astype(np.float32)
     assert feature_warning(flat) is not None  # relative range 1e-7: constant for any head

@@ -101,10 +101,10 @@ def chance_warning(
         return None
     return (
         f"{part} accuracy {accuracy:.3f} is within noise of chance ({chance:.3f} ± "
-        f"{noise:.3f} for {n} images; chance is the share of the most common class): the "
+        f"{noise:.3f} for {n} examples; chance is the share of the most common class): the "
         "model learned little or nothing. Train longer or at a higher learning rate, start "
-        "from a pretrained backbone, check that the labels match the images, or validate on "
-        "more images"
+        "from a pretrained backbone, check that the labels match the inputs, or validate on "
+        "more examples"
     )
 
 
@@ -160,7 +160,7 @@ def stalled_stage_warnings(
             f"{len(losses)} epochs, first {losses[0]:.4f}; {(task or _CLASSES).baseline} "
             f"gives {guess:.4f}): it learned nothing from the inputs. Raise the learning "
             "rate, unfreeze the backbone (freeze policy none) if its features are random or "
-            "constant, or check that the labels match the images"
+            "constant, or check that the labels match the inputs"
         )
     return out
 
@@ -188,7 +188,7 @@ def feature_warning(features: np.ndarray) -> str | None:
     if not finite.all():
         raise TlcoreError(
             f"the frozen backbone gives non-finite features (NaN or inf) for "
-            f"{int((~finite).sum())} of {len(flat)} training images",
+            f"{int((~finite).sum())} of {len(flat)} training examples",
             "check the backbone's weights and its input normalisation (backbone.input_size, "
             "the preprocessing it declares)",
         )
@@ -199,9 +199,9 @@ def feature_warning(features: np.ndarray) -> str | None:
     if spread > FLAT_FEATURES * (1 + level):
         return None
     return (
-        f"the frozen backbone's features are the same for all {len(flat)} training images "
+        f"the frozen backbone's features are the same for all {len(flat)} training examples "
         f"(largest range of a feature {spread:.2g}, mean |feature| {level:.2g}): a head "
-        "trained on them cannot tell the images apart. Check the backbone (its weights, "
+        "trained on them cannot tell the examples apart. Check the backbone (its weights, "
         "input size and normalisation), or train it too (freeze policy none)"
     )
 

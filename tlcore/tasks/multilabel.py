@@ -163,7 +163,7 @@ class MultiLabelTask(Task):
         return (
             f"{part} micro F1 {f1:.3f} is no better than predicting every label for every "
             f"image ({every:.3f}): the model learned little or nothing. Train longer or at a "
-            "higher learning rate, or check that the labels match the images"
+            "higher learning rate, or check that the labels match the inputs"
         )
 
     def calibrate(

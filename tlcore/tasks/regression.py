@@ -155,7 +155,7 @@ class RegressionTask(Task):
         return (
             f"{part} mean absolute error {mae:.4g} is no better than predicting one value "
             f"for every image ({constant:.4g}): the model learned little or nothing. Train "
-            "longer or at a higher learning rate, or check that the values match the images"
+            "longer or at a higher learning rate, or check that the values match the inputs"
         )
 
     def activate(self, outputs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
