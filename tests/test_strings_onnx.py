@@ -201,3 +201,17 @@ def test_the_tokenizer_travels_with_its_folder(tmp_path, prep):
     shutil.copy(prep.tokenizer, tmp_path / "tokenizer.json")
     moved = TextPreprocessing(str(tmp_path / "tokenizer.json"), LENGTH, 0)
     assert strings.tokenizer_parity(moved, TEXTS[:4]).ok
+
+
+def test_a_disagreeing_graph_is_not_written_and_the_export_goes_on(tmp_path, prep, ids_model):
+    """The export's answer for a text the graph tokenizes otherwise: no file, the reason."""
+    from tlcore.bundle.strings_export import STRINGS_FILE, export_strings
+
+    onnx.save_model(ids_model, str(tmp_path / "model.onnx"))
+    refused = export_strings(tmp_path, prep, ["fine", "before [SEP] after"])
+    assert refused["written"] is False and "1 of 2" in refused["reason"]
+    assert refused["tokenizer_parity"]["ok"] is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no leftovers
+    written = export_strings(tmp_path, prep, ["fine", "another text"])
+    assert written["written"] is True and (tmp_path / STRINGS_FILE).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", STRINGS_FILE]

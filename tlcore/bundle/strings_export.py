@@ -13,15 +13,17 @@ Keras run the check runs in a fresh Python process, as a deployment would.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tlcore.bundle.layout import MODEL_FILE, file_sha256
 from tlcore.errors import TlcoreError
-from tlcore.files import atomic_path
+from tlcore.files import fsync
 from tlcore.interfaces import TextPreprocessing
 
 STRINGS_FILE = "model.strings.onnx"
@@ -49,13 +51,18 @@ def export_strings(folder: Path, prep: TextPreprocessing, texts: Sequence[str]) 
         return {"written": False, "reason": exc.message}
     checked = list(texts)[:PARITY_TEXTS]
     target = folder / STRINGS_FILE
-    with atomic_path(target) as temp:
-        onnx.save_model(model, str(temp))
-        parity, reason = _check(temp, folder / MODEL_FILE, prep, checked)
+    # Checked as a file in a scratch folder (the check may run in another process) and moved
+    # into place only when it passes: a graph that disagrees never appears in the bundle.
+    with tempfile.TemporaryDirectory(prefix=".strings-", dir=folder) as scratch:
+        candidate = Path(scratch) / STRINGS_FILE
+        onnx.save_model(model, str(candidate))
+        parity, reason = _check(candidate, folder / MODEL_FILE, prep, checked)
         section: dict[str, Any] = {"tokenizer_parity": parity}
         if reason is not None:
-            temp.unlink()
             return {"written": False, "reason": reason, **section}
+        fsync(candidate)  # on disk before its name does (as atomic_path writes)
+        os.replace(candidate, target)  # the scratch folder is beside it: one file system
+        fsync(folder)
     return {"written": True, "file": STRINGS_FILE, "sha256": file_sha256(target), **section}
 
 
