@@ -154,6 +154,28 @@ def test_vectors_train_an_mlp_standardised_and_embed_as_the_native_model(backend
     assert list(bundle["labels"][:3]) == [str(v) for v in y[:3]]
 
 
+@pytest.mark.parametrize(("standardize", "expected"), [(None, False), (True, True)])
+def test_a_network_with_its_own_weights_takes_vectors_as_they_come(tmp_path, standardize,
+                                                                    expected):
+    """A user's network is trained on the numbers it was given: by default tlcore hands it
+    the same numbers; data.standardize: true standardises anyway."""
+    import torch
+
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU())
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((40, 6)) * 4 + 9).astype(np.float32)
+    y = (x[:, 0] > 9).astype(np.int64)
+    result = tlcore.fit(
+        (x, y), backbone=network, backend="torch", out=tmp_path / "run", quiet=True,
+        recipe={"data": {"val_split": 0.0, "standardize": standardize},
+                "train": {"stages": [{"name": "head", "epochs": 1}]}},
+    )
+    mean = np.array(json.loads((result.path / "tlcore.json").read_text())["input"]["mean"])
+    assert bool(np.abs(mean - x.mean(axis=0)).max() < 1e-4) == expected
+    assert bool(mean.any()) == expected
+
+
 @pytest.mark.parametrize("backend", ["torch", "keras"])
 def test_a_logistic_stage_fits_the_head_and_exports_it(backend, tmp_path):
     from sklearn.datasets import load_digits

@@ -12,7 +12,7 @@ from typing import Any
 
 from tlcore.builtins import default_for_data
 from tlcore.errors import TlcoreError
-from tlcore.interfaces import Backbone, InputSpec, LoadReport
+from tlcore.interfaces import Backbone, InputSpec, LoadReport, VectorPreprocessing
 from tlcore.plugins import require_backend
 from tlcore.plugins.calls import BackendCalls
 from tlcore.progress import Progress
@@ -61,7 +61,8 @@ def build_model(
             take it. ``None``: not checked (a finished run rebuilt).
         inputs: a vector network's input with the training data's standardisation
             statistics (:meth:`InputSpec.vector`), given to the backbone before the head is
-            attached.
+            attached (without the statistics when it does not standardise:
+            :func:`standardizes`).
 
     Raises:
         TlcoreError: the backbone takes another modality than the data holds.
@@ -72,8 +73,6 @@ def build_model(
     backbone = calls.load_backbone(spec)
     if modality is not None:
         check_modality(backbone, modality)
-    if inputs is not None:
-        backbone.inputs = inputs
     report = backbone.extra.get("weights_report")
     if isinstance(report, LoadReport) and progress is not None:
         _warn_partial_load(report, spec.weights, progress)
@@ -81,8 +80,21 @@ def build_model(
         for text in backbone.extra.get("warnings", ()):
             progress.warn(text)
     backbone.pretrained = not random_init(recipe, backbone)
+    if inputs is not None:
+        backbone.inputs = inputs if standardizes(recipe, backbone) else InputSpec.vector(
+            VectorPreprocessing.identity(inputs.shape[0]))
     model = calls.attach_head(backbone, recipe.head, num_classes)
     return model, backbone
+
+
+def standardizes(recipe: Recipe, backbone: Backbone) -> bool:
+    """Whether a vector model standardises its input with the training data's statistics:
+    ``data.standardize`` when set; otherwise only a network that starts from random weights.
+    A network with trained weights (yours, a file, a weights path) learned on the vectors as
+    they were, and standardising them would hand it other numbers than it was trained on."""
+    if recipe.data.standardize is not None:
+        return recipe.data.standardize
+    return not backbone.pretrained
 
 
 def check_modality(backbone: Backbone, modality: str) -> None:

@@ -192,6 +192,12 @@ def tl_attach_head(backend: str, backbone: Backbone, head: HeadSpec, num_classes
     layer of ``num_classes`` outputs, without an activation: the task's loss and final node
     (softmax, sigmoid, a value's scaling) are applied to them by the core.
 
+    ``head.classifier`` ``replace`` and ``keep`` build it on the network without its own last
+    linear layer, whose input becomes the features; ``keep`` starts the new linear layer from
+    that layer's weights (:mod:`tlcore.classifier` holds the checks and errors to raise). A
+    backend that cannot take a layer out refuses them with a ``TlcoreError``; it never builds
+    a ``new`` head instead.
+
     :param backend: the recipe's backend.
     :param backbone: what ``tl_load_backbone`` returned.
     :param head: the recipe's ``head`` section (:class:`~tlcore.recipe.HeadSpec`).

@@ -37,11 +37,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tlcore.classifier import KEEP, removes_layer
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import Backbone, InputSpec, Preprocessing
 from tlcore.recipe import HeadSpec
 from tlcore.recipe.choices import builtin
 from tlcore_keras.blocks import Blocks, find_blocks
+from tlcore_keras.classifier import cut_classifier, keep_classifier
 from tlcore_keras.modality import Standardize, make_pool, text_graph, vector_graph
 from tlcore_keras.modality import backbone_output as backbone_output
 from tlcore_keras.names import WeightEntry, walk_layers, weight_entries
@@ -265,13 +267,20 @@ class TransferModel:
 
 def attach_head(backbone: Backbone, head: HeadSpec, num_classes: int) -> TransferModel | None:
     """Build the :class:`TransferModel` for a loaded Keras backbone; ``None`` for a pooling a
-    plugin registered: that plugin's ``tl_attach_head`` builds the model."""
+    plugin registered: that plugin's ``tl_attach_head`` builds the model.
+
+    ``head.classifier`` ``replace`` / ``keep`` build it on the network's graph without its
+    last ``Dense`` (:mod:`tlcore_keras.classifier`); ``keep`` starts the head from it."""
     if head.pooling not in builtin("pooling"):
         return None
-    blocks = backbone.extra.get("blocks")
+    network, blocks = backbone.network, backbone.extra.get("blocks")
+    cut = None
+    if removes_layer(head.classifier):
+        cut = cut_classifier(backbone, head.classifier, num_classes)
+        network, blocks = cut.network, cut.blocks
     own = backbone.extra.get("pooling")
-    return TransferModel(
-        backbone.network,
+    model = TransferModel(
+        network,
         backbone.preprocessing,
         head,
         num_classes,
@@ -279,6 +288,9 @@ def attach_head(backbone: Backbone, head: HeadSpec, num_classes: int) -> Transfe
         backbone.input_spec,
         own if own in ("mean", "cls") else "cls",
     )
+    if cut is not None and head.classifier == KEEP:
+        keep_classifier(model.classifier, cut)
+    return model
 
 
 def _image_graph(

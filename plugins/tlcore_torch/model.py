@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from tlcore.classifier import KEEP, removes_layer
 from tlcore.errors import TlcoreError
 from tlcore.interfaces import (
     Backbone,
@@ -26,6 +27,7 @@ from tlcore.interfaces import (
 from tlcore.recipe import HeadSpec
 from tlcore.recipe.choices import builtin
 from tlcore_torch.blocks import find_blocks, submodule
+from tlcore_torch.classifier import cut_classifier, keep_classifier
 from tlcore_torch.placement import place
 from tlcore_torch.text import TextPool, dummy_ids, text_pooling
 
@@ -264,16 +266,25 @@ def attach_head(backbone: Backbone, head: HeadSpec, num_classes: int) -> Transfe
     """Build the :class:`TransferModel` for a loaded backbone; ``None`` for a pooling a plugin
     registered: that plugin's ``tl_attach_head`` builds the model.
 
+    ``head.classifier`` ``replace`` / ``keep`` build it on a copy of the network without its
+    last ``nn.Linear`` (:mod:`tlcore_torch.classifier`); ``keep`` starts the head from it.
+
     Built inside a setup's scope (``collective.scope()``), the model goes to the setup's
     device and keeps the setup as ``model.setup`` (its precision and processes)."""
     if head.pooling not in builtin("pooling"):
         return None
-    blocks = backbone.extra.get("blocks")
+    network, blocks = backbone.network, backbone.extra.get("blocks")
+    cut = None
+    if removes_layer(head.classifier):
+        cut = cut_classifier(backbone, head.classifier, num_classes)
+        network, blocks = cut.network, cut.blocks
     if blocks is None:
-        blocks = find_blocks(backbone.network)
+        blocks = find_blocks(network)
     model = TransferModel(
-        backbone.network, backbone.preprocessing, head, num_classes, blocks,
+        network, backbone.preprocessing, head, num_classes, blocks,
         inputs=backbone.input_spec, own_pooling=backbone.extra.get("pooling"),
     )
+    if cut is not None and head.classifier == KEEP:
+        keep_classifier(model.head, cut)
     place(model)
     return model

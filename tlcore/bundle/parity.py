@@ -135,11 +135,9 @@ def verify_parity(
             "backend plugin",
         )
     agreement = float(np.concatenate(agree).mean()) if agree else None
-    # The embeddings at the full batch only: the logits above already ran every sample
-    # alone through both graphs, and a text encoder's batch-1 forwards cost most of the check.
-    embedded = _embeddings_diff(
-        session, backend, model, samples, batch_sizes[-1:], input_name, embeddings_tolerance
-    )
+    # At the full batch only: the logits ran every sample alone (a text encoder's costliest).
+    embedded = _embeddings_diff(session, backend, model, samples, batch_sizes[-1:], input_name,
+                                embeddings_tolerance)
     return Parity(
         samples=len(samples),
         batch_sizes=batch_sizes,

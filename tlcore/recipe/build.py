@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tlcore.classifier import check_head
 from tlcore.errors import RecipeError, TlcoreError
 from tlcore.recipe.choices import check, kind_of
 from tlcore.recipe.spec import (
@@ -336,6 +337,7 @@ def _check_consistency(obj: Any, path: str) -> None:
         for i, width in enumerate(obj.hidden):
             if width < 1:
                 raise RecipeError(f"{prefix}hidden.{i}", width, "a positive layer width")
+        check_head(obj.classifier, obj.hidden, prefix)
     if isinstance(obj, TrainSpec):
         if not _is_device(obj.device):
             raise RecipeError(prefix + "device", obj.device, "auto, cpu, cuda, cuda:N or mps")

@@ -10,6 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from tlcore.classifier import CHOICES as CLASSIFIERS
+from tlcore.classifier import NEW
+
 
 def _choice(*values: str) -> dict[str, Any]:
     return {"choices": values}
@@ -89,12 +92,26 @@ class HeadSpec:
     averages the text's tokens (padding left out), ``cls`` takes the first token's state and
     ``max`` the maximum over the text's tokens. For images ``mean`` is ``avg``; ``cls`` takes
     a vision transformer's first token.
+
+    ``classifier``: what becomes of a network that ends in its own classifier
+    (:mod:`tlcore.classifier`). ``new`` (the default): the network's whole output is the
+    features and the new head goes on top of it. ``replace``: the network's own last linear
+    layer (torch ``nn.Linear``, Keras ``Dense``) is removed, its input is the features (and
+    the bundle's ``embeddings``), and a new head for the data's classes takes its place.
+    ``keep``: as ``replace``, but the head is one linear layer that starts from the removed
+    layer's weight and bias, so training continues the network's own classifier; that layer
+    must have as many outputs as the data has classes, and ``hidden`` must be empty. The
+    head outputs logits (softmax is applied by the loss and the export), so a Keras ``Dense``
+    with a softmax (or no) activation is kept as the same classifier, and one with another
+    activation is refused. Both need the network's output to be that layer's output (nothing
+    after it), and neither applies to a text encoder (loaded without its heads).
     """
 
     pooling: str = field(default="avg", metadata=_choice("avg", "max", "flatten", "mean", "cls"))
     hidden: tuple[int, ...] = ()
     dropout: float = field(default=0.0, metadata=_range(0.0, 0.95))
     activation: str = field(default="relu", metadata=_choice("relu", "gelu"))
+    classifier: str = field(default=NEW, metadata=_choice(*CLASSIFIERS))
 
 
 @dataclass(frozen=True)
@@ -243,6 +260,11 @@ class DataSpec:
     ``.txt`` files per class, a CSV or JSONL file with a text column and a label column
     (``text_column``, ``label_column``), a CSV of numeric feature columns and a label
     column, or a ``.npz`` file holding ``x`` (vectors ``(N, features)``) and ``y`` (labels).
+    ``standardize``: whether a vector model subtracts the training split's mean and divides by
+    its standard deviation, inside the model (the statistics travel in its weights and in the
+    ONNX graph). Left unset (``null``), only a network that starts from random weights does
+    (``builtin:mlp``, ``weights: none``); a network with trained weights of its own (yours, a
+    file, a weights path) takes the vectors as they come, as it was trained on them.
     """
 
     path: str | None = None
@@ -252,6 +274,7 @@ class DataSpec:
     augment: tuple[str, ...] = field(default=(), metadata=_choice("hflip", "shift"))
     text_column: str = "text"
     label_column: str = "label"
+    standardize: bool | None = None
 
 
 @dataclass(frozen=True)
