@@ -44,6 +44,10 @@ def test_api_tuple_makes_vectors_kept_exactly_as_float32():
     assert isinstance(lists, VectorDataset) and lists.features == 2
     stats = VectorPreprocessing.of(train.vectors(np.arange(len(train))))
     assert stats.features == 5
+    # The caller's float32 array is read without a copy, and left as it was: writeable.
+    own = x.astype(np.float32)
+    load_datasets(DataSpec(val_split=0), 0, arrays=(own, y))
+    assert own.flags.writeable
 
 
 def test_split_subsets_and_fingerprint():

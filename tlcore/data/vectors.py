@@ -61,7 +61,9 @@ class VectorDataset(Dataset):
         task = task or get_task(DEFAULT_TASK)
         codes, names = task.encode_labels(labels, len(array), class_names)
         super().__init__(names, codes, task=task)
-        self.array: np.ndarray = array
+        # A read-only view: nothing here writes to it, and the caller's own array (kept
+        # without a copy when it is float32 already) stays writeable.
+        self.array: np.ndarray = array.view()
         """All source vectors, float32 ``(N, features)``; a subset shares it."""
         self.array.flags.writeable = False
 
