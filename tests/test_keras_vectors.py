@@ -146,6 +146,10 @@ def test_a_user_network_on_vectors(tmp_path):
         KERAS.load(model=integer, input_features=FEATURES)
     with pytest.raises(TlcoreError, match="takes vectors of 6 features, the data's have 4"):
         KERAS.load(model=user_mlp(), input_features=4)
+    unbuilt = keras.Sequential([keras.layers.Dense(8), keras.layers.Dense(3)])
+    with pytest.raises(TlcoreError, match="has no input yet") as info:
+        KERAS.load(model=unbuilt, input_features=FEATURES)
+    assert "keras.Input((6,))" in info.value.hint
 
 
 # --- seed 001: pretrained on one task, fine-tuned on another --------------------------------

@@ -78,6 +78,12 @@ def vector_features(network: Any, spec: BackboneSpec, label: str) -> int | None:
     shapes = [tuple(getattr(t, "shape", ())) for t in (getattr(network, "inputs", None) or ())]
     dtypes = [str(getattr(t, "dtype", "float32")) for t in (getattr(network, "inputs", None) or ())]
     wanted = int(spec.input_features)
+    if not shapes:  # a Sequential without keras.Input, never called: no input yet
+        raise TlcoreError(
+            f"{label} has no input yet (a Sequential model without keras.Input is built only "
+            "when first called)",
+            f"start it with keras.Input(({wanted},)), or call it once on a batch first",
+        )
     if len(shapes) != 1 or len(shapes[0]) != 2 or "int" in dtypes[0] or "bool" in dtypes[0]:
         if len(shapes) == 1 and len(shapes[0]) == 4:
             return None  # an image network: the core refuses it for vector data
