@@ -58,8 +58,22 @@ def test_restore_best_keeps_the_best_epoch(small_digits, tmp_path):
     result = tlcore.fit(small_digits, recipe=recipe, out=tmp_path / "run")
     best = max(row["val_accuracy"] for row in result.history)
     assert result.metrics["val_accuracy"] == pytest.approx(best)
+    tied = [row["val_loss"] for row in result.history if row["val_accuracy"] == best]
+    assert result.metrics["val_loss"] == pytest.approx(min(tied))  # ties go to the lower loss
     saved = json.loads((tmp_path / "run" / "history.json").read_text())
     assert saved == result.history
+
+
+def test_a_tie_on_the_monitored_metric_goes_to_the_lower_validation_loss():
+    from tlcore.train.epoch import improves
+
+    first = {"val_accuracy": 0.9, "val_loss": 0.40}
+    assert improves(0.9, first, None, {})
+    assert improves(0.9, {"val_accuracy": 0.9, "val_loss": 0.20}, 0.9, first)
+    assert not improves(0.9, {"val_accuracy": 0.9, "val_loss": 0.50}, 0.9, first)
+    assert not improves(0.8, {"val_accuracy": 0.8, "val_loss": 0.01}, 0.9, first)
+    assert improves(0.95, {"val_accuracy": 0.95, "val_loss": 0.90}, 0.9, first)
+    assert not improves(0.9, {"val_accuracy": 0.9}, 0.9, first)  # nothing to break it with
 
 
 def test_early_stopping_stops_the_stage(small_digits, tmp_path):

@@ -161,3 +161,17 @@ def check_monitors(stages: tuple[StageSpec, ...], task: Task) -> None:
                 f"{AUTO} or a validation metric of task {task.name}: "
                 + ", ".join(task.monitors()),
             )
+
+
+def improves(
+    score: float, metrics: dict[str, float], best: float | None, best_metrics: dict[str, float]
+) -> bool:
+    """Whether an epoch's ``score`` (its monitored metric, higher is better) beats the best
+    so far. A tie is broken by the validation loss: on a few dozen validation examples the
+    accuracy ties for many epochs, and keeping the first of them threw the training after it
+    away (a demo's head went back to its second epoch of 100)."""
+    if best is None or score > best + 1e-9:
+        return True
+    if score < best - 1e-9 or "val_loss" not in metrics or "val_loss" not in best_metrics:
+        return False
+    return metrics["val_loss"] < best_metrics["val_loss"] - 1e-9

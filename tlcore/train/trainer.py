@@ -31,7 +31,7 @@ from tlcore.runfolder import RunFolder, unchanged, write_json
 from tlcore.schedule import stage_epochs
 from tlcore.tasks import Task, get_task
 from tlcore.train.distributed import broadcast_json, on_rank0
-from tlcore.train.epoch import monitored, train_epoch
+from tlcore.train.epoch import improves, monitored, train_epoch
 from tlcore.train.feed import Feed
 from tlcore.train.finish import finish
 from tlcore.train.guards import check_epoch
@@ -314,7 +314,7 @@ class Trainer:
         if monitor not in metrics:
             return False
         score = metrics[monitor] * (1 if self.task.higher_is_better(monitor) else -1)
-        if progress.best_score is None or score > progress.best_score + 1e-9:
+        if improves(score, metrics, progress.best_score, progress.best_metrics):
             progress.best_score = score
             progress.best_metrics = dict(metrics)
             progress.bad_epochs = 0
