@@ -34,11 +34,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 TL = [sys.executable, "-m", "tlcore.cli"]
 
 
-def run_tl(*args: str, env: dict[str, str] | None = None, check: bool = True, timeout=600):
-    """Run the real ``tl`` command in a fresh process; returns the CompletedProcess."""
+def run_tl(*args: str, env: dict[str, str] | None = None, check: bool = True, timeout=600,
+           cwd: Path | None = None):
+    """Run the real ``tl`` command in a fresh process (in ``cwd``, default this one's);
+    returns the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}
     result = subprocess.run(
-        [*TL, *map(str, args)], capture_output=True, text=True, env=full_env, timeout=timeout
+        [*TL, *map(str, args)], capture_output=True, text=True, env=full_env, timeout=timeout,
+        cwd=cwd,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"tl {' '.join(map(str, args))} failed:\n{result.stderr}")

@@ -19,6 +19,7 @@ from tlcore.data import (
     split,
 )
 from tlcore.demo import MARKER, digits_arrays, write_demo
+from tlcore.demofolder import demo_folder
 from tlcore.errors import DataError
 from tlcore.recipe import DataSpec
 
@@ -467,3 +468,13 @@ def test_write_demo_rewrites_a_demo_but_not_other_folders(tmp_path):
     assert (precious / "thesis.txt").read_text() == "keep me"
     (tmp_path / "empty").mkdir()
     assert len(scan_folder(write_demo(tmp_path / "empty", size=8, per_class=1))) == 10
+
+
+def test_a_demo_write_that_fails_midway_leaves_the_earlier_demo(tmp_path):
+    target = write_demo(tmp_path / "d", size=8, per_class=1)
+    before = sorted(p.relative_to(target) for p in target.rglob("*"))
+    with pytest.raises(RuntimeError, match="interrupted"), demo_folder(target) as staging:
+        (staging / "half-written.txt").write_text("x")
+        raise RuntimeError("interrupted")
+    assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no staging left behind

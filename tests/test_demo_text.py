@@ -13,8 +13,11 @@ from email.message import EmailMessage
 
 import pytest
 
+import tlcore
+from tlcore.data import load_datasets
 from tlcore.demo_text import (
     DEFAULT_GROUPS,
+    DEMO_PER_CLASS,
     ENV,
     INSTALL,
     MARKER,
@@ -25,6 +28,8 @@ from tlcore.demo_text import (
     write_text_demo,
 )
 from tlcore.errors import DataError, TlcoreError
+
+from .conftest import run_tl
 
 CORPUS = find_spam_assassin()
 needs_corpus = pytest.mark.skipif(
@@ -218,6 +223,54 @@ def test_the_package_is_found_in_node_modules_and_npm_prefix(tmp_path, monkeypat
     assert find_spam_assassin() == prefix / "lib" / "node_modules" / package.relative_to(
         tmp_path / "node_modules"
     )
+
+
+@needs_corpus
+def test_tl_demo_text_writes_the_emails_and_a_recipe_for_them(tmp_path):
+    folder = tmp_path / "demo-text"
+    out = run_tl("demo", "--text", folder).stdout
+    assert f"wrote {folder} and {folder / 'recipe.yaml'}" in out
+    assert f"tl train {folder} --recipe {folder / 'recipe.yaml'} --out runs/text" in out
+    assert "tl predict runs/text" in out
+    assert sorted(p.name for p in folder.iterdir()) == [
+        MARKER, "README.md", "ham", "recipe.yaml", "spam"
+    ]
+    # The recipe is valid, and the data it is for reads as two classes of texts (the
+    # recipe and the README beside the class folders are not data).
+    recipe = tlcore.make_recipe(folder / "recipe.yaml", overrides={"data.path": str(folder)})
+    assert recipe.backbone.source is None  # the default for texts: all-MiniLM-L6-v2
+    assert recipe.backbone.input_size == 128
+    head, tune = recipe.train.stages
+    assert (head.freeze.policy, tune.freeze.policy, tune.freeze.n) == ("all", "last_n", 2)
+    assert tune.lr == 1e-4
+    train, val = load_datasets(recipe.data, recipe.train.seed)
+    assert train.modality == "text" and train.class_names == ("ham", "spam")
+    holdout = round(DEMO_PER_CLASS * recipe.data.val_split)
+    assert train.counts().tolist() == [DEMO_PER_CLASS - holdout] * 2
+    assert val.counts().tolist() == [holdout] * 2
+
+    run_tl("demo", "--text", folder, "--per-class", "3")  # an earlier demo is replaced
+    assert [len(list((folder / c).glob("*.txt"))) for c in ("ham", "spam")] == [3, 3]
+    assert (folder / "recipe.yaml").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "32"], "--size is the digits' image size"),
+    (["--per-class", "all"], "--per-class with --text must be a number"),
+])
+def test_tl_demo_text_refuses_the_digits_options(tmp_path, args, message):
+    done = run_tl("demo", "--text", tmp_path / "t", *args, check=False)
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "t").exists()
+
+
+def test_tl_demo_text_without_the_corpus_says_how_to_install_it(tmp_path):
+    # $TLCORE_SPAM_ASSASSIN empty counts as unset; no npm on PATH, no ./node_modules.
+    env = {ENV: "", "NPM_CONFIG_PREFIX": "", "npm_config_prefix": "", "PATH": str(tmp_path)}
+    done = run_tl("demo", "--text", tmp_path / "t", env=env, check=False, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert INSTALL in done.stderr and ENV in done.stderr
+    assert not (tmp_path / "t").exists()
 
 
 @needs_corpus

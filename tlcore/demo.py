@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from tlcore.demofolder import MARKER, check_demo_target, demo_folder
 from tlcore.errors import DataError, TlcoreError
-
-MARKER = ".tlcore-demo"
-"""Hidden file that marks a folder written by :func:`write_demo` (safe to rewrite)."""
 
 _README = """\
 tlcore demo dataset: handwritten digits
@@ -93,36 +89,17 @@ def write_demo(path: str | os.PathLike[str], size: int = 32, per_class: int | No
         raise DataError(
             f"per_class must be a positive integer or None; got {per_class!r}", "e.g. 20"
         )
-    target = Path(path).expanduser().absolute()
-    _check_target(target)
+    target = check_demo_target(path)
     pixels, digits = _load_digits()
     keep = _first_per_class(digits, per_class)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    staging.mkdir()
-    try:
+    with demo_folder(target) as staging:
         _write_folder(staging, _render(pixels[keep], size), digits[keep], keep, size)
-        _swap_into_place(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
 def _check_size(size: int) -> None:
     if not isinstance(size, int) or not 8 <= size <= 1024:
         raise DataError(f"size must be an integer from 8 to 1024; got {size!r}", "e.g. 32")
-
-
-def _check_target(target: Path) -> None:
-    if target.is_file():
-        raise DataError(f"{target} is a file", "give a new folder for the demo dataset")
-    if not target.is_dir() or (target / MARKER).is_file() or not any(target.iterdir()):
-        return
-    raise DataError(
-        f"{target} already exists, is not empty and is not a tlcore demo dataset",
-        "give a new folder, or delete this one first; it is never overwritten",
-    )
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -173,21 +150,6 @@ def _write_folder(
     (folder / MARKER).write_text(json.dumps(info) + "\n", encoding="utf-8")
 
 
-def _swap_into_place(staging: Path, target: Path) -> None:
-    """Rename the finished folder to ``target``, replacing an earlier demo or empty folder."""
-    if not target.exists():
-        staging.rename(target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-    target.rename(old)
-    try:
-        staging.rename(target)
-    except OSError:
-        old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 DEMO_RECIPE = """\
 # The digits demo: the default recipe on the default backbone, EfficientNet-Lite0 with its
 # ImageNet weights (the 'pretrained' extra installs them): the head is trained on the frozen
@@ -202,13 +164,4 @@ data:
   # data); the demo holds out a fifth, 4 of each digit, to show accuracy on unseen images.
   val_split: 0.2
 """
-
-
-def write_demo_recipe(folder: str | os.PathLike[str]) -> Path:
-    """Write ``recipe.yaml`` for the demo dataset into ``folder``; returns its path."""
-    from tlcore.runfolder import atomic_path
-
-    target = Path(folder) / "recipe.yaml"
-    with atomic_path(target) as tmp:
-        tmp.write_text(DEMO_RECIPE, encoding="utf-8")
-    return target
+"""The recipe ``tl demo`` writes beside the digits (:func:`tlcore.demofolder.write_recipe`)."""

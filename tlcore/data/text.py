@@ -226,8 +226,8 @@ class Table:
             raise DataError(
                 f"{self.path} has no column {', '.join(repr(c) for c in missing)}; its columns "
                 f"are {_listing([repr(c) for c in self.columns])}",
-                "set data.text_column and data.label_column (--text-column, --label-column) to "
-                "the columns holding the texts and the labels",
+                "set data.text_column and data.label_column to the columns holding the texts "
+                "and the labels (tl train --set data.text_column=NAME)",
             )
 
 
