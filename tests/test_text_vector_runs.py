@@ -154,6 +154,32 @@ def test_vectors_train_an_mlp_standardised_and_embed_as_the_native_model(backend
     assert list(bundle["labels"][:3]) == [str(v) for v in y[:3]]
 
 
+def test_a_table_with_its_own_columns_is_read_alike_by_eval_and_embed(text_model, tmp_path):
+    """A run trained on a table's ``body`` and ``category`` columns reads tables given to it
+    later (tl eval, tl embed) by the same columns, from its recorded recipe."""
+    import csv
+
+    table = tmp_path / "mails.csv"
+    with table.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["category", "body"])
+        writer.writerows([("ham", t) for t in HAM] + [("spam", t) for t in SPAM])
+    recipe = {**text_recipe(text_model), "data": {"path": str(table), "text_column": "body",
+                                                  "label_column": "category", "val_split": 0.0}}
+    recipe["train"] = {"batch_size": 4, "stages": [{"name": "head", "epochs": 1,
+                                                    "freeze": {"policy": "all"}}]}
+    run = tlcore.fit(recipe=recipe, backend="torch", out=tmp_path / "run", quiet=True).path
+    runner = CliRunner()
+    out = runner.invoke(cli, ["eval", str(run), str(table), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["count"] == len(HAM) + len(SPAM)
+    out = runner.invoke(cli, ["eval", str(run), str(table), "--out", str(tmp_path / "eval")])
+    assert out.exit_code == 0 and f"on {len(HAM) + len(SPAM)} texts" in out.output, out.output
+    out = runner.invoke(cli, ["embed", str(run), str(table), "--out", str(tmp_path / "e.npz")])
+    assert out.exit_code == 0, out.output
+    assert sorted(set(np.load(tmp_path / "e.npz")["labels"])) == ["ham", "spam"]
+
+
 @pytest.mark.parametrize(("standardize", "expected"), [(None, False), (True, True)])
 def test_a_network_with_its_own_weights_takes_vectors_as_they_come(tmp_path, standardize,
                                                                     expected):

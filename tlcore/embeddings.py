@@ -153,7 +153,9 @@ def embed(
             predictor.embeddings(np.zeros((0, *predictor.input_spec.shape)))  # says why
         spec, features, engine = predictor.input_spec, predictor.embeddings, "onnxruntime"
     rows, sources, labels = [], [], []
-    for names, tags, batch in _batches(data, spec, batch_size):
+    from tlcore.data.given import recorded_columns
+
+    for names, tags, batch in _batches(data, spec, batch_size, recorded_columns(run)):
         rows.append(np.asarray(features(batch), dtype=np.float32))
         sources += names
         labels += tags
@@ -178,11 +180,12 @@ def _native(run: str | Path) -> tuple[InputSpec, Callable[[np.ndarray], np.ndarr
 
 
 def _batches(
-    data: Any, spec: InputSpec, size: int
+    data: Any, spec: InputSpec, size: int, columns: dict[str, str]
 ) -> Iterator[tuple[list[str], list[str | None], np.ndarray]]:
     """``(sources, labels, inputs)`` batches of ``data``: labelled when it is a dataset as
-    training reads it, else decoded as ``tl predict`` decodes."""
-    dataset = _labelled(data, spec)
+    training reads it (a table by the run's ``columns``), else decoded as ``tl predict``
+    decodes."""
+    dataset = _labelled(data, spec, columns)
     if dataset is not None:
         names = _sources(dataset, data)
         for start in range(0, len(dataset), size):
@@ -200,9 +203,9 @@ def _batches(
         yield [source for source, _ in chunk], [None] * len(chunk), batch
 
 
-def _labelled(data: Any, spec: InputSpec) -> Any:
+def _labelled(data: Any, spec: InputSpec, columns: dict[str, str]) -> Any:
     """``data`` as a labelled dataset when it is one: a folder of class sub-folders, or a
-    table file; ``None`` for anything else."""
+    table file (read with the run's ``columns``); ``None`` for anything else."""
     if not isinstance(data, str | Path):
         return None
     path = Path(data)
@@ -214,7 +217,7 @@ def _labelled(data: Any, spec: InputSpec) -> Any:
     from tlcore.data.given import labelled_data
     from tlcore.tasks import get_task
 
-    return labelled_data(path, get_task("classification"), spec.modality)
+    return labelled_data(path, get_task("classification"), spec.modality, **columns)
 
 
 def _sources(dataset: Any, data: Any) -> list[str]:

@@ -48,7 +48,8 @@ def classification_report(
 
 def format_report(report: dict[str, Any], class_names: tuple[str, ...] | list[str]) -> str:
     """The report as a table a person reads: accuracy, per-class lines, the confusion matrix."""
-    lines = [f"accuracy {report['accuracy']:.4f} on {report['count']} images", ""]
+    examples = report.get("examples", "images")  # what was evaluated: images, texts, vectors
+    lines = [f"accuracy {report['accuracy']:.4f} on {report['count']} {examples}", ""]
     width = max(8, *(len(n) for n in class_names))
     lines.append(f"{'class':<{width}} precision  recall  support")
     for name in class_names:

@@ -4,6 +4,7 @@ as the run's model takes it, whatever form it comes in.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tlcore.data.dataset import Dataset
@@ -51,3 +52,17 @@ def labelled_data(
             f"pass --labels FILE.csv (lines like {task.label_example}), or the CSV file as DATA",
         )
     return scan_folder(data, verify=verify)
+
+
+def recorded_columns(run: str | Path) -> dict[str, str]:
+    """The table columns a run was trained with (``text_column``, ``label_column`` of the
+    recipe its ``tlcore.json`` records), so that a table read for it later is read alike;
+    the defaults for a bare model file or a run that records none."""
+    folder = Path(run) if Path(run).is_dir() else Path(run).parent
+    try:
+        recorded = json.loads((folder / "tlcore.json").read_text(encoding="utf-8"))
+        data = recorded["recipe"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):  # not a run: the defaults
+        return {}
+    return {key: data[key] for key in ("text_column", "label_column")
+            if isinstance(data, dict) and isinstance(data.get(key), str)}

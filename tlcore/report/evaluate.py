@@ -12,7 +12,7 @@ import numpy as np
 
 from tlcore.bundle.layout import INFO_FILE, MODEL_FILE
 from tlcore.bundle.read import read_info
-from tlcore.data.given import labelled_data
+from tlcore.data.given import labelled_data, recorded_columns
 from tlcore.errors import DataError, TlcoreError
 from tlcore.interfaces import Batch, InputSpec
 from tlcore.plugins.calls import BackendCalls
@@ -47,7 +47,8 @@ def evaluate_run(
         model = _onnx_model(run)
     else:
         model = _native_model(run)
-    dataset = labelled_data(data, model.task, model.spec.modality, labels)
+    dataset = labelled_data(data, model.task, model.spec.modality, labels,
+                            **recorded_columns(run))
     targets = model.task.align(dataset.labels, dataset.class_names, model.classes)
     outputs = [
         model.outputs(dataset.inputs(np.arange(start, min(start + batch_size, len(dataset))),
@@ -59,6 +60,7 @@ def evaluate_run(
     return {
         **report,
         "task": model.task.name,
+        "examples": dataset.noun,
         "class_names": list(model.classes),
         "run": str(run),
         "data": str(data),
@@ -117,7 +119,8 @@ def write_report(report: dict[str, Any], folder: str | Path) -> list[Path]:
         ) from None
     if "confusion" not in report:
         return [folder / REPORT_FILE]
-    title = f"accuracy {report['accuracy']:.4f} on {report['count']} images ({report['model']})"
+    title = (f"accuracy {report['accuracy']:.4f} on {report['count']} "
+             f"{report.get('examples', 'images')} ({report['model']})")
     picture = plot_confusion(
         report["confusion"], report["class_names"], folder / CONFUSION_FILE, title=title
     )

@@ -260,7 +260,8 @@ class MultiLabelTask(Task):
         """Micro / macro F1 and subset accuracy, then one line per label."""
         lines = [
             f"micro F1 {report['f1_micro']:.4f}, macro F1 {report['f1_macro']:.4f}, subset "
-            f"accuracy {report['subset_accuracy']:.4f} on {report['count']} images",
+            f"accuracy {report['subset_accuracy']:.4f} on {report['count']} "
+            f"{report.get('examples', 'images')}",
             "",
         ]
         width = max(8, *(len(name) for name in report["per_label"]))

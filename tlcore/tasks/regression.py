@@ -229,7 +229,7 @@ class RegressionTask(Task):
     def format_report(self, report: dict[str, Any]) -> str:
         """One line per figure."""
         return "\n".join([
-            f"{report['target']} on {report['count']} images",
+            f"{report['target']} on {report['count']} {report.get('examples', 'images')}",
             f"mean absolute error   {report['mae']:.6g}",
             f"root mean sq. error   {report['rmse']:.6g}",
             f"R²                    {report['r2']:.4f}",
