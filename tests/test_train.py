@@ -160,3 +160,18 @@ def test_frozen_backbone_checkpoints_share_its_weights_and_resume_exactly(small_
     assert again.keys() == final.keys()
     for name, value in final.items():
         np.testing.assert_array_equal(again[name], value, err_msg=name)
+
+
+def test_the_logistic_head_breaks_accuracy_ties_by_log_loss():
+    """Two well separated clusters: every C is right on every fold, and the weakest
+    regularisation that still fits calibrates best; the strongest (C=0.001), first among the
+    ties, left logits near zero."""
+    from tlcore.train.logistic import C_GRID, _fit
+
+    rng = np.random.default_rng(0)
+    features = np.concatenate([rng.normal(-3, 1, (20, 4)), rng.normal(3, 1, (20, 4))])
+    labels = np.repeat([0, 1], 20)
+    weight, bias, chosen = _fit(features.astype(np.float32), labels, 2, seed=0)
+    assert chosen > C_GRID[0]
+    logits = features @ weight.T + bias
+    assert (logits.argmax(1) == labels).all() and np.abs(logits).max() > 2
