@@ -237,6 +237,9 @@ def test_minilm_embedding_is_sentence_transformers_mean_pooling():
 
     folder = minilm()
     backbone = TORCH.load(source=f"hf:{folder}")
+    # Its own length (sentence_bert_config.json's max_seq_length) unless the recipe says.
+    assert backbone.input_spec.shape == (256,)
+    backbone = TORCH.load(source=f"hf:{folder}", input_size=128)
     assert backbone.extra["pooling"] == "mean" and backbone.input_spec.shape == (128,)
     model = TORCH.attach(backbone, 2)
     ids = tokenize(folder, length=128)

@@ -27,9 +27,10 @@ TOKENIZER_FILE = "tokenizer.json"
 any fast tokenizer's ``save_pretrained``)."""
 
 DEFAULT_MAX_LENGTH = 128
-"""Tokens per text when ``backbone.input_size`` does not say: the length sentence encoders
-such as all-MiniLM-L6-v2 were trained at, and a quarter of BERT's 512 (attention's cost grows
-with its square)."""
+"""Tokens per text when neither ``backbone.input_size`` nor the model's folder says: a quarter
+of BERT's 512 (attention's cost grows with its square). A sentence-transformers folder says,
+in ``sentence_bert_config.json`` (``max_seq_length``: all-MiniLM-L6-v2's 256, which on e-mail
+classified better than 128: ``benchmarks/results/text-256.md``)."""
 
 IMAGE_CONFIG_KEYS = ("image_size", "num_channels", "patch_size")
 """Config keys of vision models: a folder whose config has none of them and which holds a
@@ -46,6 +47,8 @@ class TextModelFolder:
         tokenizer: the tokenizer file.
         pad_id: the padding token's id (the tokenizer's, else the config's, else 0).
         max_positions: the longest input the position embeddings cover.
+        default_length: tokens per text when the recipe does not say: the folder's own
+            ``max_seq_length``, else :data:`DEFAULT_MAX_LENGTH` (at most ``max_positions``).
         pooling: the model's own pooling, ``mean`` or ``cls`` (``1_Pooling/config.json`` of a
             sentence-transformers folder; ``cls`` otherwise, as BERT's classifiers pool).
     """
@@ -56,15 +59,16 @@ class TextModelFolder:
     pad_id: int
     max_positions: int
     pooling: str
+    default_length: int = DEFAULT_MAX_LENGTH
 
     def input_spec(self, max_length: int | None = None) -> InputSpec:
         """The model's :class:`~tlcore.interfaces.InputSpec`: token ids of ``max_length``
-        (default :data:`DEFAULT_MAX_LENGTH`, at most :attr:`max_positions`).
+        (default :attr:`default_length`, at most :attr:`max_positions`).
 
         Raises:
             TlcoreError: ``max_length`` is longer than the model's position embeddings.
         """
-        length = max_length or min(DEFAULT_MAX_LENGTH, self.max_positions)
+        length = max_length or min(self.default_length, self.max_positions)
         if length > self.max_positions:
             raise TlcoreError(
                 f"backbone.input_size {length} is longer than this text model's "
@@ -111,7 +115,8 @@ def text_model_folder(name: str) -> TextModelFolder:
     positions = int(config.get("max_position_embeddings") or 512)
     if config.get("model_type") in OFFSET_POSITIONS:
         positions -= pad_id + 1
-    return TextModelFolder(path, config, tokenizer, pad_id, positions, _pooling(path))
+    return TextModelFolder(path, config, tokenizer, pad_id, positions, _pooling(path),
+                           _own_length(path))
 
 
 def resolve_folder(name: str) -> Path:
@@ -172,3 +177,13 @@ def _pooling(path: Path) -> str:
         return "cls"
     data = _json(pooling, "1_Pooling/config.json")
     return "cls" if data.get("pooling_mode_cls_token") else "mean"
+
+
+def _own_length(path: Path) -> int:
+    """The tokens per text a sentence-transformers folder encodes (``max_seq_length`` of its
+    ``sentence_bert_config.json``), else :data:`DEFAULT_MAX_LENGTH`."""
+    config = path / "sentence_bert_config.json"
+    if not config.is_file():
+        return DEFAULT_MAX_LENGTH
+    length = _json(config, config.name).get("max_seq_length")
+    return length if isinstance(length, int) and length > 0 else DEFAULT_MAX_LENGTH
