@@ -1,6 +1,6 @@
 """Text classification: what a pretrained sentence encoder buys over word counts, on e-mail.
 
-    .venv/bin/python -m benchmarks.text                     # baselines, then tlcore (~20 min)
+    .venv/bin/python -m benchmarks.text                     # baselines, then tlcore (~45 min)
     .venv/bin/python -m benchmarks.text --only baselines    # TF-IDF only: about a minute
     .venv/bin/python -m benchmarks.text --quick             # smoke test: a tiny BERT, seconds
 
