@@ -175,3 +175,29 @@ def test_the_logistic_head_breaks_accuracy_ties_by_log_loss():
     assert chosen > C_GRID[0]
     logits = features @ weight.T + bias
     assert (logits.argmax(1) == labels).all() and np.abs(logits).max() > 2
+
+
+@pytest.mark.parametrize("total", [1, 3, 10, 37, 100])
+@pytest.mark.parametrize("warmup", [0.0, 0.3, 0.45])
+def test_onecycle_is_torchs_one_cycle_step_for_step(total, warmup):
+    """The peak at OneCycleLR's step (not one later) and its floor, lr / 25 / 1e4, at the
+    last step (not 4.95e-3 for lr 0.1 over 10 steps)."""
+    import torch
+
+    from tlcore.recipe import StageSpec
+    from tlcore.schedule import learning_rate
+
+    stage = StageSpec(lr=0.1, schedule="onecycle", warmup=warmup)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    torch_schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=0.1, total_steps=total, pct_start=max(warmup, 0.3),
+        anneal_strategy="cos", cycle_momentum=False, div_factor=25, final_div_factor=1e4,
+    )
+    ours, theirs = [], []
+    for step in range(total):
+        ours.append(learning_rate(stage, step, total))
+        theirs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if step < total - 1:  # OneCycleLR refuses a step past its total
+            torch_schedule.step()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=0)

@@ -26,11 +26,13 @@ def learning_rate(stage: StageSpec, step: int, total_steps: int) -> float:
     if stage.schedule not in builtin("schedule"):
         return float(implementation("schedule", stage.schedule)(stage, step, total))
     if stage.schedule == "onecycle":
-        peak = max(int(total * max(stage.warmup, 0.3)), 1)
+        # OneCycleLR's own arithmetic: the peak at step ``total * pct - 1`` (a float), the
+        # floor reached at the last step.
+        peak, last = total * max(stage.warmup, 0.3) - 1, total - 1
         start, end = stage.lr / 25, stage.lr / 25 / 1e4
-        if step < peak:
-            return _cosine_between(start, stage.lr, step / peak)
-        return _cosine_between(stage.lr, end, (step - peak) / max(total - peak, 1))
+        if step <= peak:
+            return _cosine_between(start, stage.lr, step / peak if peak > 0 else 1.0)
+        return _cosine_between(stage.lr, end, (step - peak) / (last - peak))
     warm = int(total * stage.warmup)
     if step < warm:
         return stage.lr * (step + 1) / (warm + 1)
