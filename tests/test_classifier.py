@@ -47,6 +47,12 @@ def test_the_field_defaults_to_new_and_keep_refuses_hidden_layers():
     assert "head.hidden" in info.value.hint
     with pytest.raises(RecipeError, match="did you mean 'keep'"):
         build_recipe({"head": {"classifier": "kept"}})
+    # A logistic stage fits the head anew: the kept layer would be thrown away unsaid.
+    logistic = {"stages": [{"name": "head", "optimizer": "logistic"}]}
+    with pytest.raises(RecipeError, match=r"head\.classifier") as info:
+        build_recipe({"head": {"classifier": "keep"}, "train": logistic})
+    assert "logistic" in info.value.hint
+    assert build_recipe({"head": {"classifier": "replace"}, "train": logistic})
 
 
 # --- torch ----------------------------------------------------------------------------------

@@ -50,6 +50,22 @@ def check_head(classifier: str, hidden: Sequence[int], path: str = "head.") -> N
         )
 
 
+def check_kept_head(classifier: str, optimizers: Sequence[str]) -> None:
+    """Refuse ``keep`` with a ``logistic`` stage: the logistic regression fits the head anew,
+    so the kept layer's weights would be thrown away without a word.
+
+    Raises:
+        RecipeError: names ``head.classifier`` and what would be valid.
+    """
+    if classifier == KEEP and "logistic" in optimizers:
+        raise RecipeError(
+            "head.classifier", classifier,
+            "replace while a stage's optimizer is logistic: the logistic regression fits the "
+            "head from scratch, so the kept layer would be discarded (or train that stage "
+            "with a gradient optimizer, e.g. adamw)",
+        )
+
+
 def refuse_modality(choice: str, modality: str) -> None:
     """Refuse ``replace`` / ``keep`` for a text encoder: tlcore loads the encoder alone, so
     its own heads (pre-training, classification) are already dropped, and its last linear

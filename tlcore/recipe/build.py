@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tlcore.classifier import check_head
+from tlcore.classifier import check_head, check_kept_head
 from tlcore.errors import RecipeError, TlcoreError
 from tlcore.recipe.choices import check, kind_of
 from tlcore.recipe.spec import (
@@ -353,6 +353,8 @@ def _check_consistency(obj: Any, path: str) -> None:
                 "at least one stage with epochs >= 1 (a stage with epochs 0 is skipped, but "
                 "with every stage at 0 nothing trains)",
             )
+    if isinstance(obj, Recipe):
+        check_kept_head(obj.head.classifier, [s.optimizer for s in obj.train.stages])
     if isinstance(obj, ExportSpec):
         for i, fmt in enumerate(obj.formats):
             if not fmt or not fmt.replace("_", "").isalnum():
