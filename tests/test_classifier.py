@@ -122,7 +122,7 @@ def test_torch_refuses_a_network_whose_last_linear_is_not_its_output():
 
 
 def test_torch_refuses_torchscript_and_text_encoders(tmp_path):
-    from tests.test_torch_text import save_text_model
+    from .text_models import save_text_model
 
     path = tmp_path / "net.pt"
     torch.jit.save(torch.jit.script(Net(FEATURES, HIDDEN, 3)), path)
@@ -224,8 +224,14 @@ def test_keras_replace_and_keep_cut_the_graph_and_leave_the_users_model():
     np.testing.assert_allclose(probabilities, net.predict(x, verbose=0), atol=1e-6)
 
 
-def test_keras_refusals():
+def test_keras_refusals(tmp_path):
     import keras
+
+    from .text_models import save_text_model
+
+    encoder = save_text_model(tmp_path / "bert")
+    with pytest.raises(TlcoreError, match="does not apply to a text encoder"):
+        KERAS.attach(KERAS.load(source=f"hf:{encoder}", input_size=16), 3, KEEP)
 
     with pytest.raises(TlcoreError, match="last layer is a ReLU"):
         KERAS.attach(KERAS.load(source="builtin:mlp", input_features=8, widths=(16,)), 3, KEEP)
