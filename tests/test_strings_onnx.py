@@ -24,12 +24,15 @@ from tlcore.interfaces import TextPreprocessing  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _no_tensorflow_here():
-    """onnxruntime-extensions' regexes go wrong in a process that loaded TensorFlow (its own
-    RE2): the export checks in a fresh process then (tlcore.bundle.strings_export); these
-    tests run the graph in this one, so a pytest worker that ran Keras tests skips them."""
+    """onnxruntime-extensions' regexes go wrong when first run after TensorFlow was loaded
+    (its own RE2): the export checks in a fresh process then (tlcore.bundle.strings_export).
+    These tests run the graph in this process, which tests/conftest.py ran them in before
+    collection imported TensorFlow; where it could not, they are skipped."""
     import sys
 
-    if "tensorflow" in sys.modules:
+    from . import conftest
+
+    if "tensorflow" in sys.modules and not conftest.EXTENSIONS_BEFORE_TENSORFLOW:
         pytest.skip("TensorFlow is loaded in this process; onnxruntime-extensions cannot run")
 
 MINILM = Path(gt.get_model_path())
