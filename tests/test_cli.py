@@ -123,3 +123,24 @@ def test_ctrl_c_then_resume_finishes_like_an_uninterrupted_run(small_digits, tmp
     assert [(r["stage"], r["epoch"]) for r in resumed] == [(r["stage"], r["epoch"]) for r in whole]
     for a, b in zip(whole, resumed, strict=True):
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+
+
+def test_tl_recipe_writes_the_default_recipe_commented(tmp_path):
+    """``tl recipe``: YAML that reads back to the default recipe, each field with what it
+    may hold; --out refuses to replace a file without --force."""
+    import yaml
+
+    from tlcore.recipe import Recipe, build_recipe
+
+    printed = run_tl("recipe").stdout
+    assert build_recipe(yaml.safe_load(printed)).to_dict() == Recipe().to_dict()
+    assert "lr: 0.001  # 1e-12 to 10" in printed
+    assert 'classifier: "new"  # one of: new, replace, keep' in printed
+    out = tmp_path / "recipe.yaml"
+    assert run_tl("recipe", "--out", out).stdout == f"wrote {out}\n"
+    assert out.read_text() == printed
+    refused = run_tl("recipe", "--out", out, check=False)
+    assert refused.returncode != 0 and "--force" in refused.stderr
+    out.write_text("edited")
+    run_tl("recipe", "--out", out, "--force")
+    assert out.read_text() == printed

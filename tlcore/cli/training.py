@@ -273,3 +273,29 @@ def _text_demo(path: Path, size: int | None, per_class: str | None) -> tuple[Pat
         raise TlcoreError(f"--per-class with --text must be a number, not {per_class!r}",
                           f"e.g. {DEMO_PER_CLASS}")
     return write_text_demo(path, per_class=int(per_class or DEMO_PER_CLASS)), DEMO_RECIPE
+
+
+@cli.command()
+@click.option("--out", "-o", type=click.Path(path_type=Path),
+              help="Write it to this file instead of printing it.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+def recipe(out: Path | None, force: bool) -> None:
+    """Print the default recipe as commented YAML: every field at its default, with what it
+    may hold. Edit it, then train with it.
+
+    \b
+    Examples:
+      tl recipe --out recipe.yaml && tl train DATA --recipe recipe.yaml
+    """
+    from tlcore.files import atomic_path
+    from tlcore.recipe.commented import commented_recipe
+
+    text = commented_recipe()
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    if out.exists() and not force:
+        raise TlcoreError(f"{out} exists", "choose another --out, or pass --force to replace it")
+    with atomic_path(out) as temp:
+        temp.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}")
