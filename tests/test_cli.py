@@ -144,3 +144,32 @@ def test_tl_recipe_writes_the_default_recipe_commented(tmp_path):
     out.write_text("edited")
     run_tl("recipe", "--out", out, "--force")
     assert out.read_text() == printed
+
+
+def test_tl_train_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    """The resolved recipe, the data, and per stage the trainable and frozen parameters,
+    epochs and steps; no run folder, nothing trained."""
+    import yaml
+
+    from tlcore.recipe import build_recipe
+
+    run_tl("demo", tmp_path / "data", cwd=tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = run_tl("train", tmp_path / "data", "--recipe", tmp_path / "data" / "recipe.yaml",
+                 "--dry-run", "--out", tmp_path / "run", cwd=tmp_path).stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run folder
+    recipe_text, plan = out.split("# the plan\n")
+    recipe = build_recipe(yaml.safe_load(recipe_text))
+    assert recipe.backbone.source == "builtin:efficientnet_lite0"
+    assert "training data: 160 images, 10 classes" in plan
+    assert "5 steps per epoch (batch size 32)" in plan
+    # The head alone trains first: EfficientNet-Lite0's 1280 features to 10 classes.
+    head = next(line for line in plan.splitlines() if line.startswith("stage head:"))
+    assert head.startswith(f"stage head: {1280 * 10 + 10:,} trainable / ")
+    assert "60 epochs, 300 steps" in head  # min_steps 300 at 5 steps an epoch
+    totals = {
+        sum(int(n.replace(",", "")) for n in line.split(":")[1].split("parameters")[0]
+            .replace("trainable /", "").replace("frozen", "").split())
+        for line in plan.splitlines() if line.startswith("stage ")
+    }
+    assert len(totals) == 1  # every stage counts the same network

@@ -156,3 +156,30 @@ def fit(
         resolved, folder, data=arrays, resume=resume, quiet=quiet, data_changed_ok=data_changed_ok
     )
     return trainer.run()
+
+
+def plan(
+    data: Any = None,
+    *,
+    recipe: Recipe | str | Path | dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    **shortcuts: Any,
+) -> Any:
+    """What :func:`fit` with the same arguments would do, without training or writing
+    anything: a :class:`tlcore.train.dryrun.RunPlan` (the resolved recipe, the data, the
+    backbone, each stage's trainable and frozen parameters, epochs and steps). The data is
+    read and the model built as the run would, so what would fail there fails here.
+
+    Example:
+        >>> print(tlcore.plan("demo-data").to_text())  # doctest: +SKIP
+    """
+    import tempfile
+
+    from tlcore.train import Trainer
+    from tlcore.train.dryrun import plan_run
+
+    with tempfile.TemporaryDirectory(prefix="tlcore-plan-") as scratch:
+        resolved, folder, arrays = resolve_run(
+            data, recipe=recipe, out=Path(scratch) / "run", overrides=overrides, **shortcuts
+        )
+        return plan_run(Trainer(resolved, folder, data=arrays, quiet=True))

@@ -57,6 +57,10 @@ COMPARE_HELP = (
               "changed since the run started (refused otherwise).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--compare-random", is_flag=True, help=COMPARE_HELP)
+@click.option("--dry-run", is_flag=True,
+              help="Print the resolved recipe's plan (data, backbone, trainable and frozen "
+              "parameters, epochs and steps of each stage) and exit: nothing trains or is "
+              "written.")
 @click.pass_context
 def train(ctx: click.Context, data: Path | None, recipe: Path | None, **options: Any) -> None:
     """Fine-tune a pretrained backbone on a folder of images (one sub-folder per class).
@@ -72,7 +76,10 @@ def train(ctx: click.Context, data: Path | None, recipe: Path | None, **options:
     from tlcore.parallel import launched_rank
     from tlcore.recipe import parse_override
 
+    dry_run = options.pop("dry_run")
     nproc = options.pop("nproc")
+    if dry_run:
+        nproc = None  # a plan is the same for any number of processes
     if nproc is not None and nproc > 1:
         _exec_torchrun(nproc, options, out=options["out"] or options["resume"])
     resume = options.pop("resume")
@@ -87,6 +94,12 @@ def train(ctx: click.Context, data: Path | None, recipe: Path | None, **options:
         raise TlcoreError("--data-changed-ok goes with --resume", "tl train --resume RUN "
                           "--data-changed-ok: continue RUN on data that changed")
     shortcuts = {k: v for k, v in options.items() if v is not None}
+    if dry_run:
+        from tlcore.api import plan
+
+        click.echo(printable(plan(data, recipe=recipe, overrides=overrides,
+                                  **shortcuts).to_text()))
+        return
     if resume is not None:
         _check_resume_options(data, recipe, shortcuts, overrides)
     out = resume or out or default_out()
