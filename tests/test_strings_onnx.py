@@ -218,3 +218,24 @@ def test_a_disagreeing_graph_is_not_written_and_the_export_goes_on(tmp_path, pre
     written = export_strings(tmp_path, prep, ["fine", "another text"])
     assert written["written"] is True and (tmp_path / STRINGS_FILE).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", STRINGS_FILE]
+
+
+def test_running_a_strings_model_imports_no_framework():
+    """onnxruntime-extensions' package imports transformers (and torch) when they are
+    installed; tlcore loads only its operator library, so a strings model runs without them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from tlcore.bundle import strings\n"
+        "from tlcore.interfaces import TextPreprocessing\n"
+        f"prep = TextPreprocessing({str(MINILM / 'tokenizer.json')!r}, 8, 0)\n"
+        "assert strings.tokenizer_parity(prep, ['a text', 'another one']).ok\n"
+        "print([m for m in ('torch', 'transformers', 'tensorflow', 'onnxruntime_extensions')"
+        " if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -225,18 +225,35 @@ def session(model: onnx.ModelProto | str | os.PathLike[str],
     """
     import onnxruntime as ort
 
-    try:
-        import onnxruntime_extensions
-    except ImportError:
-        raise TlcoreError("running a strings model needs onnxruntime-extensions",
-                          INSTALL_EXTENSIONS) from None
     options = ort.SessionOptions()
-    options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
+    options.register_custom_ops_library(extensions_library())
     if threads:
         options.intra_op_num_threads = threads
     data = model if isinstance(model, str | os.PathLike) else model.SerializeToString()
     return ort.InferenceSession(data if isinstance(data, bytes) else str(data), options,
                                 providers=["CPUExecutionProvider"])
+
+
+def extensions_library() -> str:
+    """The path of onnxruntime-extensions' operator library, found without importing the
+    package: its ``__init__`` imports ``transformers`` (and with it torch) when installed,
+    seconds and a framework that running a strings model does not need.
+
+    Raises:
+        TlcoreError: onnxruntime-extensions is not installed.
+    """
+    spec = importlib.util.find_spec("onnxruntime_extensions")
+    if spec is None or not spec.submodule_search_locations:
+        raise TlcoreError("running a strings model needs onnxruntime-extensions",
+                          INSTALL_EXTENSIONS)
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("_extensions_pydll*"))
+        found = [path for path in found if path.suffix in (".so", ".pyd", ".dylib")]
+        if found:
+            return str(found[0])
+    import onnxruntime_extensions  # an unusual layout: ask the package itself
+
+    return str(onnxruntime_extensions.get_library_path())
 
 
 @dataclass(frozen=True)
