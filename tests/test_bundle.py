@@ -109,6 +109,14 @@ def test_parity_at_batch_1_and_8(name, train_run, small_digits):
     info = json.loads((run / "tlcore.json").read_text())
     recorded = info["onnx"]
     assert recorded["sha256"] == file_sha256(run / "model.onnx")
+    # Every exported file, each format's, with its checksum.
+    exports = info["exports"]
+    assert exports["onnx"] == {"model.onnx": recorded["sha256"]}
+    native = sorted(exports["native"])
+    assert native and all(name.startswith("native/") for name in native)
+    assert native == sorted(p.relative_to(run).as_posix()
+                            for p in (run / "native").rglob("*") if p.is_file())
+    assert all(exports["native"][name] == file_sha256(run / name) for name in native)
     assert recorded["opset"] == 17
     assert recorded["parity"]["batch_sizes"] == [1, 8]
     assert recorded["parity"]["max_abs_diff"] <= 1e-4

@@ -11,7 +11,7 @@ from typing import Any
 
 from tlcore.build import load_run
 from tlcore.bundle.graph import OnnxExport, check_opset, export_onnx
-from tlcore.bundle.layout import INFO_FILE, MODEL_FILE, RUN_FILE, file_sha256
+from tlcore.bundle.layout import INFO_FILE, MODEL_FILE, RUN_FILE, exported_files, file_sha256
 from tlcore.bundle.parity import parity_indices
 from tlcore.bundle.quantize import Quantized, discard, quantize_bundle, record
 from tlcore.bundle.read import (
@@ -90,6 +90,7 @@ def export_run(
         tolerance=recipe.export.tolerance, task=task, task_info=task_info,
     )
     info["onnx"] = result.to_dict()
+    info.setdefault("exports", {})["onnx"] = exported_files(result.path, run)
     discard(run, info)
     write_json(info_file, info)
     _verify(run, MODEL_FILE)

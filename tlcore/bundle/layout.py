@@ -86,3 +86,12 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def exported_files(written: str | Path, folder: str | Path) -> dict[str, str]:
+    """Every file an export wrote (``written``: a file, or a folder such as ``native/``) by
+    its path relative to the bundle ``folder``, with its sha256: ``tlcore.json`` records them
+    under ``exports``, so that a copied bundle can be checked file by file."""
+    written, folder = Path(written), Path(folder)
+    files = sorted(p for p in written.rglob("*") if p.is_file()) if written.is_dir() else [written]
+    return {path.relative_to(folder).as_posix(): file_sha256(path) for path in files}

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tlcore.bundle.graph import export_onnx
-from tlcore.bundle.layout import INFO_FILE
+from tlcore.bundle.layout import INFO_FILE, exported_files
 from tlcore.bundle.parity import (
     EMBEDDING_TOLERANCE,
     REDUCED_EMBEDDING_TOLERANCE,
@@ -57,6 +57,9 @@ def finish(t: Trainer) -> TrainResult:
     write_json(t.folder.path / INFO_FILE, info)
     for fmt in t.recipe.export.formats:
         written = _export(t, fmt, images, info)
+        # The native format is its folder: the backend's file and the core's weights.npz.
+        record = t.folder.path / "native" if fmt == "native" else written
+        info.setdefault("exports", {})[fmt] = exported_files(record, t.folder.path)
         t.calls.on_export(t.info, fmt, written)
     write_json(t.folder.path / INFO_FILE, info)
     return train_result(t, val_metrics, _quantize(t, info))
