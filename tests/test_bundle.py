@@ -249,6 +249,8 @@ def test_tl_export_writes_another_opset(cnn_run):
     info = json.loads((cnn_run / "tlcore.json").read_text())
     assert info["onnx"]["opset"] == 13
     assert info["onnx"]["parity"]["max_abs_diff"] <= 1e-4
+    # The new file's checksum, in the onnx section and in the record of every export.
+    assert info["exports"]["onnx"] == {"model.onnx": file_sha256(cnn_run / "model.onnx")}
     model = onnx.load(str(cnn_run / "model.onnx"))
     assert {op.version for op in model.opset_import if op.domain in ("", "ai.onnx")} == {13}
     assert Predictor(cnn_run).labels == tuple(str(d) for d in range(10))
