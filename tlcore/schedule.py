@@ -44,7 +44,8 @@ def learning_rate(stage: StageSpec, step: int, total_steps: int) -> float:
 
 def stage_epochs(stage: StageSpec, examples: int, batch_size: int) -> int:
     """The epochs ``stage`` runs on ``examples`` training examples: ``stage.epochs``, or more
-    when that many would give fewer than ``stage.min_steps`` optimiser steps.
+    when that many would give fewer than ``stage.min_steps`` optimiser steps; one for a
+    ``logistic`` stage.
 
     Example:
         >>> stage_epochs(StageSpec(epochs=5, min_steps=300), examples=40, batch_size=32)
@@ -53,6 +54,8 @@ def stage_epochs(stage: StageSpec, examples: int, batch_size: int) -> int:
     steps_per_epoch = math.ceil(examples / max(batch_size, 1))
     if stage.epochs == 0 or steps_per_epoch == 0:
         return stage.epochs
+    if stage.optimizer == "logistic":
+        return 1  # one deterministic fit (tlcore.train.logistic): a second would repeat it
     return max(stage.epochs, math.ceil(stage.min_steps / steps_per_epoch))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tlcore.bundle.layout import INFO_FILE
 from tlcore.data.dataset import Dataset
 from tlcore.data.folder import scan_folder
 from tlcore.data.labelfile import LabelFileDataset
@@ -60,7 +61,7 @@ def recorded_columns(run: str | Path) -> dict[str, str]:
     the defaults for a bare model file or a run that records none."""
     folder = Path(run) if Path(run).is_dir() else Path(run).parent
     try:
-        recorded = json.loads((folder / "tlcore.json").read_text(encoding="utf-8"))
+        recorded = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
         data = recorded["recipe"]["data"]
     except (OSError, ValueError, KeyError, TypeError):  # not a run: the defaults
         return {}

@@ -76,8 +76,6 @@ def plan_run(t: Trainer) -> RunPlan:
     for stage in stages:
         report = t.calls.freeze(model, resolve_batchnorm(stage.freeze, backbone.pretrained))
         epochs = stage_epochs(stage, len(t.train_set), batch)
-        if stage.optimizer == "logistic":
-            epochs = min(epochs, 1)  # one fit, as the run does
         rows.append({"name": stage.name, "trainable": report.trainable,
                      "frozen": report.frozen, "epochs": epochs, "steps": epochs * per_epoch,
                      "lr": stage.lr})

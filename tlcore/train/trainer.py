@@ -200,8 +200,6 @@ class Trainer:
         policy = resolve_batchnorm(stage.freeze, self.pretrained)
         report: FreezeReport = self.calls.freeze(self.model, policy)
         epochs = stage_epochs(stage, len(self.train_set), self.recipe.train.batch_size)
-        if stage.optimizer == LOGISTIC:
-            epochs = min(epochs, 1)  # the fit is deterministic: a second epoch repeats it
         longer = f" (at least {stage.min_steps} steps)" if epochs > stage.epochs else ""
         self.progress.message(
             f"stage {stage.name}: {report.trainable:,} trainable / {report.frozen:,} frozen "
