@@ -416,8 +416,8 @@ def test_augment_is_seeded_and_checks_names():
     second = augment(images, ("hflip", "shift"), np.random.default_rng(3))
     np.testing.assert_array_equal(first, second)
     assert augment(images, (), np.random.default_rng(0)) is images
-    with pytest.raises(DataError, match="rotate"):
-        augment(images, ("rotate",), np.random.default_rng(0))
+    with pytest.raises(DataError, match="twirl"):
+        augment(images, ("twirl",), np.random.default_rng(0))
 
 
 # --- The demo dataset ----------------------------------------------------------------------

@@ -52,6 +52,7 @@ PAGES = [
     "architecture.md",
     "plugins/tutorial.md",
     "plugins/backend.md",
+    "recipe-reference.md",  # generated (docs/_reference.py), not in the site
 ]
 RUN_LANGUAGES = {"python": "python", "bash": "bash"}
 DIRECTIVES = ("skip", "ci", "exit", "output", "file", "append", "setup")

@@ -192,7 +192,8 @@ def test_event_hooks_follow_the_run(tl_plugin, tmp_path):
         "export": {"formats": ["native"]},
     }
     tlcore.fit(separable(32), recipe=recipe, out=tmp_path / "run")
-    metrics = ["accuracy", "loss", "lr", "val_accuracy", "val_loss"]
+    metrics = ["accuracy", "balanced_accuracy", "f1_macro", "loss", "lr", "val_accuracy",
+               "val_balanced_accuracy", "val_f1_macro", "val_loss"]
     assert recorder.events == [
         ("epoch", "head", 1, metrics), ("checkpoint", True), ("stage", "head", True),
         ("epoch", "tune", 1, metrics), ("checkpoint", True), ("stage", "tune", True),

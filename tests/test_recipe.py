@@ -93,7 +93,7 @@ def test_lr_shortcut_keeps_the_stage_ratio():
         ),
         ({"train": {"batch_size": "big"}}, {}, "train.batch_size", "an integer"),
         ({"train": {"stages": []}}, {}, "train.stages", "at least one stage"),
-        ({"data": {"augment": ["rotate"]}}, {}, "data.augment.0", "hflip"),
+        ({"data": {"augment": ["twirl"]}}, {}, "data.augment.0", "hflip"),
         ({"train": {"stages": [{"freeze": {"policy": "pattern", "pattern": "("}}]}}, {},
          "train.stages.0.freeze.pattern", "regex"),
         ({}, {"train.stages.5.lr": 1}, "train.stages.5", "index below 2"),

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tlcore.errors import DataError, PluginError, RecipeError, TlcoreError
 
 if TYPE_CHECKING:
-    from tlcore.api import fit, make_recipe, plan, random_baseline
+    from tlcore.api import fit, lr_find, make_recipe, plan, random_baseline
     from tlcore.embeddings import embed
     from tlcore.hookspecs import hookimpl
     from tlcore.plugins.backend import Backend
@@ -37,6 +37,7 @@ __all__ = [
     "embed",
     "fit",
     "hookimpl",
+    "lr_find",
     "make_recipe",
     "plan",
     "random_baseline",
@@ -47,6 +48,7 @@ __all__ = [
 _LAZY = {
     "fit": "tlcore.api",
     "embed": "tlcore.embeddings",
+    "lr_find": "tlcore.api",
     "make_recipe": "tlcore.api",
     "plan": "tlcore.api",
     "random_baseline": "tlcore.api",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,10 +90,16 @@ def resolve_run(
     """The one place a run is assembled, for :func:`fit` and ``tl train``: the resolved
     recipe, the run folder and the in-memory data (``None`` for a folder).
 
+    ``data`` that is an iterable of ``(x, y)`` batches (a ``DataLoader``, a
+    ``tf.data.Dataset``, a generator) is read here, once, into arrays
+    (:func:`tlcore.data.iterables.read_batches`).
+
     Raises:
         TlcoreError: resuming without a run folder; another process is writing the run
             folder (refused here, before any data is read); no data at all.
+        DataError: ``data`` is of no type the API reads, or its batches are unusable.
     """
+    from tlcore.data.iterables import check_data_type, is_batch_iterable, read_batches
     from tlcore.runfolder import RunFolder
 
     if isinstance(data, str | Path):
@@ -103,9 +111,12 @@ def resolve_run(
         if out is None:
             raise TlcoreError("resuming needs the run folder", "pass out= (tl train --resume RUN)")
         recipe = recipe if recipe is not None else RunFolder(out).info()["recipe"]
+    check_data_type(data)
     resolved = make_recipe(recipe, overrides, **shortcuts)
     if resolved.data.path is None and resolved.data.labels is None and data is None:
         raise TlcoreError("no data given", "tl train PATH, or data.path in the recipe")
+    if is_batch_iterable(data):
+        data = read_batches(data)  # read once: the core's pipeline then works on arrays
     return resolved, Path(out) if out is not None else default_out(), data
 
 
@@ -124,8 +135,12 @@ def fit(
 
     Args:
         data: a folder of class sub-folders, a ``(images, labels)`` pair of numpy arrays
-            (uint8 NHWC), or a ``tlcore.data.Dataset``. ``None`` uses the recipe's
-            ``data.path``.
+            (uint8 NHWC), a ``tlcore.data.Dataset``, or an iterable of ``(x, y)`` batches:
+            a PyTorch ``DataLoader``, a ``tf.data.Dataset``, a generator, of numpy arrays or
+            tensors. An iterable is read once, in its order, into arrays (its own shuffling
+            and random transforms act once, not per epoch: ``data.augment`` augments every
+            epoch); channels-first image batches (``ToTensor``'s) are made channels-last,
+            normalised ones refused. ``None`` uses the recipe's ``data.path``.
         recipe: a :class:`Recipe`, a YAML/TOML file, or a dict; defaults otherwise.
         out: the run folder; default :func:`default_out`, a new timestamped folder.
         resume: continue the interrupted run in ``out`` (pass the same ``data``). The data
@@ -144,6 +159,11 @@ def fit(
     Returns:
         A :class:`tlcore.train.TrainResult` with the native model and the run folder.
 
+    A network of your own (``backbone=`` a ``torch.nn.Module`` / ``keras.Model``) is trained
+    in place: afterwards it holds the trained weights (those of the model returned), and its
+    training flags are as you left them (``requires_grad`` and each submodule's train/eval
+    mode, Keras's ``trainable``), also when the run fails.
+
     Example:
         >>> result = tlcore.fit("demo-data", recipe="demo-data/recipe.yaml")  # doctest: +SKIP
     """
@@ -152,10 +172,30 @@ def fit(
     resolved, folder, arrays = resolve_run(
         data, recipe=recipe, out=out, resume=resume, overrides=overrides, **shortcuts
     )
-    trainer = Trainer(
-        resolved, folder, data=arrays, resume=resume, quiet=quiet, data_changed_ok=data_changed_ok
-    )
-    return trainer.run()
+    with users_network_flags(resolved):
+        trainer = Trainer(
+            resolved, folder, data=arrays, resume=resume, quiet=quiet,
+            data_changed_ok=data_changed_ok,
+        )
+        return trainer.run()
+
+
+@contextmanager
+def users_network_flags(recipe: Recipe) -> Iterator[None]:
+    """Put the training flags of the user's own network (``backbone.model``) back as they
+    were when the block is left, however it is left: freezing and training change them, and
+    they are the user's (``tl_network_flags``). Nothing to do for a backbone tlcore loads."""
+    network = recipe.backbone.model
+    if network is None:
+        yield
+        return
+    from tlcore.plugins.calls import BackendCalls
+
+    restore = BackendCalls(recipe.backend).network_flags(network)
+    try:
+        yield
+    finally:
+        restore()
 
 
 def plan(
@@ -182,4 +222,56 @@ def plan(
         resolved, folder, arrays = resolve_run(
             data, recipe=recipe, out=Path(scratch) / "run", overrides=overrides, **shortcuts
         )
-        return plan_run(Trainer(resolved, folder, data=arrays, quiet=True))
+        with users_network_flags(resolved):  # planning freezes the model to count
+            return plan_run(Trainer(resolved, folder, data=arrays, quiet=True))
+
+
+def lr_find(
+    data: Any = None,
+    *,
+    recipe: Recipe | str | Path | dict[str, Any] | None = None,
+    stage: int | str = 0,
+    out: str | Path | None = None,
+    steps: int = 100,
+    quiet: bool = True,
+    overrides: dict[str, Any] | None = None,
+    **shortcuts: Any,
+) -> Any:
+    """The learning-rate range test (fastai's ``lr_find``) for one stage of the run
+    :func:`fit` with the same arguments would train, and its suggestion (fastai's ``valley``).
+
+    The stages before ``stage`` train first, as in the run (a fine-tuning stage starts from
+    the head they trained); then ``stage``'s freezing, and ``steps`` optimiser steps at rates
+    rising from 1e-7 to 10, stopped when the loss diverges. Nothing is kept: the run happens
+    in a scratch folder, removed afterwards (see :mod:`tlcore.train.lrfind`).
+
+    Args:
+        data, recipe, overrides, shortcuts: as for :func:`fit`.
+        stage: the stage, by name or index (default the first).
+        out: a folder to write ``lr_find.json`` and ``lr_find.png`` (with the ``plots``
+            extra) into; nothing is written without it.
+        steps: the steps of the test (fastai's 100).
+        quiet: no progress output.
+
+    Returns:
+        A :class:`tlcore.train.lrfind.LrFindResult`: ``lrs``, ``losses``, ``suggestion``.
+
+    Example:
+        >>> tlcore.lr_find("demo-data", stage="fine_tune").suggestion  # doctest: +SKIP
+        0.000301
+    """
+    import tempfile
+
+    from tlcore.train.lrfind import run_range_test
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 10 <= steps <= 100_000:
+        raise TlcoreError(f"steps must be a whole number from 10 to 100000, not {steps!r}",
+                          "the range test takes 100 steps by default")
+    with tempfile.TemporaryDirectory(prefix="tlcore-lr-find-") as scratch:
+        resolved, folder, arrays = resolve_run(
+            data, recipe=recipe, out=Path(scratch) / "run", overrides=overrides, **shortcuts
+        )
+        result = run_range_test(resolved, folder, arrays, stage, steps, quiet)
+    if out is not None:
+        result.write(out)
+    return result

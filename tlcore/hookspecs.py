@@ -67,6 +67,7 @@ installed plugins (empty: none).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,7 +141,8 @@ def tl_register_choices(register: Register) -> None:
         (a :class:`~tlcore.interfaces.Choice`). ``kind`` names the field it extends
         (:data:`tlcore.recipe.choices.OPEN_FIELDS`): ``freeze`` (every stage's
         ``freeze.policy``), ``pooling`` (``head.pooling``), ``optimizer`` and ``schedule`` (a
-        stage's), ``augmentation`` (an item of ``data.augment``), ``task`` (``task``). The
+        stage's), ``augmentation`` (an item of ``data.augment``), ``task`` (``task``),
+        ``format`` (an item of ``export.formats``, which your ``tl_export`` writes). The
         recipe then accepts ``name`` there, and an unknown value's error lists the built-in
         and the registered names, with the plugin of each. A built-in name, a name another
         plugin registered first, or an unknown kind is ignored, and ``tl plugins`` says why.
@@ -263,12 +265,20 @@ def tl_train_step(
     :param model: what ``tl_attach_head`` returned.
     :param batch: a :class:`~tlcore.interfaces.Batch`: ``batch.x`` is uint8 NHWC images, or
         cached pooled features when ``batch.features`` (then only the head runs); ``batch.y``
-        holds the targets as ``state.loss`` takes them: int64 class indices
-        (``cross_entropy``), float32 multi-hot ``(n, outputs)`` (``binary_cross_entropy``) or
+        holds the targets as ``state.loss`` takes them: int64 class indices or float32 class
+        probabilities ``(n, outputs)`` (``cross_entropy``; probabilities come from mixing
+        augmentations), float32 multi-hot ``(n, outputs)`` (``binary_cross_entropy``) or
         float32 values ``(n, outputs)`` (``mse``).
     :param state: a :class:`~tlcore.interfaces.StepState`: the optimiser, this step's learning
         rate, the loss to compute by name (``state.loss``: ``cross_entropy`` with
-        ``state.label_smoothing``, ``binary_cross_entropy`` on the logits, ``mse``).
+        ``state.label_smoothing`` and ``state.class_weights``, exactly as
+        ``torch.nn.functional.cross_entropy(weight=..., label_smoothing=...)`` defines them
+        for both kinds of targets; ``binary_cross_entropy`` on the logits, ``mse``), and what
+        ``train.accumulate``, ``train.clip_norm`` and ``train.ema`` ask of the step
+        (``state.apply``, ``state.clip_norm``, ``state.ema``; their fields say how). A step
+        that honours them says so in its result (``applied`` when it may accumulate,
+        ``grad_norm`` when it clips; the average as ``ema.*`` optimiser-state entries): the
+        core refuses a backend that does not, rather than train something else silently.
     :return: ``{"loss": float, "outputs": ndarray}``: the loss on the batch *before* the
         update, a plain float, and the batch's logits of that forward pass (float32
         ``(n, outputs)``), from which the core computes the training metrics; or ``None`` for
@@ -444,6 +454,24 @@ def tl_seed(backend: str, seed: int) -> None:
     :param backend: the recipe's backend.
     :param seed: a non-negative 31-bit integer.
     :return: nothing.
+    """
+
+
+@hookspec(firstresult=True)
+def tl_network_flags(backend: str, network: Any) -> Callable[[], None] | None:
+    """Record the training flags of a network the user passed, to put them back after the run.
+
+    Called by the Python API (:func:`tlcore.fit`) before a run whose backbone is the user's
+    own network (``backbone.model``); the function returned is called when the run ends,
+    also when it fails. Freezing and training set flags on that network (PyTorch's
+    ``requires_grad`` and every submodule's train/eval mode, Keras's ``trainable``); the user
+    gets it back as they left it, with the trained weights (the run trains it in place).
+    The first non-``None`` answer wins.
+
+    :param backend: the recipe's backend.
+    :param network: the user's network, as ``tl_attach_head`` received it.
+    :return: a function of no arguments that puts every flag back as it was when this hook
+        was called, or ``None`` for another backend or a network that is not yours.
     """
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from tlcore.bundle.layout import EMBEDDINGS, PROBABILITIES
 from tlcore.bundle.read import open_bundle, open_session
 from tlcore.bundle.tokenizer import check_tokenizer, resolve_tokenizer
+from tlcore.bundle.tta import META_TTA, flip_average
 from tlcore.errors import DataError, TlcoreError
 from tlcore.inputs import modality
 from tlcore.inputs.image import ImageInput
@@ -55,6 +56,10 @@ class Predictor:
         model: which model file of a bundle folder to open, e.g. ``model.onnx`` for the
             float model; default: the bundle's ``default_model`` (the int8 model when its
             quantisation was accepted), else ``model.onnx``.
+        tta: test-time augmentation: average the output over each image and its mirror
+            image. A model exported with ``export.tta: hflip`` does it itself (and always);
+            for another, the predictor runs it twice (:mod:`tlcore.bundle.tta`).
+            :attr:`tta` and :attr:`tta_in_model` say what is done.
 
     Raises:
         TlcoreError: no model there; the model file does not match the sha256 recorded in
@@ -69,6 +74,7 @@ class Predictor:
         path: str | os.PathLike[str],
         threads: int | None = None,
         model: str | None = None,
+        tta: bool = False,
     ) -> None:
         self.path = Path(path)
         bundle = open_bundle(self.path, model, threads)
@@ -80,6 +86,14 @@ class Predictor:
         self.inputs = modality(self.input_spec)
         self.preprocessing = self.input_spec.preprocessing
         self.task, self.task_info = bundle.task, bundle.task_info
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.tta_in_model = meta.get(META_TTA, "none") != "none"
+        if tta and self.input_spec.modality != "image":
+            raise TlcoreError(
+                f"test-time augmentation mirrors images; this is a {self.input_spec.modality} "
+                "model", "leave out --tta",
+            )
+        self.tta = "hflip" if tta or self.tta_in_model else "none"
 
     def __repr__(self) -> str:
         return f"<Predictor {self.model_file}: {self.task.name}, {len(self.labels)} outputs>"
@@ -105,8 +119,14 @@ class Predictor:
 
     def outputs(self, images: np.ndarray) -> np.ndarray:
         """The task's output, float32 ``(N, outputs)`` (class or label probabilities, a
-        regression's values), of inputs already at :attr:`size`."""
+        regression's values), of inputs already at :attr:`size`; with :attr:`tta`, the mean
+        over each image and its mirror image."""
         batch = self.inputs.check(images, self.input_spec)
+        if self.tta != "none" and not self.tta_in_model:
+            return flip_average(self._run, batch)
+        return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.task.output], {self.input_spec.name: batch})[0]
 
     @property

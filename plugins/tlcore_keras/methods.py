@@ -8,6 +8,7 @@ backend's own; loading and seeding, which check the Keras backend first, stay on
 from __future__ import annotations
 
 from tlcore_keras.export import export_onnx as export_onnx
+from tlcore_keras.flags import network_flags as network_flags
 from tlcore_keras.freezing import apply_freeze
 from tlcore_keras.model import attach_head as attach_head
 from tlcore_keras.state import export_native as export_native

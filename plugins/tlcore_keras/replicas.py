@@ -27,32 +27,35 @@ def replicated_step(
 ) -> Any:
     """The step under ``opt.strategy``: each of this process's replicas takes its
     ``np.array_split`` part of the batch, with its share of the global batch; the loss is the
-    process's batch mean, the logits its rows in order."""
+    process's batch mean, the logits its rows in order, the gradient norm the first
+    replica's (a clipping step computes it from the gradient summed over the replicas, the
+    same on every one)."""
     strategy = opt.strategy
     local = len(strategy.extended.worker_devices)
     statistics = _moving_statistics(model) if opt.backbone_training else []
 
     @tf.function(input_signature=signature, autograph=False)
-    def step(x: Any, y: Any, lr: Any, smoothing: Any, share: Any) -> tuple[Any, Any]:
+    def step(x: Any, y: Any, lr: Any, smoothing: Any, share: Any) -> tuple[Any, Any, Any]:
         opt.optimizer.learning_rate.assign(lr)  # cross-replica: every copy of the variable
         n = tf.shape(x)[0]
 
-        def replica(x: Any, y: Any) -> tuple[Any, Any]:
+        def replica(x: Any, y: Any) -> tuple[Any, Any, Any]:
             context = tf.distribute.get_replica_context()
             index = tf.cast(context.replica_id_in_sync_group, tf.int32) % local
             start = index * (n // local) + tf.minimum(index, n % local)
             size = n // local + tf.cast(index < n % local, tf.int32)
             part = tf.cast(size, tf.float32) / tf.cast(n, tf.float32)
-            loss, logits = compute(x[start : start + size], y[start : start + size],
-                                   smoothing, share * part)
+            loss, logits, norm = compute(x[start : start + size], y[start : start + size],
+                                         smoothing, share * part)
             if statistics:
                 _average_statistics(context, statistics, share * part, size > 0)
-            return loss * part, logits
+            return loss * part, logits, norm
 
-        losses, logits = strategy.run(replica, args=(x, y))
+        losses, logits, norms = strategy.run(replica, args=(x, y))
         return (
             tf.add_n(list(strategy.experimental_local_results(losses))),
             tf.concat(strategy.experimental_local_results(logits), axis=0),
+            strategy.experimental_local_results(norms)[0],
         )
 
     return step

@@ -32,8 +32,9 @@ import numpy as np
 
 from tlcore.errors import TlcoreError
 from tlcore.files import atomic_path, read_arrays
-from tlcore.interfaces import LoadReport
+from tlcore.interfaces import EMA_PREFIX, LoadReport
 from tlcore.weights import match_weights, require_finite, require_some_loaded
+from tlcore_keras import ema
 from tlcore_keras.model import TransferModel, float32_compute
 from tlcore_keras.names import weight_entries
 from tlcore_keras.training import StageOptimizer
@@ -280,10 +281,14 @@ def _kind(variable: Any) -> str:
 
 def get_optimizer_state(opt: StageOptimizer) -> dict[str, np.ndarray]:
     """The optimiser's state as ``{"<index>.<kind>": array}`` (``0.iteration``,
-    ``1.momentum``, ...), the index being the variable's position in the optimiser."""
+    ``1.momentum``, ...), the index being the variable's position in the optimiser; the
+    weights' moving average (``train.ema``) as ``ema.<weight name>`` entries."""
     return {
-        f"{i}.{_kind(v)}": np.array(v.numpy(), copy=True)
-        for i, v in enumerate(_state_variables(opt))
+        **{
+            f"{i}.{_kind(v)}": np.array(v.numpy(), copy=True)
+            for i, v in enumerate(_state_variables(opt))
+        },
+        **ema.state(opt),
     }
 
 
@@ -296,6 +301,8 @@ def set_optimizer_state(opt: StageOptimizer, state: Mapping[str, np.ndarray]) ->
             fit.
     """
     variables = _state_variables(opt)
+    ema.restore(opt, {k: v for k, v in state.items() if k.startswith(EMA_PREFIX)})
+    state = {k: v for k, v in state.items() if not k.startswith(EMA_PREFIX)}
     with opt.strategy.scope() if opt.strategy is not None else contextlib.nullcontext():
         _restore_state(variables, state)
 

@@ -33,8 +33,12 @@ from tlcore.interfaces import Batch, StepState
 from tlcore.parallel import launched_rank
 from tlcore.recipe import StageSpec
 from tlcore.recipe.choices import builtin
+from tlcore_keras import ema, gradients
 from tlcore_keras.collective import PEER_ERRORS, cluster_peers, peer_failure
+from tlcore_keras.losses import loss_named as _loss_fn
+from tlcore_keras.losses import soft_targets as _soft
 from tlcore_keras.model import TransferModel, float32_compute, live_models
+from tlcore_keras.rategroups import RateGroups, rate_groups
 from tlcore_keras.replicas import replicated_step, skip_together
 
 # torch's defaults, so that one recipe means the same optimiser on both backends.
@@ -47,7 +51,9 @@ class StageOptimizer:
     """A Keras optimiser for one stage, bound to the variables it trains.
 
     Attributes:
-        optimizer: the ``keras.optimizers.Optimizer``, built on ``variables``.
+        optimizer: the ``keras.optimizers.Optimizer``, built on ``variables``; with
+            ``layer_decay`` a :class:`~tlcore_keras.rategroups.RateGroups`, one Keras
+            optimiser per layer-wise rate, used as one.
         variables: what trains in this stage, in the optimiser's order.
         l2: an L2 penalty added to the gradients (``adam``, ``sgd`` and ``rmsprop`` weight
             decay, as ``torch.optim`` applies it; ``adamw`` decays in the optimiser instead).
@@ -55,8 +61,9 @@ class StageOptimizer:
         freeze_version: the model's freeze count when this optimiser was made.
         strategy: the model's ``tf.distribute`` strategy (the steps run under it), or
             ``None``.
-        steps: the compiled train steps, by input kind (``True`` for cached features) and
-            loss name.
+        steps: the compiled train steps, by input kind (``True`` for cached features), loss
+            name, target kind (``True`` for class probabilities), class weights, accumulation
+            mode and clipping norm (:mod:`tlcore_keras.gradients`).
     """
 
     optimizer: Any
@@ -65,7 +72,7 @@ class StageOptimizer:
     backbone_training: bool
     freeze_version: int
     strategy: Any = None
-    steps: dict[tuple[bool, str], Callable[..., Any]] = field(default_factory=dict)
+    steps: dict[tuple[Any, ...], Callable[..., Any]] = field(default_factory=dict)
 
 
 def make_optimizer(model: TransferModel, stage: StageSpec) -> StageOptimizer | None:
@@ -84,7 +91,9 @@ def make_optimizer(model: TransferModel, stage: StageSpec) -> StageOptimizer | N
         raise TlcoreError("no parameter is trainable", "the freeze policy left nothing to train")
     with model.scope():
         optimizer, l2 = _keras_optimizer(stage)
-        if model.policy == "mixed_float16":
+        if stage.layer_decay != 1.0:
+            optimizer = _layerwise(model, stage, variables)
+        elif model.policy == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(variables)
     return StageOptimizer(
@@ -92,9 +101,29 @@ def make_optimizer(model: TransferModel, stage: StageSpec) -> StageOptimizer | N
     )
 
 
-def _keras_optimizer(stage: StageSpec) -> tuple[Any, float]:
-    """The Keras optimiser of a built-in ``stage.optimizer`` and its L2 penalty."""
-    lr, decay = stage.lr, stage.weight_decay
+def _layerwise(model: TransferModel, stage: StageSpec, variables: list[Any]) -> RateGroups:
+    """One Keras optimiser per layer-wise rate (``stage.layer_decay``), used as one.
+
+    Raises:
+        TlcoreError: the model trains in ``mixed_float16``, whose loss scaling wraps one
+            Keras optimiser.
+    """
+    if model.policy == "mixed_float16":
+        raise TlcoreError(
+            "layer_decay on the keras backend does not combine with precision 16-mixed (its "
+            "loss scaling wraps a single Keras optimiser)",
+            "train in precision bf16 or 32, or set layer_decay to 1",
+        )
+    multipliers, groups = rate_groups(model, variables, stage.layer_decay)
+    return RateGroups(
+        lambda rate: _keras_optimizer(stage, rate)[0], float(stage.lr), multipliers, groups
+    )
+
+
+def _keras_optimizer(stage: StageSpec, rate: Any = None) -> tuple[Any, float]:
+    """The Keras optimiser of a built-in ``stage.optimizer`` and its L2 penalty; at
+    ``rate`` (a float or a callable) instead of ``stage.lr`` when given."""
+    lr, decay = stage.lr if rate is None else rate, stage.weight_decay
     optimizers = keras.optimizers
     l2 = decay
     if stage.optimizer == "adamw":
@@ -111,16 +140,6 @@ def _keras_optimizer(stage: StageSpec) -> tuple[Any, float]:
     return optimizer, float(l2)
 
 
-def smoothed_cross_entropy(logits: Any, labels: Any, smoothing: Any) -> Any:
-    """Mean softmax cross-entropy of integer ``labels`` with label smoothing (as torch's
-    ``F.cross_entropy(label_smoothing=...)``: ``smoothing / K`` on every class)."""
-    classes = tf.shape(logits)[1]
-    one_hot = tf.one_hot(labels, classes, dtype=tf.float32)
-    target = one_hot * (1.0 - smoothing) + smoothing / tf.cast(classes, tf.float32)
-    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=1)
-    return tf.reduce_mean(-tf.reduce_sum(target * log_probs, axis=1))
-
-
 def _input_spec(model: TransferModel) -> tf.TensorSpec:
     """The model's input as a ``tf.TensorSpec``: uint8 images, int64 ids or float32 vectors."""
     spec = model.inputs
@@ -131,38 +150,20 @@ def _feature_spec(model: TransferModel) -> tf.TensorSpec:
     return tf.TensorSpec((None, model.num_features), tf.float32, name="features")
 
 
-def _loss_fn(name: str) -> Callable[[Any, Any, Any], Any]:
-    """The loss ``name`` as ``fn(logits, targets, smoothing)``: ``cross_entropy`` (int class
-    indices, label smoothing), ``binary_cross_entropy`` (multi-hot floats, on the logits) or
-    ``mse`` (float values shaped like the logits); means over the batch and the outputs."""
-
-    def binary(logits: Any, y: Any, smoothing: Any) -> Any:
-        z = tf.cast(logits, tf.float32)
-        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z))
-
-    def squared(logits: Any, y: Any, smoothing: Any) -> Any:
-        return tf.reduce_mean(tf.square(tf.cast(logits, tf.float32) - y))
-
-    losses = {
-        "cross_entropy": smoothed_cross_entropy,
-        "binary_cross_entropy": binary,
-        "mse": squared,
-    }
-    if name not in losses:
-        raise TlcoreError(
-            f"the keras backend has no loss {name!r}", "valid: " + ", ".join(losses)
-        )
-    return losses[name]
-
-
 def _build_train_step(
-    model: TransferModel, opt: StageOptimizer, features: bool, loss_name: str
+    model: TransferModel, opt: StageOptimizer, features: bool, loss_name: str,
+    soft: bool = False, class_weights: tuple[float, ...] | None = None,
+    mode: str = gradients.APPLY, clip_norm: float = 0.0,
 ) -> Any:
-    """The compiled step ``(x, y, lr, smoothing, share) -> (loss, float32 logits)``: under the
-    optimiser's strategy when it has one."""
+    """The compiled step ``(x, y, lr, smoothing, share) -> (loss, float32 logits, gradient
+    norm)``: under the optimiser's strategy when it has one; ``mode`` and ``clip_norm`` as
+    :func:`~tlcore_keras.gradients.update_gradients` takes them (constants of the trace).
+    ``y`` is int32 class indices for ``cross_entropy``, unless ``soft`` (float32 class
+    probabilities, a trace of its own);
+    ``class_weights`` are constants of the trace (they stay the same for a whole run)."""
     targets = (
         tf.TensorSpec((None,), tf.int32, name="labels")
-        if loss_name == "cross_entropy"
+        if loss_name == "cross_entropy" and not soft
         else tf.TensorSpec((None, model.num_classes), tf.float32, name="targets")
     )
     signature = [
@@ -172,12 +173,13 @@ def _build_train_step(
         tf.TensorSpec((), tf.float32, name="smoothing"),
         tf.TensorSpec((), tf.float32, name="share"),
     ]
-    compute = _update(model, opt, features, loss_name, replicated=opt.strategy is not None)
+    compute = _update(model, opt, features, loss_name, replicated=opt.strategy is not None,
+                      class_weights=class_weights, mode=mode, clip_norm=clip_norm)
     if opt.strategy is not None:
         return replicated_step(model, opt, compute, signature)
 
     @tf.function(input_signature=signature, autograph=False)
-    def step(x: Any, y: Any, lr: Any, smoothing: Any, share: Any) -> tuple[Any, Any]:
+    def step(x: Any, y: Any, lr: Any, smoothing: Any, share: Any) -> tuple[Any, Any, Any]:
         with model.placement():
             opt.optimizer.learning_rate.assign(lr)
             return compute(x, y, smoothing, share)
@@ -186,16 +188,20 @@ def _build_train_step(
 
 
 def _update(
-    model: TransferModel, opt: StageOptimizer, features: bool, loss_name: str, replicated: bool
-) -> Callable[..., tuple[Any, Any]]:
-    """``(x, y, smoothing, share) -> (mean loss, float32 logits)``: forward, the gradient of
-    the mean loss × ``share`` (scaled for a loss-scale optimiser), the update."""
+    model: TransferModel, opt: StageOptimizer, features: bool, loss_name: str, replicated: bool,
+    class_weights: tuple[float, ...] | None = None, mode: str = gradients.APPLY,
+    clip_norm: float = 0.0,
+) -> Callable[..., tuple[Any, Any, Any]]:
+    """``(x, y, smoothing, share) -> (mean loss, float32 logits, gradient norm)``: forward,
+    the gradient of the mean loss × ``share`` (scaled for a loss-scale optimiser), summed or
+    clipped as ``mode`` and ``clip_norm`` say (:mod:`tlcore_keras.gradients`), the update
+    (none while accumulating)."""
     optimizer, variables, l2 = opt.optimizer, opt.variables, opt.l2
     backbone_training = opt.backbone_training
-    loss_fn = _loss_fn(loss_name)
+    loss_fn = _loss_fn(loss_name, class_weights)
     scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
-    def compute(x: Any, y: Any, smoothing: Any, share: Any) -> tuple[Any, Any]:
+    def compute(x: Any, y: Any, smoothing: Any, share: Any) -> tuple[Any, Any, Any]:
         with tf.GradientTape() as tape:
             pooled = x if features else model.features(x, training=backbone_training)
             logits = model.classifier(pooled, training=True)
@@ -206,21 +212,28 @@ def _update(
             if scaling:
                 objective = optimizer.scale_loss(objective)
         grads = tape.gradient(objective, variables)
+        scale = optimizer.dynamic_scale if scaling else None
+        grads, norm = gradients.update_gradients(opt, grads, mode, clip_norm, scale, replicated)
+        if grads is None:  # accumulated: the update comes with the step's last batch
+            return loss, tf.cast(logits, tf.float32), norm
         if l2:
-            # Each replica adds its share of the penalty: their sum is the penalty once.
-            decay = l2 * share * (optimizer.dynamic_scale if scaling else 1.0)
+            # Once per update, after clipping (torch's weight decay is in its step); each
+            # replica adds its part of the penalty: their sum is the penalty once.
+            part = 1.0 / tf.distribute.get_replica_context().num_replicas_in_sync \
+                if replicated else 1.0
+            decay = l2 * part * (scale if scaling else 1.0)
             pairs = zip(grads, variables, strict=True)
             grads = [g if g is None else g + decay * v for g, v in pairs]
         if scaling and replicated:
             grads = skip_together(grads)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return loss, tf.cast(logits, tf.float32)
+        return loss, tf.cast(logits, tf.float32), norm
 
     return compute
 
 
 def _targets(model: TransferModel, y: np.ndarray, loss_name: str) -> np.ndarray:
-    if loss_name == "cross_entropy":
+    if loss_name == "cross_entropy" and not _soft(y, loss_name):
         return np.asarray(y).astype(np.int32, copy=False)
     return np.asarray(y, dtype=np.float32).reshape(-1, model.num_classes)
 
@@ -257,10 +270,15 @@ def _inputs(model: TransferModel, batch: Batch) -> np.ndarray:
 
 def train_step(model: TransferModel, batch: Batch, state: StepState) -> dict[str, Any]:
     """One step: set the learning rate, forward, the loss ``state.loss``, backward (of the
-    mean loss × ``state.share``: the replicas' gradients are summed), update.
+    mean loss × ``state.share``: the replicas' gradients are summed), update. Without
+    ``state.apply`` the gradient is only added to the step's sums; ``state.clip_norm``
+    clips the update's gradient (:mod:`tlcore_keras.gradients`), ``state.ema`` updates the
+    weights' moving average after it (:mod:`tlcore_keras.ema`).
 
     Returns:
-        ``{"loss": float, "outputs": float32 logits}`` of this batch, before the update.
+        ``{"loss": float, "outputs": float32 logits}`` of this batch, before the update;
+        ``applied`` (whether the weights changed) and, when clipping, ``grad_norm`` (the
+        global norm before clipping).
 
     Raises:
         TlcoreError: the optimiser is not this backend's, or was made before the last freeze.
@@ -276,10 +294,18 @@ def train_step(model: TransferModel, batch: Batch, state: StepState) -> dict[str
             "the freeze policy changed after this optimiser was made",
             "call tl_make_optimizer after every tl_freeze",
         )
-    key = (batch.features, state.loss)
+    soft = _soft(batch.y, state.loss)
+    mode = gradients.step_mode(opt, state.apply)
+    gradients.prepare(opt, mode)
+    clip = float(state.clip_norm) if state.apply else 0.0
+    key = (batch.features, state.loss, soft, state.class_weights, mode, clip)
     step = opt.steps.get(key)
     if step is None:
-        step = opt.steps[key] = _build_train_step(model, opt, batch.features, state.loss)
+        step = opt.steps[key] = _build_train_step(
+            model, opt, batch.features, state.loss, soft, state.class_weights, mode, clip
+        )
+    if state.ema:  # the first average: the weights (and statistics) before the first batch
+        ema.begin(model, opt)
     args = (
         _inputs(model, batch),
         _targets(model, batch.y, state.loss),
@@ -289,12 +315,19 @@ def train_step(model: TransferModel, batch: Batch, state: StepState) -> dict[str
     )
     peers = cluster_peers() if opt.strategy is not None else ()
     try:
-        loss, logits = step(*args)
+        loss, logits, norm = step(*args)
     except PEER_ERRORS as exc:
         if len(peers) < 2:
             raise
         raise peer_failure(exc, peers, launched_rank()) from None
-    return {"loss": float(loss), "outputs": np.asarray(logits, dtype=np.float32)}
+    gradients.finished(opt, mode)
+    result = {"loss": float(loss), "outputs": np.asarray(logits, dtype=np.float32),
+              "applied": bool(state.apply)}
+    if clip:
+        result["grad_norm"] = float(norm)
+    if state.apply and state.ema:
+        ema.update(model, opt, state.ema)
+    return result
 
 
 def _compiled(model: TransferModel, kind: str) -> Any:

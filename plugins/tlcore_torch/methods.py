@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from tlcore_torch.export import export_onnx as export_onnx
+from tlcore_torch.flags import network_flags as network_flags
 from tlcore_torch.freezing import apply_freeze
 from tlcore_torch.model import attach_head as attach_head
 from tlcore_torch.placement import setup as setup

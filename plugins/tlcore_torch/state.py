@@ -13,9 +13,9 @@ from torch import nn
 
 from tlcore.errors import TlcoreError
 from tlcore.files import atomic_path, read_arrays
-from tlcore.interfaces import LoadReport
+from tlcore.interfaces import EMA_PREFIX, LoadReport
 from tlcore.weights import match_weights, require_finite, require_some_loaded
-from tlcore_torch import amp
+from tlcore_torch import amp, ema
 
 NATIVE_FILE = "model.pt"
 _SAVE_HINT = (
@@ -138,9 +138,10 @@ def get_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarra
     from whatever device, and for ``16-mixed`` its loss scaler's (``scaler.<key>``).
 
     The index is the parameter's position in the optimiser's groups; hyper-parameters are not
-    included (they come from the recipe, and the learning rate is set every step).
+    included (they come from the recipe, and the learning rate is set every step). The
+    weights' moving average (``train.ema``) comes as ``ema.<weight name>`` entries.
     """
-    out: dict[str, np.ndarray] = amp.scaler_state(optimizer)
+    out: dict[str, np.ndarray] = {**amp.scaler_state(optimizer), **ema.state(optimizer)}
     for index, entries in optimizer.state_dict()["state"].items():
         for key, value in entries.items():
             if value is None:
@@ -161,9 +162,10 @@ def set_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, np
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     amp.restore_scaler(optimizer, {k: v for k, v in state.items() if k.startswith(amp.PREFIX)})
+    ema.restore(optimizer, {k: v for k, v in state.items() if k.startswith(EMA_PREFIX)})
     entries: dict[int, dict[str, torch.Tensor]] = {}
     for name, array in state.items():
-        if name.startswith(amp.PREFIX):
+        if name.startswith((amp.PREFIX, EMA_PREFIX)):
             continue
         index_text, _, key = name.partition(".")
         if not index_text.isdigit() or not key or int(index_text) >= len(params):

@@ -89,7 +89,14 @@ def export_run(
         opset=recipe.export.opset if opset is None else opset,
         tolerance=recipe.export.tolerance, task=task, task_info=task_info,
     )
-    info["onnx"] = result.to_dict()
+    if recipe.export.tta != "none":
+        from tlcore.bundle.tta import export_tta
+
+        result = export_tta(
+            result, recipe.backend, model, samples, shipped, task, task_info,
+            recipe.export.tolerance, recipe.export.tta,
+        )
+    info["onnx"] = {**result.to_dict(), "tta": recipe.export.tta}
     info.setdefault("exports", {})["onnx"] = exported_files(result.path, run)
     discard(run, info)
     write_json(info_file, info)
@@ -98,6 +105,56 @@ def export_run(
         RunInfo(Path(run), recipe.backend, classes, recipe.to_dict()), "onnx", result.path
     )
     return result
+
+
+def export_format(
+    run: str | Path, fmt: str, *, data: str | Path | None = None, opset: int | None = None
+) -> Path:
+    """Write a finished run's model in the format ``fmt`` (``native``, or one a plugin
+    registers and writes) through the backend's ``tl_export`` on the model rebuilt from the
+    run's weights, as the end of training does; ``tlcore.json`` records every file written,
+    with its sha256, under ``exports``. ``onnx`` is :func:`export_run`'s.
+
+    Args:
+        run: a finished run folder.
+        fmt: the format, as ``export.formats`` names it.
+        data: samples for formats that trace the model (default: the run's own).
+        opset: passed on to the plugin (default: the recipe's ``export.opset``).
+
+    Returns:
+        The main file written.
+
+    Raises:
+        TlcoreError: the format is unknown (the list of known ones), the run is not finished,
+            or no plugin writes ``fmt`` for the run's backend.
+    """
+    from tlcore.errors import RecipeError
+    from tlcore.recipe.choices import builtin, check
+
+    if fmt not in builtin("format"):
+        try:
+            check("format", fmt, "export.formats")  # before the model is rebuilt
+        except RecipeError as exc:
+            raise TlcoreError(f"unknown export format {fmt!r}", exc.hint) from None
+    if fmt == "onnx":
+        return export_run(run, opset=opset, data=data).path
+    info_file = _info_file(run)
+    info = read_info(info_file)
+    recipe, classes, model, spec = load_run(run)
+    _, dataset, _ = _images(recipe, data, f"the {fmt} export", spec.modality)
+    samples = dataset.inputs(parity_indices(len(dataset)), spec)
+    target = Path(run) / "native" if fmt == "native" else Path(run)
+    calls = BackendCalls(recipe.backend)
+    written = calls.export(
+        model, fmt, target, samples, recipe.export.opset if opset is None else opset
+    )
+    # The native format is its folder: the backend's file and the core's weights.npz.
+    info.setdefault("exports", {})[fmt] = exported_files(
+        target if fmt == "native" else written, run
+    )
+    write_json(info_file, info)
+    calls.on_export(RunInfo(Path(run), recipe.backend, classes, recipe.to_dict()), fmt, written)
+    return written
 
 
 def _run_task(run: Path, name: str, info: dict[str, Any]) -> tuple[Task, dict[str, Any]]:

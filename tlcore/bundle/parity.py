@@ -81,7 +81,7 @@ def verify_parity(
     task: Task | None = None,
     task_info: dict[str, Any] | None = None,
     input_name: str = INPUT,
-    embeddings_tolerance: float = EMBEDDING_TOLERANCE,
+    embeddings_tolerance: float = EMBEDDING_TOLERANCE, tta: str = "none",
 ) -> Parity:
     """Compare onnxruntime with the framework on ``samples``, at batch 1 and all at once.
 
@@ -93,7 +93,9 @@ def verify_parity(
     (:meth:`~tlcore.tasks.Task.agreement`): the top-1 class, the labels over their
     thresholds; a regression's answer is its value. A graph with an ``embeddings`` output is
     compared with the backend's pooled features (``tl_extract_features``) too, all samples as
-    one batch.
+    one batch. With ``tta="hflip"`` the graph averages its output over each image and its
+    mirror image (:mod:`tlcore.bundle.tta`): the framework's side is then the mean of its
+    outputs on both, from two forwards.
 
     Raises:
         TlcoreError: either side gives a non-finite output (NaN or inf); the tolerance is
@@ -109,7 +111,7 @@ def verify_parity(
     agree: list[np.ndarray] = []
     for size in batch_sizes:
         ours, theirs = _both_sides(session, backend, model, samples, size, task, info,
-                                   input_name)
+                                   input_name, tta)
         diff = task.difference(ours, theirs, info)
         if diff.max() > worst:
             worst, worst_sample, worst_batch = float(diff.max()), int(diff.argmax()), size
@@ -216,17 +218,19 @@ def _both_sides(
     task: Task,
     info: dict[str, Any],
     input_name: str = INPUT,
+    tta: str = "none",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The task's output of onnxruntime and of the framework on ``samples``, in batches of
-    ``size``; both finite."""
+    ``size``; both finite. With ``tta="hflip"`` the framework's is the mean of its outputs on
+    the images and on their mirror images."""
     chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
     ours = np.concatenate(
         [_run_onnx(session, chunk, task.output, input_name) for chunk in chunks]
     )
     with np.errstate(invalid="ignore", over="ignore"):  # NaN is refused just below
-        theirs = np.concatenate(
-            [task.activate(_run_framework(backend, model, chunk), info) for chunk in chunks]
-        )
+        theirs = np.concatenate([
+            _framework_output(backend, model, chunk, task, info, tta) for chunk in chunks
+        ])
     # Before any difference is taken: a NaN difference is never "over the tolerance".
     _require_finite(theirs, f"the {backend} model", size, task.output)
     _require_finite(ours, "onnxruntime", size, task.output)
@@ -270,6 +274,18 @@ def _run_onnx(
             "the backend exported a graph that does not take any batch size; "
             "report it to the backend plugin",
         ) from None
+
+
+def _framework_output(
+    backend: str, model: Any, images: np.ndarray, task: Task, info: dict[str, Any], tta: str
+) -> np.ndarray:
+    """The task's output of the framework on ``images``; for ``tta="hflip"`` averaged with
+    its output on the images mirrored left-right (NHWC: axis 2), as the TTA graph does."""
+    out = task.activate(_run_framework(backend, model, images), info)
+    if tta == "hflip":
+        flipped = np.ascontiguousarray(images[:, :, ::-1])
+        out = (out + task.activate(_run_framework(backend, model, flipped), info)) / 2
+    return out
 
 
 def _run_framework(backend: str, model: Any, images: np.ndarray) -> np.ndarray:

@@ -37,6 +37,18 @@ def plugins(as_json: bool) -> None:
             ignored = f"  IGNORED: {choice['ignored']}" if choice["ignored"] else ""
             about = f"  {choice['description']}" if choice["description"] else ""
             click.echo(f"    choice: {choice['kind']} {choice['name']}{about}{ignored}")
+    click.echo(f"export formats: {_formats(rows)}")
+
+
+def _formats(rows: list[dict]) -> str:
+    """What ``export.formats`` accepts: the built-in formats and those plugins register."""
+    from tlcore.recipe.choices import builtin
+
+    added = [
+        f"{choice['name']} ({row['name']})" for row in rows for choice in row["choices"]
+        if choice["kind"] == "format" and not choice["ignored"]
+    ]
+    return ", ".join(builtin("format")) + " (built in)" + ("; " + ", ".join(added) if added else "")
 
 
 @cli.command()

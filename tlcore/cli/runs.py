@@ -25,7 +25,11 @@ from tlcore.progress import printable
               help="CSV label file (path,label) of the images in DATA; DATA may also be the "
               "CSV file itself.")
 @click.option("--out", "-o", type=click.Path(path_type=Path),
-              help="Folder for report.json and confusion.png [default: RUN/eval/<DATA name>].")
+              help="Folder for report.json, report.html and the pictures "
+              "[default: RUN/eval/<DATA name>].")
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: average over each image and its mirror image "
+              "(two runs, unless the model was exported with export.tta: hflip).")
 def eval_(
     run: Path,
     data: Path,
@@ -34,6 +38,7 @@ def eval_(
     native: bool,
     labels: Path | None,
     out: Path | None,
+    tta: bool,
 ) -> None:
     """Evaluate a trained run (or its model.onnx) on labelled images: a folder with one
     sub-folder per class, or images with a CSV label file.
@@ -41,7 +46,10 @@ def eval_(
     Prints the metrics of the run's task (classification: accuracy, per-class precision and
     recall, the confusion matrix; multilabel: per-label precision, recall and F1, micro and
     macro F1, subset accuracy; regression: MAE, RMSE, R²) and writes them as report.json,
-    for a classifier with a picture of the matrix, confusion.png (with matplotlib). The
+    with report.html, a page to look at (a classifier's adds its calibration, ECE and
+    reliability diagram, and the thumbnails of the images it got most confidently wrong),
+    and for a classifier pictures of the matrix and calibration, confusion.png and
+    reliability.png (with matplotlib). The
     bundle's default model (model.onnx, or model.int8.onnx when its quantisation was
     accepted) is evaluated on onnxruntime when there is one, else the framework model.
 
@@ -61,7 +69,8 @@ def eval_(
 
     folder = out or report_folder(run, data)
     check_report_folder(folder, data)  # before the work, not after it
-    report = evaluate_run(run, data, batch_size=batch_size, native=native, labels=labels)
+    report = evaluate_run(run, data, batch_size=batch_size, native=native, labels=labels,
+                          tta=tta)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -89,6 +98,9 @@ def eval_(
               "[default: the bundle's default model].")
 @click.option("--skip-bad", is_flag=True,
               help="Skip images that cannot be read (a warning each) instead of stopping.")
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: average over each image and its mirror image "
+              "(two runs, unless the model was exported with export.tta: hflip).")
 def predict(
     bundle: Path,
     paths: tuple[str, ...],
@@ -99,6 +111,7 @@ def predict(
     as_csv: bool,
     model: str | None,
     skip_bad: bool,
+    tta: bool,
 ) -> None:
     """Predict for image files or folders, texts, or vectors with a bundle's model
     (onnxruntime only): the top classes, every label over its threshold (multilabel) or the
@@ -129,7 +142,7 @@ def predict(
     def stop(source: str, error: DataError) -> None:
         raise DataError(error.message, f"{error.hint}, or pass --skip-bad to skip such images")
 
-    predictor = Predictor(bundle, threads=threads, model=model)
+    predictor = Predictor(bundle, threads=threads, model=model, tta=tta)
     predictions = predictor.iter_predict(
         paths, top_k=top_k, batch_size=batch_size, on_error=skip if skip_bad else stop
     )
@@ -160,6 +173,9 @@ def predict(
               help=MAX_DROP_HELP + " [default: the recipe's, 0.01]")
 @click.option("--calibration-images", type=click.IntRange(min=1),
               help="Training images that calibrate static quantisation [default: 300].")
+@click.option("--format", "fmt", default="onnx", show_default=True,
+              help="The format to write: onnx, native, or one a plugin adds (tl plugins "
+              "lists them).")
 def export(
     run: Path,
     opset: int | None,
@@ -167,19 +183,31 @@ def export(
     quantize: str | None,
     max_drop: float | None,
     calibration_images: int | None,
+    fmt: str,
 ) -> None:
-    """Write a finished run's model.onnx again, verified against the framework model.
+    """Write a finished run's model.onnx again, verified against the framework model, or
+    the model in another --format.
 
     Rebuilds the model from the run's weights; the checksum and the parity figures go into
     tlcore.json. With --quantize it also writes model.int8.onnx and prints its accuracy next
     to the float model's; it becomes the bundle's default model only within --max-drop.
+    Another --format is written by the plugin that adds it; tlcore.json records its files
+    with their sha256 under exports.
 
     \b
     Examples:
       tl export runs/demo --opset 13
       tl export runs/demo --quantize static --max-drop 0.005
+      tl export runs/demo --format native
     """
-    from tlcore.bundle.export import export_run, quantize_run
+    from tlcore.bundle.export import export_format, export_run, quantize_run
+
+    if fmt != "onnx":
+        if quantize not in (None, "none"):
+            raise click.UsageError("--quantize makes an int8 ONNX model: use it with --format onnx")
+        written = export_format(run, fmt, data=data, opset=opset)
+        click.echo(f"wrote {written} (format {fmt})")
+        return
 
     def warn(text: str) -> None:
         click.echo(f"warning: {printable(text)}", err=True)

@@ -27,7 +27,8 @@ COMPARE_HELP = (
 @click.option("--weights", help="pretrained (default), none, or a weights file.")
 @click.option("--input-size", type=int, help="Square input size in pixels.")
 @click.option("--epochs", type=int, help="Epochs of every stage.")
-@click.option("--lr", type=float, help="First stage's learning rate; later stages keep ratio.")
+@click.option("--lr", help="First stage's learning rate; later stages keep ratio. auto: every "
+              "stage starts with the learning-rate finder and trains at its suggestion.")
 @click.option("--batch-size", type=int, help="Batch size.")
 @click.option("--seed", type=int, help="Seed for a repeatable run.")
 @click.option("--task", help="classification (default), multilabel or regression (or a plugin's).")

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tlcore.errors import TlcoreError
 from tlcore.hookspecs import hookimpl
 from tlcore.interfaces import BackendInfo
+from tlcore.plugins.backend_extras import BackendExtras
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
     from tlcore.recipe import BackboneSpec, FreezeSpec, HeadSpec, StageSpec
 
 
-class Backend:
+class Backend(BackendExtras):
     """Base class of a backend plugin: the backend hooks, with ownership checked once.
 
     Class attributes describe the backend; :meth:`info` declares them without importing the
@@ -97,7 +98,6 @@ class Backend:
     default_backbone: ClassVar[str] = "builtin:simple_cnn"
     description: ClassVar[str] = ""
     implementation: ClassVar[str] = ""
-    formats: ClassVar[tuple[str, ...]] = ("native", "onnx")
     feature_batch: ClassVar[int] = 256
 
     def __init__(self) -> None:

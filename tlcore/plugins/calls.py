@@ -11,7 +11,7 @@ silent fallback. A framework running out of memory in any hook is a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +71,14 @@ class BackendCalls:
     def seed(self, seed: int) -> None:
         """``tl_seed``: seed the framework's generators."""
         hook().tl_seed(backend=self.backend, seed=seed)
+
+    def network_flags(self, network: Any) -> Callable[[], None]:
+        """``tl_network_flags``: a function that puts the training flags of the user's own
+        ``network`` back as they are now. A backend that does not record them answers
+        nothing, and the function then does nothing: the flags are the backend's to know."""
+        restore = hook().tl_network_flags(backend=self.backend, network=network)
+        return restore if restore is not None else _nothing
+
 
     def load_backbone(self, spec: BackboneSpec) -> Backbone:
         """``tl_load_backbone``; no answer means no plugin knows the source."""
@@ -205,6 +213,10 @@ class BackendCalls:
                 "see 'tl plugins' and tlcore.hookspecs",
             )
         return result
+
+
+def _nothing() -> None:
+    """What :meth:`BackendCalls.network_flags` returns when no plugin records the flags."""
 
 
 def _unimplemented_choice(hook_name: str, backend: str, kind: str, value: str) -> None:

@@ -21,8 +21,10 @@ from typing import Any
 
 from tlcore.classifier import check_head, check_kept_head
 from tlcore.errors import RecipeError, TlcoreError
-from tlcore.recipe.choices import check, kind_of
+from tlcore.recipe.choices import builtin, check, kind_of
+from tlcore.recipe.gradual import expand_gradual
 from tlcore.recipe.spec import (
+    AUTO_LR,
     BackboneSpec,
     ExportSpec,
     FreezeSpec,
@@ -72,6 +74,11 @@ SHORTCUTS: dict[str, str] = {
     "cache_features": "train.cache_features",
     "device": "train.device",
     "precision": "train.precision",
+    "accumulate": "train.accumulate",
+    "clip_norm": "train.clip_norm",
+    "ema": "train.ema",
+    "class_weights": "train.class_weights",
+    "sampler": "train.sampler",
     "data": "data.path",
     "labels": "data.labels",
     "val": "data.val_path",
@@ -125,15 +132,26 @@ def build_recipe(
             known = ", ".join(sorted([*SHORTCUTS, "epochs", "lr"]))
             raise RecipeError(name, value, f"a recipe shortcut: {known}")
     # Overrides may bring partial sections (``train.stages=[{epochs: 3}]``): fill defaults again.
-    return _build(Recipe, _merge_defaults(Recipe, data, ""), "")
+    return expand_gradual(_build(Recipe, _merge_defaults(Recipe, data, ""), ""))
 
 
 def _set_base_lr(stages: list[dict[str, Any]], lr: Any) -> None:
-    base = _coerce(float, lr, "lr")
-    _check_meta(base, "lr", _range(1e-12, 10.0))
-    first = float(stages[0]["lr"])
-    for stage in stages:
-        stage["lr"] = base * float(stage["lr"]) / first
+    """The ``lr`` shortcut: ``auto`` makes every stage search its own rate; a number is the
+    first stage's rate, and later stages keep their ratio to it (a stage at ``auto`` stays
+    there, and with the first stage at ``auto`` the others keep their own rates)."""
+    meta = {**_range(1e-12, 10.0), "words": (AUTO_LR,)}
+    base = _number_or_word(lr, "lr", meta)
+    if base == AUTO_LR:
+        for stage in stages:
+            stage["lr"] = AUTO_LR
+        return
+    first = _number_or_word(stages[0]["lr"], "train.stages.0.lr", meta)
+    for i, stage in enumerate(stages):
+        own = _number_or_word(stage["lr"], f"train.stages.{i}.lr", meta)
+        if i == 0:
+            stage["lr"] = base
+        elif own != AUTO_LR and first != AUTO_LR:
+            stage["lr"] = base * own / first
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -246,6 +264,10 @@ def _convert(hint: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any:
         return tuple(_convert(item, v, f"{path}.{i}", meta) for i, v in enumerate(value))
     if hint is Any:
         return value
+    if "class_weights" in meta:
+        return _class_weights(value, path, meta["class_weights"])
+    if "words" in meta:
+        return _number_or_word(value, path, meta)
     optional = _is_optional(hint)
     base = _non_none(hint)
     if value is None or (isinstance(value, str) and value.lower() in ("null", "~") and optional):
@@ -314,6 +336,46 @@ def _check_meta(value: Any, path: str, meta: Mapping[str, Any]) -> None:
         raise RecipeError(path, value, f"a number <= {hi}" + (f" and >= {lo}" if lo else ""))
 
 
+def _class_weights(value: Any, path: str, words: tuple[str, ...]) -> str | dict[str, float]:
+    """``train.class_weights``: one of ``words`` (``none``, ``balanced``), or a mapping of class
+    names to finite weights > 0 (whether it names every class is checked against the data,
+    when the run starts: :func:`tlcore.train.balance.class_weights`)."""
+    if isinstance(value, str):
+        if value.lower() in words:
+            return value.lower()
+        close = difflib.get_close_matches(value.lower(), words, n=1)
+        extra = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RecipeError(
+            path, value, f"{' or '.join(words)}, or a mapping {{class name: weight}}" + extra
+        )
+    if not isinstance(value, Mapping) or not value:
+        raise RecipeError(path, value, f"{' or '.join(words)}, or a mapping {{class name: weight}}")
+    weights: dict[str, float] = {}
+    for name, weight in value.items():
+        where = f"{path}.{name}"
+        if isinstance(name, bool) or not isinstance(name, str | int):
+            raise RecipeError(where, name, "a class name")
+        number = _coerce(float, weight, where)  # refuses NaN and infinity
+        if not number > 0:
+            raise RecipeError(where, weight, "a weight > 0 (leave a class at 1 to keep it as is)")
+        weights[str(name)] = number
+    return weights
+
+
+def _number_or_word(value: Any, path: str, meta: Mapping[str, Any]) -> float | str:
+    """A field that takes a finite number in its range or one of its ``words`` (a stage's
+    ``lr``: a rate or ``auto``)."""
+    words = meta["words"]
+    if isinstance(value, str) and value.strip().lower() in words:
+        return value.strip().lower()
+    try:
+        number = _coerce(float, value, path)
+    except RecipeError:
+        raise RecipeError(path, value, "a finite number or " + " or ".join(words)) from None
+    _check_meta(number, path, {k: v for k, v in meta.items() if k != "words"})
+    return number
+
+
 def _is_device(word: str) -> bool:
     """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
     kind, _, index = word.partition(":")
@@ -341,8 +403,15 @@ def _check_consistency(obj: Any, path: str) -> None:
     if isinstance(obj, TrainSpec):
         if not _is_device(obj.device):
             raise RecipeError(prefix + "device", obj.device, "auto, cpu, cuda, cuda:N or mps")
+        if obj.ema >= 1:  # a decay of 1 would never move the average off its start
+            raise RecipeError(prefix + "ema", obj.ema, "a decay >= 0 and < 1 (0: no average)")
         if not obj.stages:
             raise RecipeError(prefix + "stages", [], "at least one stage")
+        for i, stage in enumerate(obj.stages):
+            if stage.lr == AUTO_LR and stage.optimizer == "logistic":
+                # The logistic regression takes no steps: there is no rate to search.
+                raise RecipeError(f"{prefix}stages.{i}.lr", stage.lr,
+                                  "a number (a logistic stage fits its head without a rate)")
         names = [s.name for s in obj.stages]
         if len(set(names)) != len(names):
             raise RecipeError(prefix + "stages", names, "stages with distinct names")
@@ -355,13 +424,28 @@ def _check_consistency(obj: Any, path: str) -> None:
             )
     if isinstance(obj, Recipe):
         check_kept_head(obj.head.classifier, [s.optimizer for s in obj.train.stages])
+        _check_mixing(obj)
     if isinstance(obj, ExportSpec):
         for i, fmt in enumerate(obj.formats):
             if not fmt or not fmt.replace("_", "").isalnum():
                 raise RecipeError(f"{prefix}formats.{i}", fmt, "a format name such as onnx")
+            if fmt not in builtin("format"):  # a plugin's, known before any training
+                check("format", fmt, f"{prefix}formats.{i}")
         if obj.quantize != "none" and "onnx" not in obj.formats:
             raise RecipeError(
                 prefix + "quantize", obj.quantize, "none, unless export.formats includes onnx"
+            )
+
+
+def _check_mixing(recipe: Recipe) -> None:
+    """Mixup and CutMix mix targets into class probabilities: classification and multilabel
+    only (a mixed regression target is a number no image shows)."""
+    for i, name in enumerate(recipe.data.augment):
+        if name in ("mixup", "cutmix") and recipe.task not in ("classification", "multilabel"):
+            raise RecipeError(
+                f"data.augment.{i}", name,
+                f"an augmentation other than mixup and cutmix for task {recipe.task!r} "
+                "(they mix class targets: classification and multilabel only)",
             )
 
 

@@ -40,6 +40,16 @@ OPEN_FIELDS: dict[str, tuple[type, str]] = {
 }
 
 
+#: Kinds a plugin registers for what its own hooks write, checked by the recipe like the open
+#: fields' values but kept out of :data:`OPEN_FIELDS` (no field's ``choices`` holds them):
+#: each kind with the recipe path it names and its built-in values. ``format``: an item of
+#: ``export.formats`` that the plugin's ``tl_export`` writes, so that a misspelt or missing
+#: format is refused when the recipe is built, before any training, not when the run ends.
+NAMED_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "format": ("export.formats", ("native", "onnx")),
+}
+
+
 #: The kinds the core itself carries out, with the function a plugin registers as ``value``.
 CARRIED_OUT_BY_THE_CORE = ("schedule", "augmentation")
 
@@ -92,6 +102,8 @@ def builtin(kind: str) -> tuple[str, ...]:
         >>> builtin("pooling")
         ('avg', 'max', 'flatten', 'mean', 'cls')
     """
+    if kind in NAMED_KINDS:
+        return NAMED_KINDS[kind][1]
     cls, name = OPEN_FIELDS[kind]
     for f in dataclasses.fields(cls):
         if f.name == name:
@@ -106,6 +118,8 @@ def field_paths(kind: str) -> list[str]:
         >>> field_paths("optimizer")
         ['train.stages.N.optimizer']
     """
+    if kind in NAMED_KINDS:
+        return [NAMED_KINDS[kind][0]]
     cls, name = OPEN_FIELDS[kind]
     return [f"{path}.{name}" if path else name for path in _section_paths(Recipe, "", cls)]
 
@@ -186,8 +200,8 @@ def _ignored(choice: Any, first: dict[tuple[str, str], str]) -> str:
         return f"not a tlcore.interfaces.Choice: {type(choice).__name__}"
     if not isinstance(choice.name, str) or not choice.name:
         return f"the name must be a non-empty string, not {choice.name!r}"
-    if choice.kind not in OPEN_FIELDS:
-        return f"unknown kind {choice.kind!r}; kinds: {', '.join(OPEN_FIELDS)}"
+    if choice.kind not in OPEN_FIELDS and choice.kind not in NAMED_KINDS:
+        return f"unknown kind {choice.kind!r}; kinds: {', '.join([*OPEN_FIELDS, *NAMED_KINDS])}"
     if not _has_field(choice.kind):
         return f"this version of tlcore's recipe has no field for {choice.kind!r}"
     if choice.name in builtin(choice.kind):
@@ -201,6 +215,8 @@ def _ignored(choice: Any, first: dict[tuple[str, str], str]) -> str:
 
 
 def _has_field(kind: str) -> bool:
+    if kind in NAMED_KINDS:
+        return True
     cls, name = OPEN_FIELDS[kind]
     return any(f.name == name for f in dataclasses.fields(cls))
 

@@ -85,6 +85,7 @@ def _allowed(field: dataclasses.Field) -> str:
     low, high = field.metadata.get("min"), field.metadata.get("max")
     if low is None and high is None:
         return ""
+    words = "".join(f", or {word}" for word in field.metadata.get("words", ()))  # lr: auto
     if high is None:
-        return f"  # at least {_number(low)}"
-    return f"  # {_number(low)} to {_number(high)}"
+        return f"  # at least {_number(low)}{words}"
+    return f"  # {_number(low)} to {_number(high)}{words}"

@@ -26,8 +26,11 @@ def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
 #: of a built-in task (:attr:`tlcore.tasks.Task.metric_names`, prefixed ``val_``).
 MONITORS = (
     "auto", "val_loss", "val_accuracy", "val_f1_micro", "val_f1_macro", "val_subset_accuracy",
-    "val_mae", "val_rmse", "val_r2",
+    "val_mae", "val_rmse", "val_r2", "val_balanced_accuracy",
 )
+
+#: A stage's ``lr`` that asks for the learning-rate finder (:mod:`tlcore.train.lrfind`).
+AUTO_LR = "auto"
 
 #: The ``backbone.weights`` values that mean the source's own published weights.
 PRETRAINED_WEIGHTS = ("pretrained", "imagenet")
@@ -121,10 +124,13 @@ class StageSpec:
     ``schedule``: ``constant``, ``cosine`` (after ``warmup``, a fraction of the stage's steps,
     of linear warm-up) or ``onecycle``. ``patience`` > 0 stops the stage after that many
     epochs without improvement of ``monitor``; ``restore_best`` then keeps the best epoch.
-    ``monitor``: a validation metric of the recipe's task (``val_loss``; ``val_accuracy`` for
-    classification; ``val_f1_micro``, ``val_f1_macro``, ``val_subset_accuracy`` for multilabel;
-    ``val_mae``, ``val_rmse``, ``val_r2`` for regression) or ``auto`` (the default): the
-    task's own (``val_accuracy``, ``val_f1_micro``, ``val_mae``).
+    ``monitor``: a validation metric of the recipe's task (``val_loss``; ``val_accuracy``,
+    ``val_balanced_accuracy``, ``val_f1_macro`` for classification; ``val_f1_micro``,
+    ``val_f1_macro``, ``val_subset_accuracy`` for multilabel; ``val_mae``, ``val_rmse``,
+    ``val_r2`` for regression) or ``auto`` (the default): the task's own (``val_accuracy``,
+    ``val_f1_micro``, ``val_mae``), except that a classification whose training classes are
+    imbalanced (the largest at least 1.5 times the smallest) watches
+    ``val_balanced_accuracy``, and the run says so.
     ``optimizer``: ``adamw``, ``adam``, ``sgd``, ``rmsprop``, or ``logistic``: the head is
     fitted by scikit-learn's logistic regression on the frozen backbone's cached features
     (``C`` chosen by cross-validation) instead of by gradient steps; it needs a frozen
@@ -136,6 +142,25 @@ class StageSpec:
     the stage; a recipe whose every stage has 0 is refused (it would export an untrained
     model). Numbers must be finite: NaN and infinity are refused. A loss or weight that
     turns NaN or infinite while training stops the run (:mod:`tlcore.train.guards`).
+
+    ``lr``: a number, or ``auto``: the stage starts with the learning-rate range test of
+    fastai's ``lr_find`` (:mod:`tlcore.train.lrfind`: after the stage's freezing, with its
+    optimiser, the weights restored afterwards) and trains at its suggestion, fastai's
+    ``valley``; the rate found is printed, kept in the history and the checkpoints (a resume
+    reuses it, never searches again) and written into ``tlcore.json``'s recipe.
+    ``schedule`` ``cosine_restarts``: SGDR warm restarts (PyTorch's
+    ``CosineAnnealingWarmRestarts`` with ``T_mult`` = ``cycle_mult``), ``cycles`` cosine
+    cycles over the stage's steps after the warm-up (:func:`tlcore.schedule.learning_rate`).
+    ``layer_decay`` (timm's): layer-wise learning rates, in (0, 1]; the head trains at ``lr``,
+    the backbone's last block at ``lr * layer_decay``, the block before at
+    ``lr * layer_decay**2``, and so on (blocks as ``last_n`` freezing counts them,
+    :func:`tlcore.schedule.layer_multipliers`); 1 (the default) trains every weight at ``lr``.
+    ``unfreeze: gradual`` (ULMFiT's gradual unfreezing) makes the stage, whose ``freeze``
+    must be ``last_n`` with ``n`` blocks, the ``n`` stages ``NAME-1`` ... ``NAME-n``: the last
+    block trains, then the last two, ... the last ``n``, each with the stage's own settings
+    (``epochs`` each). After the default head stage it is one line:
+    ``--set train.stages.1.unfreeze=gradual``. The recipe is expanded when it is built, so
+    ``tl train --dry-run`` lists those stages and a resume follows them.
     """
 
     name: str = "stage"
@@ -144,16 +169,22 @@ class StageSpec:
     optimizer: str = field(
         default="adamw", metadata=_choice("adamw", "adam", "sgd", "rmsprop", "logistic")
     )
-    lr: float = field(default=1e-3, metadata=_range(1e-12, 10.0))
+    lr: float | str = field(default=1e-3, metadata={**_range(1e-12, 10.0), "words": (AUTO_LR,)})
     weight_decay: float = field(default=1e-4, metadata=_range(0.0, 1.0))
     momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
-    schedule: str = field(default="cosine", metadata=_choice("constant", "cosine", "onecycle"))
+    schedule: str = field(
+        default="cosine", metadata=_choice("constant", "cosine", "onecycle", "cosine_restarts")
+    )
     warmup: float = field(default=0.0, metadata=_range(0.0, 0.9))
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.9))
     patience: int = field(default=0, metadata=_range(0))
     monitor: str = field(default="auto", metadata=_choice(*MONITORS))
     restore_best: bool = True
     min_steps: int = field(default=0, metadata=_range(0, 10_000_000))
+    layer_decay: float = field(default=1.0, metadata=_range(1e-6, 1.0))
+    unfreeze: str = field(default="none", metadata=_choice("none", "gradual"))
+    cycles: int = field(default=3, metadata=_range(1, 10_000))
+    cycle_mult: int = field(default=1, metadata=_range(1, 100))
 
 
 def default_stages() -> tuple[StageSpec, ...]:
@@ -225,6 +256,38 @@ class TrainSpec:
     one, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. ``precision``: ``32``,
     ``bf16`` (bfloat16 autocast) or ``16-mixed`` (float16 autocast with loss scaling; GPUs
     only); exports and their parity checks are float32 whatever it is.
+
+    ``accumulate``: batches per optimiser step (gradient accumulation, default 1): each
+    update applies the mean gradient of ``accumulate`` consecutive batches, exactly as one
+    batch of ``batch_size * accumulate`` would (the effective batch), except that BatchNorm
+    layers in training mode see each batch alone and ``class_weights`` weigh each batch's
+    mean alone; schedules, ``min_steps`` and ``warmup`` count optimiser steps. An epoch
+    whose batch count is not a multiple applies its last, smaller group at the epoch's end.
+    ``clip_norm``: the largest global gradient norm (over every trainable weight, as
+    ``torch.nn.utils.clip_grad_norm_`` computes it, after unscaling for ``16-mixed`` and
+    before weight decay); 0 (the default) does not clip.
+    ``ema``: the decay of an exponential moving average of the weights (timm's ``ModelEmaV2``,
+    over the trainable weights and the BatchNorm statistics), updated after every optimiser
+    step; 0 (the default) keeps none. With it, validation, the best epoch, the next stage's
+    start and the export use the averaged weights; the decay warms up as
+    ``min(ema, (1 + n) / (10 + n))`` after ``n`` updates in the stage (TensorFlow's
+    ``ExponentialMovingAverage`` rule), so that a short stage's average does not stay at the
+    stage's first weights. All three are exact under resume: the average is saved with the
+    optimiser's state in every checkpoint.
+
+    ``class_weights`` (classification only): ``none`` (the default), ``balanced`` (class
+    ``c`` weighs ``n_samples / (n_classes * count_c)`` on the training split, as
+    scikit-learn's ``compute_class_weight("balanced")``) or a mapping ``{class name: weight}``
+    naming every class, weights finite and > 0. The training loss is then the weighted
+    cross-entropy of ``torch.nn.functional.cross_entropy(weight=...)`` (a weighted mean),
+    and so is the training ``loss`` recorded; ``val_loss`` stays the plain cross-entropy, so
+    runs with and without weights compare on it. (With gradient accumulation or several
+    processes, each part of a batch is weighted on its own and the parts combine by their
+    share of the examples, as ``DistributedDataParallel`` combines torch's weighted loss.)
+    ``sampler``: ``shuffle`` (the default: each epoch a seeded permutation) or ``balanced``
+    (each epoch draws as many examples as the training split holds, with replacement, with
+    probability inversely proportional to their class's frequency: every class equally
+    often on average; classification only).
     """
 
     stages: tuple[StageSpec, ...] = field(default_factory=default_stages)
@@ -233,6 +296,13 @@ class TrainSpec:
     cache_features: bool = True
     device: str = "auto"
     precision: str = field(default="32", metadata=_choice("32", "bf16", "16-mixed"))
+    accumulate: int = field(default=1, metadata=_range(1, 65536))
+    clip_norm: float = field(default=0.0, metadata=_range(0.0))
+    ema: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    class_weights: str | dict[str, float] = field(
+        default="none", metadata={"class_weights": ("none", "balanced")}
+    )
+    sampler: str = field(default="shuffle", metadata=_choice("shuffle", "balanced"))
 
 
 @dataclass(frozen=True)
@@ -253,8 +323,16 @@ class DataSpec:
     images, a fifth of them is worth more as training data than as a measurement
     (:func:`tlcore.data.load_datasets`); measure such a model on other images
     (``val_path``, ``tl eval``) or set ``val_split`` to hold some out.
-    ``augment``: any of ``hflip``, ``shift`` (applied to training batches; any augmentation
-    turns feature caching off).
+    ``augment``: any of ``hflip``, ``shift``, ``random_resized_crop``, ``color_jitter``,
+    ``rotate``, ``randaugment``, ``trivialaugment``, ``mixup``, ``cutmix``, in the order they
+    apply to training batches (mixup and CutMix always last: they mix pairs of images and
+    their targets into soft targets, for ``classification`` and ``multilabel`` only), images
+    only (:mod:`tlcore.data.augment`). Any augmentation turns feature caching off: the
+    backbone runs on every step, while the decoded, resized images stay cached in memory.
+    ``crop_scale``: ``random_resized_crop``'s smallest crop, a fraction of the image's area
+    (0.35: fine-tuning on few images loses the object in torchvision's 0.08).
+    ``mixup_alpha``, ``cutmix_alpha``: the ``Beta(alpha, alpha)`` the mixing weights are
+    drawn from (timm's 0.8 and 1.0).
 
     Texts and vectors come the same ways: ``path`` may be a folder with one sub-folder of
     ``.txt`` files per class, a CSV or JSONL file with a text column and a label column
@@ -271,7 +349,13 @@ class DataSpec:
     labels: str | None = None
     val_path: str | None = None
     val_split: float | None = field(default=None, metadata=_range(0.0, 0.9))
-    augment: tuple[str, ...] = field(default=(), metadata=_choice("hflip", "shift"))
+    augment: tuple[str, ...] = field(default=(), metadata=_choice(
+        "hflip", "shift", "random_resized_crop", "color_jitter", "rotate", "randaugment",
+        "trivialaugment", "mixup", "cutmix",
+    ))
+    crop_scale: float = field(default=0.35, metadata=_range(0.01, 1.0))
+    mixup_alpha: float = field(default=0.8, metadata=_range(0.01, 100.0))
+    cutmix_alpha: float = field(default=1.0, metadata=_range(0.01, 100.0))
     text_column: str = "text"
     label_column: str = "label"
     standardize: bool | None = None
@@ -286,6 +370,12 @@ class ExportSpec:
     ``dynamic`` (int8 weights only). The int8 model becomes the bundle's default model only
     if its validation accuracy is at most ``max_accuracy_drop`` (a fraction: 0.01 is one
     point) below the float model's; ``model.onnx`` is always kept.
+
+    ``tta``: test-time augmentation built into ``model.onnx``: ``none`` (the default: one
+    forward per image) or ``hflip`` (the graph averages the task's output over each image and
+    its mirror image, twice the compute; recorded in the ONNX metadata and ``tlcore.json``,
+    checked against the framework's own average; images only, :mod:`tlcore.bundle.tta`).
+    ``tl eval --tta`` / ``tl predict --tta`` do the same on a bundle exported without it.
     """
 
     formats: tuple[str, ...] = ("native", "onnx")
@@ -294,6 +384,7 @@ class ExportSpec:
     max_accuracy_drop: float = field(default=0.01, metadata=_range(0.0, 1.0))
     calibration_images: int = field(default=300, metadata=_range(1, 100_000))
     tolerance: float = field(default=1e-4, metadata=_range(0.0, 1.0))
+    tta: str = field(default="none", metadata=_choice("none", "hflip"))
 
 
 @dataclass(frozen=True)

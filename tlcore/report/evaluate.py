@@ -12,12 +12,15 @@ import numpy as np
 
 from tlcore.bundle.layout import INFO_FILE, MODEL_FILE
 from tlcore.bundle.read import read_info
+from tlcore.bundle.tta import flip_average
 from tlcore.data.given import labelled_data, recorded_columns
 from tlcore.errors import DataError, TlcoreError
 from tlcore.interfaces import Batch, InputSpec
 from tlcore.plugins.calls import BackendCalls
+from tlcore.report.mistakes import classifier_details
 from tlcore.runfolder import RunFolder, write_json
 from tlcore.tasks import Task, task_from_bundle
+from tlcore.tasks.classification import ClassificationTask
 
 REPORT_FILE = "report.json"
 
@@ -28,11 +31,14 @@ def evaluate_run(
     batch_size: int = 64,
     native: bool = False,
     labels: str | Path | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """The run's task's metrics on labelled images ``data``: for a classifier accuracy,
     per-class precision/recall and the confusion matrix; for a multi-label model per-label
     precision/recall/F1, micro and macro F1 and subset accuracy; for a regression MAE, RMSE
-    and R² (:meth:`tlcore.tasks.Task.report`).
+    and R² (:meth:`tlcore.tasks.Task.report`). A classifier's report adds its calibration
+    (``ece``, ``calibration``) and its ``confident_mistakes``
+    (:func:`~tlcore.report.mistakes.classifier_details`).
 
     The model is the bundle's default model (``model.onnx``, or its int8 model when that was
     accepted) on onnxruntime whenever there is one (``run`` may also be a bare ``.onnx``
@@ -42,11 +48,16 @@ def evaluate_run(
     :class:`~tlcore.data.LabelFileDataset`), or that CSV file itself. Its class (label) names
     must be among the run's; images are resized as in training. The report names the ``task``,
     the ``engine`` and the ``model`` file it measured.
+
+    ``tta``: average the outputs over each image and its mirror image (through the model twice
+    unless it was exported with ``export.tta: hflip``, which does it itself and always). The
+    report's ``tta`` says which was measured (``hflip`` or ``none``) and ``tta_in_model``
+    whether the model did it.
     """
     if not native and (Path(run).is_file() or (Path(run) / MODEL_FILE).is_file()):
-        model = _onnx_model(run)
+        model = _onnx_model(run, tta)
     else:
-        model = _native_model(run)
+        model = _native_model(run, tta)
     dataset = labelled_data(data, model.task, model.spec.modality, labels,
                             **recorded_columns(run))
     targets = model.task.align(dataset.labels, dataset.class_names, model.classes)
@@ -57,6 +68,8 @@ def evaluate_run(
     ]
     found = np.concatenate(outputs) if outputs else np.zeros((0, len(model.classes)))
     report = model.task.report(found, targets, model.classes, model.info)
+    if isinstance(model.task, ClassificationTask):  # probabilities: calibration, mistakes
+        report.update(classifier_details(found, targets, model.classes, dataset))
     return {
         **report,
         "task": model.task.name,
@@ -67,6 +80,8 @@ def evaluate_run(
         **({"labels": str(labels)} if labels else {}),
         "engine": model.engine,
         "model": model.file,
+        "tta": model.tta,
+        "tta_in_model": model.tta_in_model,
     }
 
 
@@ -101,9 +116,11 @@ def check_report_folder(folder: str | Path, data: str | Path) -> None:
 
 
 def write_report(report: dict[str, Any], folder: str | Path) -> list[Path]:
-    """Write ``report.json`` and, for a classifier, the confusion matrix ``confusion.png``
-    (when matplotlib is installed) into ``folder``, never inside the evaluated data
-    (:func:`check_report_folder`); returns the files written."""
+    """Write ``report.json``, the page ``report.html`` (:mod:`tlcore.report.html`) and, for
+    a classifier, the confusion matrix ``confusion.png`` and reliability diagram
+    ``reliability.png`` (when matplotlib is installed) into ``folder``, never inside the
+    evaluated data (:func:`check_report_folder`); returns the files written."""
+    from tlcore.report.html import write_html_report
     from tlcore.report.plots import CONFUSION_FILE, plot_confusion
 
     folder = Path(folder)
@@ -118,13 +135,14 @@ def write_report(report: dict[str, Any], folder: str | Path) -> list[Path]:
             "choose another folder with --out",
         ) from None
     if "confusion" not in report:
-        return [folder / REPORT_FILE]
+        return [folder / REPORT_FILE, *write_html_report(report, folder)]
     title = (f"accuracy {report['accuracy']:.4f} on {report['count']} "
              f"{report.get('examples', 'images')} ({report['model']})")
     picture = plot_confusion(
         report["confusion"], report["class_names"], folder / CONFUSION_FILE, title=title
     )
-    return [folder / REPORT_FILE, *([picture] if picture else [])]
+    return [folder / REPORT_FILE, *([picture] if picture else []),
+            *write_html_report(report, folder)]
 
 
 @dataclass(frozen=True)
@@ -139,19 +157,22 @@ class _Model:
     file: str
     task: Task
     info: dict[str, Any]
+    tta: str = "none"
+    tta_in_model: bool = False
 
 
-def _onnx_model(run: str | Path) -> _Model:
+def _onnx_model(run: str | Path, tta: bool = False) -> _Model:
     from tlcore.runtime import Predictor
 
-    predictor = Predictor(run)
+    predictor = Predictor(run, tta=tta)
     return _Model(
         predictor.labels, predictor.input_spec, predictor.outputs, "onnxruntime",
-        predictor.model_file.name, predictor.task, predictor.task_info,
+        predictor.model_file.name, predictor.task, predictor.task_info, predictor.tta,
+        predictor.tta_in_model,
     )
 
 
-def _native_model(run: str | Path) -> _Model:
+def _native_model(run: str | Path, tta: bool = False) -> _Model:
     from tlcore.build import load_run
 
     recipe, classes, model, spec = load_run(run)
@@ -164,6 +185,18 @@ def _native_model(run: str | Path) -> _Model:
         return task.activate(BackendCalls(recipe.backend).eval_step(model, batch), info)
 
     weights = "native/weights.npz"
+    if tta:
+        if spec.modality != "image":
+            raise TlcoreError(
+                f"test-time augmentation mirrors images; this is a {spec.modality} model",
+                "leave out --tta",
+            )
+        plain = outputs
+
+        def outputs(images: np.ndarray) -> np.ndarray:
+            return flip_average(plain, images)
+
     return _Model(
         classes, spec, outputs, recipe.backend, weights, task, info,
+        "hflip" if tta else "none",
     )

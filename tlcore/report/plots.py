@@ -1,4 +1,5 @@
-"""Pictures of a run: training curves (``history.png``) and a confusion matrix (``confusion.png``).
+"""Pictures of a run: training curves (``history.png``), a confusion matrix (``confusion.png``)
+and a reliability diagram (``reliability.png``).
 
 matplotlib is optional (the ``plots`` extra) and imported only when a picture is drawn; its
 object API with the Agg canvas is used, so drawing never switches the process's pyplot backend
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 HISTORY_FILE = "history.png"
 CONFUSION_FILE = "confusion.png"
+RELIABILITY_FILE = "reliability.png"
 
 Warn = Callable[[str], None]
 
@@ -122,6 +124,52 @@ def plot_confusion(
     axes.set_ylabel("true")
     if title:
         axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_reliability(
+    bins: Sequence[dict[str, Any]],
+    path: str | Path,
+    title: str = "",
+    warn: Warn | None = None,
+) -> Path | None:
+    """Draw a reliability diagram: per confidence bin, the accuracy as a bar against the
+    diagonal of perfect calibration, and below it how many samples each bin holds.
+
+    Args:
+        bins: :func:`tlcore.report.calibration.reliability`'s ``bins`` (``lower``,
+            ``upper``, ``count``, ``confidence``, ``accuracy``).
+        path: the PNG to write (atomically).
+        title: a line above the diagram (e.g. the expected calibration error).
+        warn: called with one line when matplotlib is missing (default: print to stderr).
+
+    Returns:
+        ``path``, or ``None`` when matplotlib is missing.
+    """
+    figure = _figure(warn, f"skipping {Path(path).name}", figsize=(5, 6))
+    if figure is None:
+        return None
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    lower = [b["lower"] for b in bins]
+    width = [b["upper"] - b["lower"] for b in bins]
+    accuracy = [b["accuracy"] or 0.0 for b in bins]
+    top.bar(lower, accuracy, width=width, align="edge", edgecolor="black", label="accuracy")
+    # Each bin's mean confidence as a line across it: above the bar, the model is
+    # over-confident there; below, under-confident.
+    filled = [b for b in bins if b["count"]]
+    top.hlines([b["confidence"] for b in filled], [b["lower"] for b in filled],
+               [b["upper"] for b in filled], colors="tab:red", linewidth=2.5,
+               label="mean confidence")
+    top.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.legend(loc="best", fontsize="small")
+    if title:
+        top.set_title(title)
+    bottom.bar(lower, [b["count"] for b in bins], width=width, align="edge", color="grey")
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("samples")
     return _save(figure, path)
 
 

@@ -1,4 +1,5 @@
-"""Single-label classification: one class per image, softmax cross-entropy, top-1 accuracy."""
+"""Single-label classification: one class per image, softmax cross-entropy, top-1 accuracy,
+and the metrics that see class imbalance (balanced accuracy, macro F1, per-class recall)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tlcore.bundle.layout import PROBABILITIES
-from tlcore.metrics import classification_report, cross_entropy, format_report
+from tlcore.metrics import (
+    balanced_accuracy,
+    classification_report,
+    confusion_matrix,
+    cross_entropy,
+    f1_macro,
+    format_report,
+    per_class_recall,
+)
 from tlcore.tasks.base import Prediction, Task, append_output, logits_type
 
 
@@ -22,7 +31,7 @@ class ClassificationTask(Task):
     description: ClassVar[str] = "one class per image (softmax, cross-entropy, accuracy)"
     loss: ClassVar[str] = "cross_entropy"
     output: ClassVar[str] = PROBABILITIES
-    metric_names: ClassVar[tuple[str, ...]] = ("loss", "accuracy")
+    metric_names: ClassVar[tuple[str, ...]] = ("loss", "accuracy", "balanced_accuracy", "f1_macro")
     default_monitor: ClassVar[str] = "val_accuracy"
     quality_metric: ClassVar[str | None] = "accuracy"
     reads_folders: ClassVar[bool] = True
@@ -70,12 +79,36 @@ class ClassificationTask(Task):
     def metrics(
         self, outputs: np.ndarray, targets: np.ndarray, info: dict[str, Any]
     ) -> dict[str, float]:
-        """Softmax cross-entropy (no label smoothing) and top-1 accuracy."""
+        """Softmax cross-entropy (no label smoothing, no class weights: the same number
+        whatever the recipe weighs), top-1 accuracy, balanced accuracy (the mean recall of
+        the classes present) and macro F1 (over the classes present or predicted), as
+        scikit-learn computes them. Per-class recall is in :meth:`report` (``tl eval``)."""
         if not len(targets):
             return {}
+        outputs = np.asarray(outputs)
+        predicted = outputs.argmax(axis=1)
+        confusion = confusion_matrix(targets, predicted, outputs.shape[1])
         return {
             "loss": cross_entropy(outputs, targets),
-            "accuracy": float(np.mean(np.asarray(outputs).argmax(axis=1) == targets)),
+            "accuracy": float(np.mean(predicted == targets)),
+            "balanced_accuracy": balanced_accuracy(confusion),
+            "f1_macro": f1_macro(confusion),
+        }
+
+    def recall_by_class(
+        self, outputs: np.ndarray, targets: np.ndarray, labels: Sequence[str]
+    ) -> dict[str, float | None]:
+        """Each class's recall on raw ``outputs`` against ``targets``, by class name;
+        ``None`` for a class without examples (nothing to recall). A dict, so it is kept
+        out of the per-epoch metrics; :meth:`report` holds it for ``tl eval``."""
+        outputs = np.asarray(outputs)
+        if not len(targets):
+            return {name: None for name in labels}
+        confusion = confusion_matrix(targets, outputs.argmax(axis=1), len(labels))
+        support = confusion.sum(axis=1)
+        recall = per_class_recall(confusion)
+        return {
+            name: float(recall[i]) if support[i] else None for i, name in enumerate(labels)
         }
 
     def baseline_loss(
@@ -153,7 +186,8 @@ class ClassificationTask(Task):
         self, outputs: np.ndarray, targets: np.ndarray, labels: Sequence[str],
         info: dict[str, Any],
     ) -> dict[str, Any]:
-        """Accuracy, per-class precision / recall / support and the confusion matrix."""
+        """Accuracy, balanced accuracy, macro F1, per-class precision / recall / F1 /
+        support and the confusion matrix (:func:`tlcore.metrics.classification_report`)."""
         predicted = np.asarray(outputs).argmax(axis=1) if len(outputs) else np.zeros(0, np.int64)
         return classification_report(targets, predicted, tuple(labels))
 

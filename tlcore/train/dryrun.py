@@ -8,15 +8,15 @@ fails here as it would there), applies each stage's freeze policy in turn to cou
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tlcore.build import build_model
 from tlcore.freezing import resolve_batchnorm
-from tlcore.schedule import stage_epochs
+from tlcore.schedule import AUTO_LR, describe_lr, stage_epochs
 from tlcore.train.processes import join
 from tlcore.train.stages import plan_stages
+from tlcore.train.steps import steps_per_epoch
 
 if TYPE_CHECKING:
     from tlcore.train.trainer import Trainer
@@ -49,17 +49,27 @@ class RunPlan:
             f"backend {self.backend}, backbone {self.backbone}",
             f"training data: {self.train}",
             f"validation data: {self.val or 'none held out'}",
-            f"{self.steps_per_epoch} steps per epoch (batch size "
-            f"{self.recipe['train']['batch_size']})",
+            f"{self.steps_per_epoch} steps per epoch ({_batch_text(self.recipe['train'])})",
         ]
         for stage in self.stages:
             lines.append(
                 f"stage {stage['name']}: {stage['trainable']:,} trainable / "
                 f"{stage['frozen']:,} frozen parameters, {stage['epochs']} epochs, "
-                f"{stage['steps']} steps, lr {stage['lr']:g}"
+                f"{stage['steps']} steps, lr {describe_lr(stage['lr'])}"
+                + (" (the learning-rate finder's, at the stage's start)"
+                   if stage["lr"] == AUTO_LR else "")
             )
         lines += [f"warning: {text}" for text in self.warnings]
         return "\n".join(lines)
+
+
+def _batch_text(train: dict[str, Any]) -> str:
+    """``batch size 32``, or with accumulation ``batch size 32 × 4 accumulated = effective
+    batch 128``."""
+    batch, accumulate = train["batch_size"], train.get("accumulate", 1)
+    if accumulate == 1:
+        return f"batch size {batch}"
+    return f"batch size {batch} × {accumulate} accumulated = effective batch {batch * accumulate}"
 
 
 def plan_run(t: Trainer) -> RunPlan:
@@ -70,8 +80,9 @@ def plan_run(t: Trainer) -> RunPlan:
             t.recipe, t.num_outputs, t.progress, t.modality, t.vector_input
         )
     stages, warnings = plan_stages(t.recipe.train.stages, backbone.pretrained)
-    batch = t.recipe.train.batch_size
-    per_epoch = math.ceil(len(t.train_set) / batch)
+    # Steps are optimiser steps, of the effective batch (batch_size × accumulate).
+    batch = t.recipe.train.batch_size * t.recipe.train.accumulate
+    per_epoch = steps_per_epoch(len(t.train_set), batch)
     rows = []
     for stage in stages:
         report = t.calls.freeze(model, resolve_batchnorm(stage.freeze, backbone.pretrained))

@@ -12,10 +12,12 @@ from tlcore.errors import RecipeError
 from tlcore.interfaces import StepState
 from tlcore.parallel import Collective
 from tlcore.schedule import learning_rate
+from tlcore.train.balance import BALANCED, balanced_order
 from tlcore.train.distributed import gather_rows, local_batch, sum_over_ranks, usable_batches
 from tlcore.train.guards import check_step
 from tlcore.train.prefetch import prefetched
 from tlcore.train.stages import derive_seed
+from tlcore.train.steps import check_honoured, ema_decay, step_groups
 
 if TYPE_CHECKING:
     from tlcore.recipe import StageSpec
@@ -33,6 +35,10 @@ def train_epoch(t: Trainer, run: _StageRun, epoch: int) -> dict[str, float]:
     batch; each step's loss is summed over the ranks, so that all of them check the same
     number, and the epoch's metrics are computed from every rank's outputs.
 
+    With ``train.accumulate`` > 1 the batches are grouped into optimiser steps
+    (:mod:`tlcore.train.steps`): the schedule's step counts updates, and each batch's
+    ``share`` is its images over the whole update's.
+
     Raises:
         TlcoreError: a step's loss is NaN or infinite (:func:`~tlcore.train.guards.check_step`).
     """
@@ -41,7 +47,7 @@ def train_epoch(t: Trainer, run: _StageRun, epoch: int) -> dict[str, float]:
     t.calls.seed(seed)
     rng = np.random.default_rng(seed)
     feed, stage = run.train_feed, run.stage
-    order = rng.permutation(len(feed.dataset))
+    order = epoch_order(t, rng, feed.dataset.labels)
     if collective.world_size > 1:  # augmentation draws per rank; the order is shared
         rng = np.random.default_rng(derive_seed(seed, collective.rank))
     size = t.recipe.train.batch_size
@@ -51,23 +57,63 @@ def train_epoch(t: Trainer, run: _StageRun, epoch: int) -> dict[str, float]:
     metrics = EpochMetrics(t.task, t.task_info, live=t.progress.live, collective=collective)
     lr = stage.lr
     shares = [local_batch(indices, collective) for indices in batches]
+    accumulate = t.recipe.train.accumulate
+    groups = step_groups(len(batches), accumulate)
     # On an accelerator, the next batch's images are decoded while this one trains.
     ahead = feed.features is None and t.setup.device != "cpu"
     made = prefetched(lambda b: feed.batch(shares[b][0], rng), len(batches), ahead)
     for b, batch in enumerate(made):
-        step = epoch * len(batches) + b
+        group = groups[b // accumulate]
+        step = epoch * len(groups) + b // accumulate  # optimiser steps: the schedule's unit
         lr = learning_rate(stage, step, run.total_steps)
         mine, share = shares[b]
+        options = step_options(t, group, b, step)
+        if accumulate > 1:  # this batch's images over the whole step's, on every rank
+            share = len(mine) / sum(len(batches[i]) for i in group)
         state = StepState(
-            run.optimizer, lr, stage.label_smoothing, step, loss=t.task.loss, share=share
+            run.optimizer, lr, stage.label_smoothing, step, loss=t.task.loss, share=share,
+            class_weights=t.class_weights, **options,
         )
         result = t.calls.train_step(t.model, batch, state)
+        check_honoured(t.backend, _proof(t, state.apply), result)
         loss, images = sum_over_ranks(collective, float(result["loss"]) * len(mine), len(mine))
         result = {**result, "loss": loss / images}  # the global batch's mean loss
         check_step(t, run, epoch, b, len(batches), result)  # a NaN loss stops the run here
         metrics.add(result, feed.dataset.labels[mine], images=int(images))
         t.progress.batch(b + 1, len(batches), metrics.running())
     return {**metrics.result(), "lr": lr}
+
+
+def step_options(t: Trainer, group: range, b: int, step: int) -> dict[str, Any]:
+    """What batch ``b`` (of the optimiser step that accumulates ``group``, step ``step`` of
+    the stage) asks of the backend besides the batch: whether the step's update comes after
+    it (its group's last batch), the clipping norm, the moving average's decay."""
+    train = t.recipe.train
+    return {
+        "apply": b == group[-1],
+        "clip_norm": train.clip_norm,
+        "ema": ema_decay(train.ema, step),
+    }
+
+
+def _proof(t: Trainer, apply: bool) -> dict[str, str]:
+    """What a step's result must hold to show the backend did what the recipe asks (see
+    :func:`~tlcore.train.steps.check_honoured`); the average is checked in the optimiser's
+    state, at the epoch's end."""
+    train = t.recipe.train
+    proof = {"accumulate": "applied"} if train.accumulate > 1 else {}
+    if train.clip_norm > 0 and apply:
+        proof["clip_norm"] = "grad_norm"
+    return proof
+
+
+def epoch_order(t: Trainer, rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
+    """The epoch's training order, drawn from the epoch's seeded ``rng`` (the same on every
+    rank and after a resume): a permutation, or for ``train.sampler: balanced`` as many
+    draws with replacement, each class equally likely (:func:`balanced_order`)."""
+    if t.recipe.train.sampler == BALANCED:
+        return balanced_order(rng, labels, t.num_outputs)
+    return rng.permutation(len(labels))
 
 
 class EpochMetrics:
@@ -141,10 +187,13 @@ class EpochMetrics:
         return out
 
 
-def monitored(stage: StageSpec, task: Task) -> str:
-    """The validation metric ``stage`` watches: its ``monitor``, or the task's default for
-    ``auto``."""
-    return task.default_monitor if stage.monitor == AUTO else stage.monitor
+def monitored(stage: StageSpec, task: Task, auto: str | None = None) -> str:
+    """The validation metric ``stage`` watches: its ``monitor``; for ``auto``, ``auto`` when
+    given (the run's choice for its data, :func:`tlcore.train.balance.auto_monitor`), else
+    the task's default."""
+    if stage.monitor != AUTO:
+        return stage.monitor
+    return auto or task.default_monitor
 
 
 def check_monitors(stages: tuple[StageSpec, ...], task: Task) -> None:

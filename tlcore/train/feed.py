@@ -8,11 +8,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tlcore.data import Dataset, augment
+from tlcore.data.augment import mix
+from tlcore.errors import RecipeError
 from tlcore.interfaces import Batch
 from tlcore.train.distributed import gather_rows, shard
 
 if TYPE_CHECKING:
+    from tlcore.recipe import Recipe
     from tlcore.train.trainer import Trainer
+
+
+NO_CACHE = (
+    "augmentation: backbone features are recomputed every step (no cache); the decoded, "
+    "resized images stay cached in memory"
+)
+"""What a run says when augmentation turns off the feature cache a frozen stage would use."""
 
 
 class Feed:
@@ -46,14 +56,24 @@ class Feed:
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator) -> Batch:
         """The training batch at ``indices`` (augmented images, or cached features), its
-        targets as the task's loss takes them."""
+        targets as the task's loss takes them (float32 class probabilities after mixup or
+        CutMix)."""
         t = self.trainer
         labels = t.task.train_targets(self.dataset.labels[indices], t.task_info)
         if self.features is not None:
             return Batch(self.features[indices], labels, features=True)
         images = self.dataset.inputs(indices, self.trainer.input_spec)
-        names = self.trainer.recipe.data.augment
-        return Batch(augment(images, names, rng) if names else images, labels)
+        data = self.trainer.recipe.data
+        if not data.augment:
+            return Batch(images, labels)
+        images = augment(images, data.augment, rng, crop_scale=data.crop_scale)
+        # Mixup and CutMix come last and turn the targets into float32 class probabilities
+        # (multi-hot rows for multilabel): the soft targets the backends' losses take.
+        images, labels = mix(
+            images, labels, data.augment, rng, t.num_outputs, data.mixup_alpha,
+            data.cutmix_alpha,
+        )
+        return Batch(images, labels)
 
     def logits(self) -> np.ndarray:
         """Raw outputs (logits) for the whole dataset, in order."""
@@ -80,3 +100,25 @@ class Feed:
         outputs = self.logits() if logits is None else logits
         found = t.task.metrics(outputs, self.dataset.labels, t.task_info)
         return {f"val_{key}": value for key, value in found.items()}
+
+
+def check_image_only(recipe: Recipe, modality: str) -> None:
+    """Refuse, for data that is not images, what only images have: ``data.augment`` (every
+    augmentation, built in or registered, takes uint8 images) and ``export.tta`` (it mirrors
+    images).
+
+    Raises:
+        RecipeError: either is set and ``modality`` is not ``image``; names the field.
+    """
+    if modality == "image":
+        return
+    if recipe.data.augment:
+        raise RecipeError(
+            "data.augment", list(recipe.data.augment),
+            f"an empty list for {modality} data (augmentations transform images)",
+        )
+    if recipe.export.tta != "none":
+        raise RecipeError(
+            "export.tta", recipe.export.tta,
+            f"none for {modality} data (test-time augmentation mirrors images)",
+        )

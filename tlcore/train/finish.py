@@ -156,7 +156,15 @@ def _export(t: Trainer, fmt: str, images: np.ndarray, info: dict[str, Any]) -> P
             embeddings_tolerance=EMBEDDING_TOLERANCE if t.setup.precision == "32"
             else REDUCED_EMBEDDING_TOLERANCE,
         )
-        info["onnx"] = onnx.to_dict()
+        if spec.tta != "none":  # the averaging graph, checked against two native forwards
+            from tlcore.bundle.tta import export_tta
+
+            onnx = export_tta(
+                onnx, t.backend, t.model, images, t.bundle_input, t.task, t.task_info,
+                spec.tolerance, spec.tta,
+                EMBEDDING_TOLERANCE if t.setup.precision == "32" else REDUCED_EMBEDDING_TOLERANCE,
+            )
+        info["onnx"] = {**onnx.to_dict(), "tta": spec.tta}
         if t.modality == "text":
             info["strings"] = _strings_model(t)
         from tlcore.bundle.quantize import discard

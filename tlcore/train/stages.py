@@ -18,6 +18,7 @@ from tlcore.recipe import (
     scratch_stage,
 )
 from tlcore.runfolder import RunFolder, write_json
+from tlcore.schedule import describe_lr
 
 
 def derive_seed(*parts: int) -> int:
@@ -53,6 +54,6 @@ def record_resumed_recipe(folder: RunFolder, recipe: Recipe, say: Callable[[str]
     old = info.get("recipe", {}).get("train", {}).get("stages", [])
     for i, (stage, before) in enumerate(zip(recipe.train.stages, old, strict=False)):
         if before.get("lr") != stage.lr:
-            say(f"resuming with train.stages.{i}.lr {stage.lr:g} (was {before['lr']:g}): "
-                f"stage {stage.name!r}")
+            say(f"resuming with train.stages.{i}.lr {describe_lr(stage.lr)} (was "
+                f"{describe_lr(before['lr'])}): stage {stage.name!r}")
     write_json(folder.run_file, {**info, "recipe": new})

@@ -14,6 +14,7 @@ from tlcore.data.fingerprint import check_resume_data, data_fingerprint
 from tlcore.errors import RecipeError
 from tlcore.interfaces import InputSpec, VectorPreprocessing
 from tlcore.recipe import Recipe
+from tlcore.train.balance import check_balance
 from tlcore.train.epoch import check_monitors
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ def check_task(task: Task, recipe: Recipe) -> None:
     """What the recipe asks must suit its task (the stages' ``monitor``, quantisation) and
     the installed onnx (the opset), before any data is read or framework imported."""
     check_monitors(recipe.train.stages, task)
+    check_balance(recipe, task)
     if "onnx" in recipe.export.formats:
         from tlcore.bundle.graph import check_opset
 

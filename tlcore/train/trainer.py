@@ -8,7 +8,6 @@ Backend-neutral: every framework operation goes through the backend's hooks
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +27,16 @@ from tlcore.plugins.calls import BackendCalls
 from tlcore.progress import Progress
 from tlcore.recipe import Recipe, StageSpec
 from tlcore.runfolder import RunFolder, unchanged, write_json
-from tlcore.schedule import stage_epochs
+from tlcore.schedule import describe_lr, stage_epochs
 from tlcore.tasks import Task, get_task
+from tlcore.train.balance import plan_balance
 from tlcore.train.distributed import broadcast_json, on_rank0
 from tlcore.train.epoch import improves, monitored, train_epoch
-from tlcore.train.feed import Feed
+from tlcore.train.feed import NO_CACHE, Feed, check_image_only
 from tlcore.train.finish import finish
 from tlcore.train.guards import check_epoch
 from tlcore.train.logistic import LOGISTIC, fit_logistic
+from tlcore.train.lrfind import resolve_lr
 from tlcore.train.processes import (
     finish_on_rank0,
     join,
@@ -45,6 +46,7 @@ from tlcore.train.processes import (
 )
 from tlcore.train.stages import plan_stages, record_resumed_recipe
 from tlcore.train.start import check_task, read_data, resolve_recipe, start_run, vector_input
+from tlcore.train.steps import averaged_weights, steps_per_epoch
 
 
 @dataclass
@@ -75,6 +77,7 @@ class _StageProgress:
     best_metrics: dict[str, float] = field(default_factory=dict)
     bad_epochs: int = 0
     stopped: bool = False
+    lr: float | None = None  # the rate ``lr: auto`` found for this stage
 
 
 class Trainer:
@@ -115,6 +118,13 @@ class Trainer:
         self.task_info: dict[str, Any] = self.task.prepare(self.train_set.labels)
         self.class_names = tuple(self.train_set.class_names)
         self.num_outputs = self.task.num_outputs(self.class_names)
+        # The loss's class weights and what ``monitor: auto`` watches follow the training
+        # split's classes (imbalanced data: the balanced accuracy).
+        self.class_weights, self.auto_monitor, reason = plan_balance(
+            self.recipe, self.task, self.train_set.labels, self.class_names
+        )
+        if reason:
+            self.progress.message(reason)
         self.history: list[dict[str, Any]] = []
         self.model: Any = None
         self.preprocessing: Preprocessing | None = None
@@ -199,12 +209,16 @@ class Trainer:
         # The core decides what ``batchnorm: auto`` means: backends only see concrete modes.
         policy = resolve_batchnorm(stage.freeze, self.pretrained)
         report: FreezeReport = self.calls.freeze(self.model, policy)
-        epochs = stage_epochs(stage, len(self.train_set), self.recipe.train.batch_size)
+        train = self.recipe.train
+        # Epochs and steps count optimiser steps: of the effective batch (batch × accumulate).
+        epochs = stage_epochs(stage, len(self.train_set), train.batch_size * train.accumulate)
         longer = f" (at least {stage.min_steps} steps)" if epochs > stage.epochs else ""
         self.progress.message(
             f"stage {stage.name}: {report.trainable:,} trainable / {report.frozen:,} frozen "
-            f"parameters, lr {stage.lr:g}, {epochs} epochs{longer}"
+            f"parameters, lr {describe_lr(stage.lr)}, {epochs} epochs{longer}"
         )
+        train_feed, val_feed = self._feeds(report)
+        stage = self._resolve_lr(index, stage, progress, train_feed)
         with self.collective.scope():
             # A logistic stage fits its head outside the backend; it gets an optimiser it
             # never steps, so its checkpoints look like any stage's.
@@ -215,10 +229,9 @@ class Trainer:
         if restored is not None:
             self.calls.set_optimizer_state(optimizer, restored["optimizer"])
             best = restored["best"]
-        train_feed, val_feed = self._feeds(report)
         at_start = self.get_weights()
-        steps_per_epoch = math.ceil(len(self.train_set) / self.recipe.train.batch_size)
-        run = _StageRun(stage, index, optimizer, train_feed, val_feed, steps_per_epoch * epochs)
+        per_epoch = steps_per_epoch(len(self.train_set), train.batch_size, train.accumulate)
+        run = _StageRun(stage, index, optimizer, train_feed, val_feed, per_epoch * epochs)
         while progress.epoch < epochs and not progress.stopped:
             counter += 1
             best = self._epoch(run, progress, epochs, at_start, best, counter)
@@ -228,14 +241,20 @@ class Trainer:
             self.calls.on_stage_end(self.info, stage.name, progress.best_metrics)
         return counter
 
+    def _resolve_lr(
+        self, index: int, stage: StageSpec, progress: _StageProgress, feed: Feed
+    ) -> StageSpec:
+        """``stage`` with its ``lr: auto`` resolved (:func:`~tlcore.train.lrfind.resolve_lr`)."""
+        return resolve_lr(self, index, stage, progress, feed)
+
     def _feeds(self, report: FreezeReport) -> tuple[Feed, Feed]:
         """The stage's training and validation feeds: cached features when the backbone is
         frozen (and nothing augments the images), else images decoded per batch."""
-        cached = (
-            self.recipe.train.cache_features
-            and report.backbone_frozen
-            and not self.recipe.data.augment
-        )
+        check_image_only(self.recipe, self.modality)
+        cacheable = self.recipe.train.cache_features and report.backbone_frozen
+        cached = cacheable and not self.recipe.data.augment
+        if cacheable and not cached:  # said in the stage that would have used the cache
+            self.progress.message(NO_CACHE)
         started = time.perf_counter()
         train_feed = Feed(self, self.train_set, cached)
         val_feed = Feed(self, self.val_set, cached)
@@ -268,6 +287,7 @@ class Trainer:
         logistic = stage.optimizer == LOGISTIC
         metrics = fit_logistic(self, run) if logistic else train_epoch(self, run, epoch)
         weights, optimizer = self.get_weights(), self.calls.get_optimizer_state(run.optimizer)
+        live, weights = weights, self._averaged(run, weights, optimizer)
         # Checked before anything is recorded: the last checkpoint and best epoch stay finite.
         saved = {"weight": weights, "optimiser state": optimizer}
         metrics.update(check_epoch(self, run, epoch, metrics, saved))  # + validation metrics
@@ -281,10 +301,14 @@ class Trainer:
         progress.epoch += 1
         if stage.patience and progress.bad_epochs >= stage.patience:
             progress.stopped = True
+            watched = monitored(stage, self.task, self.auto_monitor)
             self.progress.message(
-                f"stage {stage.name}: no improvement of {monitored(stage, self.task)} for "
+                f"stage {stage.name}: no improvement of {watched} for "
                 f"{stage.patience} epochs, stopping"
             )
+        # Training goes on from its own weights; a stage ends on its average (if any).
+        ends = progress.epoch >= epochs or progress.stopped
+        kept = weights if ends or live is weights else self._set_back(live)
         state = {
             "counter": counter,
             "progress": vars(progress),
@@ -295,7 +319,7 @@ class Trainer:
 
         def save() -> Path:
             path = self.folder.save_checkpoint(
-                state, weights, optimizer, best, best_changed, unchanged(at_start, weights, best)
+                state, kept, optimizer, best, best_changed, unchanged(at_start, weights, best)
             )
             write_json(self.folder.path / "history.json", self.history)
             self.calls.on_epoch_end(self.info, stage.name, epoch + 1, metrics)
@@ -305,10 +329,28 @@ class Trainer:
         on_rank0(self.collective, save)  # the other ranks hold the same weights, and wait
         return best
 
+    def _averaged(
+        self, run: _StageRun, weights: dict[str, np.ndarray], optimizer: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """The weights an epoch is validated, chosen and ended with: with ``train.ema`` the
+        moving average, loaded into the model (a ``logistic`` stage has none); else
+        ``weights`` themselves."""
+        if not self.recipe.train.ema or run.stage.optimizer == LOGISTIC:
+            return weights
+        average = averaged_weights(weights, optimizer, self.backend)
+        assert average is not None  # refused above when the backend keeps none
+        self.set_weights(average)
+        return average
+
+    def _set_back(self, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Load the weights training continues from after validating their average."""
+        self.set_weights(weights)
+        return weights
+
     def _track_best(
         self, stage: StageSpec, progress: _StageProgress, metrics: dict[str, float]
     ) -> bool:
-        monitor = monitored(stage, self.task)
+        monitor = monitored(stage, self.task, self.auto_monitor)
         if monitor not in metrics:
             return False
         score = metrics[monitor] * (1 if self.task.higher_is_better(monitor) else -1)
@@ -337,7 +379,8 @@ class Trainer:
         self.progress.message(
             f"{name} is randomly initialised: instead of the two-stage fine-tuning recipe, one "
             f"stage {stage.name!r} trains the whole network from scratch, BatchNorm in training "
-            f"mode ({stage.epochs} epochs, {stage.optimizer} at lr {stage.lr:g}, {stage.schedule} "
+            f"mode ({stage.epochs} epochs, {stage.optimizer} at lr {describe_lr(stage.lr)}, "
+            f"{stage.schedule} "
             f"after {stage.warmup:.0%} warm-up)"
         )
 

@@ -22,7 +22,9 @@ def test_training_steps_reduce_the_loss(tl_backend: BackendUnderTest) -> None:
     before = cross_entropy(tl_backend.logits(model, x), y)
     optimizer = tl_backend.optimizer(model, optimizer="adamw", lr=1e-2)
     results = [tl_backend.step(model, optimizer, x, y, smoothing=0.1) for _ in range(8)]
-    assert all(set(r) <= {"loss", "outputs", "accuracy"} and "loss" in r for r in results)
+    # ``applied`` and ``grad_norm``: what a step says of train.accumulate and train.clip_norm
+    known = {"loss", "outputs", "accuracy", "applied", "grad_norm"}
+    assert all(set(r) <= known and "loss" in r for r in results)
     assert all(type(r["loss"]) is float for r in results)
     for r in results:  # the batch's logits before the update, for the core's metrics
         if "outputs" in r:
