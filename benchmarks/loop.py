@@ -39,8 +39,35 @@ from benchmarks.transfer import fashion_mnist, onnx_accuracy, sample, to_rgb
 RESULTS = Path(__file__).parent / "results"
 
 #: Each variant's dotted recipe overrides, on top of the defaults.
+#: ``lr_*`` is the head stage's rate grid around the default (1e-3), against ``lr_auto`` (the
+#: learning-rate finder's suggestion for the head stage) and ``lr_auto_both`` (both stages).
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
+    # augmentation (any of it turns feature caching off)
+    "hflip": {"data.augment": ["hflip"]},
+    "crop_flip": {"data.augment": ["random_resized_crop", "hflip"]},
+    "trivialaugment": {"data.augment": ["hflip", "trivialaugment"]},
+    "randaugment": {"data.augment": ["hflip", "randaugment"]},
+    "mixup_cutmix": {"data.augment": ["hflip", "mixup", "cutmix"]},
+    "hflip_tta": {"data.augment": ["hflip"], "export.tta": "hflip"},
+    # the loop
+    "ema": {"train.ema": 0.99},
+    "clip_norm": {"train.clip_norm": 1.0},
+    "accumulate": {"train.accumulate": 4},
+    # learning rates
+    "lr_1e-4": {"train.stages.0.lr": 1e-4},
+    "lr_3e-4": {"train.stages.0.lr": 3e-4},
+    "lr_3e-3": {"train.stages.0.lr": 3e-3},
+    "lr_1e-2": {"train.stages.0.lr": 1e-2},
+    "lr_auto": {"train.stages.0.lr": "auto"},
+    "lr_auto_both": {"train.stages.0.lr": "auto", "train.stages.1.lr": "auto"},
+    "layer_decay": {"train.stages.1.layer_decay": 0.7},
+    "gradual": {"train.stages.1.unfreeze": "gradual"},
+    "restarts": {"train.stages.0.schedule": "cosine_restarts",
+                 "train.stages.1.schedule": "cosine_restarts"},
+    # class imbalance (with --imbalance)
+    "class_weights": {"train.class_weights": "balanced"},
+    "sampler": {"train.sampler": "balanced"},
 }
 
 
@@ -137,21 +164,30 @@ def main(argv: list[str] | None = None) -> None:
                         row = one_run(backend, variant, train, seed, args.size, test, Path(work))
                         rows.append({"backend": backend, "shots": shots, "seed": seed,
                                      "variant": variant, **row})
-    summary = {
+                        # after every run, so an interrupted benchmark keeps what it measured
+                        write(args.results, args.name, summarise(args, given, rows, started),
+                              echo=False)
+    write(args.results, args.name, summarise(args, given, rows, started))
+
+
+def summarise(
+    args: argparse.Namespace, given: list[str], rows: list[dict[str, Any]], started: float
+) -> dict[str, Any]:
+    """The results file's content: how it was run, on what, and every run's row."""
+    return {
         "command": "python -m benchmarks.loop " + " ".join(given),
         "data": "Fashion-MNIST (Debian dataset-fashion-mnist)"
         + (f", imbalanced {args.imbalance:g}:1" if args.imbalance > 1 else ""),
         "input_size": args.size,
-        "test_images": len(test[1]),
+        "test_images": args.test,
         "variants": {name: VARIANTS[name] for name in args.variants},
         "machine": describe(["python", "-m", "benchmarks.loop", *given], 0),
         "seconds": round(time.perf_counter() - started, 1),
         "rows": rows,
     }
-    write(args.results, args.name, summary)
 
 
-def write(folder: Path, name: str, summary: dict[str, Any]) -> None:
+def write(folder: Path, name: str, summary: dict[str, Any], echo: bool = True) -> None:
     """``<name>.json`` (every run) and ``<name>.md`` (the table) in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -165,7 +201,8 @@ def write(folder: Path, name: str, summary: dict[str, Any]) -> None:
         f"{overrides}\n\n{table(summary['rows'])}\n"
     )
     (folder / f"{name}.md").write_text(markdown)
-    print(markdown)
+    if echo:
+        print(markdown)
 
 
 if __name__ == "__main__":

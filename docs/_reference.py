@@ -520,7 +520,7 @@ def recipe_file_text() -> str:
     """What ``docs/recipe-reference.md`` must hold: :func:`recipe_reference`, under a note
     that says it is generated and how to regenerate it."""
     note = (
-        "<!-- generated from the recipe's dataclasses (tlcore/recipe/spec.py) by "
+        "<!-- generated from the recipe's dataclasses (tlcore/recipe/spec.py, stages.py) by "
         f"docs/_reference.py: do not edit; regenerate with `{REGENERATE}` -->\n\n"
     )
     return note + recipe_reference()

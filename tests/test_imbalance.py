@@ -262,8 +262,15 @@ def test_fit_with_class_weights_and_the_balanced_sampler(tmp_path, capsys, backe
                             sampler="balanced")
     err = capsys.readouterr().err
     assert "monitor auto watches val_balanced_accuracy" in err
-    recipe = json.loads((result.path / "tlcore.json").read_text())["recipe"]["train"]
+    info = json.loads((result.path / "tlcore.json").read_text())
+    recipe = info["recipe"]["train"]
     assert (recipe["class_weights"], recipe["sampler"]) == ("balanced", "balanced")
+    # Each class's validation recall, by name; their mean is the balanced accuracy.
+    recall = info["recall_by_class"]
+    assert sorted(recall) == list(result.class_names)
+    present = [value for value in recall.values() if value is not None]
+    assert present and all(0.0 <= value <= 1.0 for value in present)
+    assert np.mean(present) == pytest.approx(info["metrics"]["val_balanced_accuracy"])
     row = result.history[-1]
     for key in ("balanced_accuracy", "f1_macro", "val_balanced_accuracy", "val_f1_macro"):
         assert 0.0 <= row[key] <= 1.0

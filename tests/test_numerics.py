@@ -31,7 +31,7 @@ from tlcore.interfaces import Backbone, Batch
 from tlcore.plugins import plugin_registered
 from tlcore.plugins.calls import BackendCalls
 from tlcore.recipe import BackboneSpec, HeadSpec, Recipe, build_recipe
-from tlcore.recipe.build import load_recipe_file
+from tlcore.recipe.files import load_recipe_file
 from tlcore.runfolder import RunFolder
 from tlcore.testing import separable, write_image_folder
 from tlcore.train.guards import check_epoch

@@ -104,7 +104,7 @@ class KerasBackend(Backend):
         from tlcore_keras.framework import require_keras
 
         require_keras()
-        from tlcore_keras.training import seed as seed_all
+        from tlcore_keras.seeding import seed as seed_all
 
         seed_all(seed)
 

@@ -37,7 +37,7 @@ from tlcore_keras import ema, gradients
 from tlcore_keras.collective import PEER_ERRORS, cluster_peers, peer_failure
 from tlcore_keras.losses import loss_named as _loss_fn
 from tlcore_keras.losses import soft_targets as _soft
-from tlcore_keras.model import TransferModel, float32_compute, live_models
+from tlcore_keras.model import TransferModel, float32_compute
 from tlcore_keras.rategroups import RateGroups, rate_groups
 from tlcore_keras.replicas import replicated_step, skip_together
 
@@ -369,34 +369,3 @@ def extract_features(model: TransferModel, images: np.ndarray) -> np.ndarray:
         return np.zeros((0, model.num_features), dtype=np.float32)
     x = _inputs(model, Batch(images, np.zeros(0)))
     return np.asarray(_compiled(model, "features")(x), dtype=np.float32)
-
-
-def seed(value: int) -> None:
-    """Seed Keras, TensorFlow, numpy and Python, and restart the dropout generators of every
-    live model from ``value`` (so a resumed run draws the masks an uninterrupted one draws).
-
-    TensorFlow's global seed is set only while no model is live: it is part of every
-    ``tf.function``'s tracing context, so setting it again retraces each compiled step (seconds
-    per epoch for a MobileNetV2, see ``benchmarks/``), and nothing a live model runs draws from
-    it (Keras 3 layers draw from their own seed generators, restarted here).
-    """
-    models = list(live_models())
-    if not models:
-        keras.utils.set_random_seed(value)
-        return
-    _seed_keras_numpy_python(value)
-    for model in models:
-        model.reseed(value)
-
-
-def _seed_keras_numpy_python(value: int) -> None:
-    """``keras.utils.set_random_seed`` without its ``tf.random.set_seed``."""
-    import random
-
-    from keras.src.backend.common import global_state
-    from keras.src.random import seed_generator
-
-    global_state.set_global_attribute("global_random_seed", value)
-    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
-    random.seed(value)
-    np.random.seed(value)

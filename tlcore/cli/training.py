@@ -38,7 +38,9 @@ COMPARE_HELP = (
 @click.option("--val", "val", type=click.Path(path_type=Path),
               help="Separate validation folder (with --labels: a CSV label file).")
 @click.option("--val-split", type=float, help="Fraction held out for validation.")
-@click.option("--augment", help="Comma-separated: hflip, shift.")
+@click.option("--augment", help="Comma-separated, applied in order: hflip, shift, "
+              "random_resized_crop, color_jitter, rotate, randaugment, trivialaugment, mixup, "
+              "cutmix (or a plugin's). Turns feature caching off.")
 @click.option("--no-cache", is_flag=True, help="Do not cache frozen-backbone features.")
 @click.option("--device", help="auto (default: the first GPU, else the CPU), cpu, cuda, "
               "cuda:N or mps.")

@@ -1,4 +1,4 @@
-"""Building a recipe from files, dotted overrides and keyword shortcuts, and validating it.
+"""Building a recipe from nested values, dotted overrides and keyword shortcuts, and validating it.
 
 Every field is validated when the recipe is built, before any framework is imported; a bad
 value raises :class:`~tlcore.errors.RecipeError` naming the field's path, the value and what
@@ -10,57 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
-import tomllib
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tlcore.classifier import check_head, check_kept_head
 from tlcore.errors import RecipeError, TlcoreError
-from tlcore.recipe.choices import builtin, check, kind_of
+from tlcore.recipe.choices import check, kind_of
+from tlcore.recipe.consistency import check_consistency
+from tlcore.recipe.fields import bounds
 from tlcore.recipe.gradual import expand_gradual
 from tlcore.recipe.spec import (
     AUTO_LR,
-    BackboneSpec,
-    ExportSpec,
-    FreezeSpec,
-    HeadSpec,
     Recipe,
-    TrainSpec,
-    _range,
     _to_plain,
 )
-
-
-def load_recipe_file(path: str | Path) -> dict[str, Any]:
-    """Read a recipe file (``.yaml``/``.yml``, ``.toml`` or ``.json``) into a plain dict."""
-    p = Path(path)
-    if not p.is_file():
-        raise TlcoreError(f"recipe file not found: {p}", "give the path of a .yaml or .toml file")
-    import yaml
-
-    text = p.read_text(encoding="utf-8")
-    try:
-        if p.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text) or {}
-        elif p.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif p.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise TlcoreError(
-                f"unknown recipe file type: {p.name}", "use .yaml, .yml, .toml or .json"
-            )
-    except (ValueError, yaml.YAMLError) as exc:  # TOMLDecodeError is a ValueError
-        raise TlcoreError(f"cannot parse recipe {p}: {exc}", "check the file's syntax") from exc
-    if not isinstance(data, dict):
-        raise TlcoreError(f"recipe {p} is not a mapping", "the top level holds keys like 'train:'")
-    return data
-
 
 #: Short names shared by CLI flags and keyword arguments, and the field each one sets.
 SHORTCUTS: dict[str, str] = {
@@ -139,7 +105,7 @@ def _set_base_lr(stages: list[dict[str, Any]], lr: Any) -> None:
     """The ``lr`` shortcut: ``auto`` makes every stage search its own rate; a number is the
     first stage's rate, and later stages keep their ratio to it (a stage at ``auto`` stays
     there, and with the first stage at ``auto`` the others keep their own rates)."""
-    meta = {**_range(1e-12, 10.0), "words": (AUTO_LR,)}
+    meta = {**bounds(1e-12, 10.0), "words": (AUTO_LR,)}
     base = _number_or_word(lr, "lr", meta)
     if base == AUTO_LR:
         for stage in stages:
@@ -247,7 +213,7 @@ def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
         meta = {**f.metadata, "kind": kind} if kind else f.metadata
         kwargs[f.name] = _convert(hints[f.name], data[f.name], sub, meta)
     obj = cls(**kwargs)
-    _check_consistency(obj, path)
+    check_consistency(obj, path)
     return obj
 
 
@@ -374,79 +340,6 @@ def _number_or_word(value: Any, path: str, meta: Mapping[str, Any]) -> float | s
         raise RecipeError(path, value, "a finite number or " + " or ".join(words)) from None
     _check_meta(number, path, {k: v for k, v in meta.items() if k != "words"})
     return number
-
-
-def _is_device(word: str) -> bool:
-    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
-    kind, _, index = word.partition(":")
-    return word in ("auto", "cpu", "cuda", "mps") or (kind == "cuda" and index.isdigit())
-
-
-def _check_consistency(obj: Any, path: str) -> None:
-    prefix = f"{path}." if path else ""
-    if isinstance(obj, FreezeSpec) and obj.policy == "pattern":
-        import re
-
-        if not obj.pattern:
-            raise RecipeError(prefix + "pattern", obj.pattern, "a regular expression")
-        try:
-            re.compile(obj.pattern)
-        except re.error as exc:
-            raise RecipeError(prefix + "pattern", obj.pattern, f"a valid regex ({exc})") from None
-    if isinstance(obj, BackboneSpec) and not obj.weights:
-        raise RecipeError(prefix + "weights", obj.weights, "pretrained, imagenet, none or a path")
-    if isinstance(obj, HeadSpec):
-        for i, width in enumerate(obj.hidden):
-            if width < 1:
-                raise RecipeError(f"{prefix}hidden.{i}", width, "a positive layer width")
-        check_head(obj.classifier, obj.hidden, prefix)
-    if isinstance(obj, TrainSpec):
-        if not _is_device(obj.device):
-            raise RecipeError(prefix + "device", obj.device, "auto, cpu, cuda, cuda:N or mps")
-        if obj.ema >= 1:  # a decay of 1 would never move the average off its start
-            raise RecipeError(prefix + "ema", obj.ema, "a decay >= 0 and < 1 (0: no average)")
-        if not obj.stages:
-            raise RecipeError(prefix + "stages", [], "at least one stage")
-        for i, stage in enumerate(obj.stages):
-            if stage.lr == AUTO_LR and stage.optimizer == "logistic":
-                # The logistic regression takes no steps: there is no rate to search.
-                raise RecipeError(f"{prefix}stages.{i}.lr", stage.lr,
-                                  "a number (a logistic stage fits its head without a rate)")
-        names = [s.name for s in obj.stages]
-        if len(set(names)) != len(names):
-            raise RecipeError(prefix + "stages", names, "stages with distinct names")
-        if not any(stage.epochs for stage in obj.stages):
-            # Nothing would train, and the run would export its untouched initial model.
-            raise RecipeError(
-                prefix + "stages", [s.epochs for s in obj.stages],
-                "at least one stage with epochs >= 1 (a stage with epochs 0 is skipped, but "
-                "with every stage at 0 nothing trains)",
-            )
-    if isinstance(obj, Recipe):
-        check_kept_head(obj.head.classifier, [s.optimizer for s in obj.train.stages])
-        _check_mixing(obj)
-    if isinstance(obj, ExportSpec):
-        for i, fmt in enumerate(obj.formats):
-            if not fmt or not fmt.replace("_", "").isalnum():
-                raise RecipeError(f"{prefix}formats.{i}", fmt, "a format name such as onnx")
-            if fmt not in builtin("format"):  # a plugin's, known before any training
-                check("format", fmt, f"{prefix}formats.{i}")
-        if obj.quantize != "none" and "onnx" not in obj.formats:
-            raise RecipeError(
-                prefix + "quantize", obj.quantize, "none, unless export.formats includes onnx"
-            )
-
-
-def _check_mixing(recipe: Recipe) -> None:
-    """Mixup and CutMix mix targets into class probabilities: classification and multilabel
-    only (a mixed regression target is a number no image shows)."""
-    for i, name in enumerate(recipe.data.augment):
-        if name in ("mixup", "cutmix") and recipe.task not in ("classification", "multilabel"):
-            raise RecipeError(
-                f"data.augment.{i}", name,
-                f"an augmentation other than mixup and cutmix for task {recipe.task!r} "
-                "(they mix class targets: classification and multilabel only)",
-            )
 
 
 def _unknown_key(cls: type, key: str, path: str) -> None:

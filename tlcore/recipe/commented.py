@@ -15,7 +15,7 @@ from tlcore.recipe.spec import Recipe
 
 HEADER = (
     "# A tlcore recipe: every field at its default. Delete what you do not change. What each\n"
-    "# field means: the docstrings of tlcore/recipe/spec.py (the site's Reference > Recipe).\n"
+    "# field means: docs/recipe-reference.md in the repository (the site's Reference > Recipe).\n"
     "# Use it with: tl train DATA --recipe recipe.yaml\n"
 )
 

@@ -80,7 +80,7 @@ def train_epoch(t: Trainer, run: _StageRun, epoch: int) -> dict[str, float]:
         result = {**result, "loss": loss / images}  # the global batch's mean loss
         check_step(t, run, epoch, b, len(batches), result)  # a NaN loss stops the run here
         metrics.add(result, feed.dataset.labels[mine], images=int(images))
-        t.progress.batch(b + 1, len(batches), metrics.running())
+        t.progress.batch(b + 1, len(batches), metrics.running(), samples=metrics.seen)
     return {**metrics.result(), "lr": lr}
 
 

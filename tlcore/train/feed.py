@@ -3,17 +3,20 @@ batch."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tlcore.data import Dataset, augment
 from tlcore.data.augment import mix
+from tlcore.diagnose import feature_warning
 from tlcore.errors import RecipeError
 from tlcore.interfaces import Batch
 from tlcore.train.distributed import gather_rows, shard
 
 if TYPE_CHECKING:
+    from tlcore.interfaces import FreezeReport
     from tlcore.recipe import Recipe
     from tlcore.train.trainer import Trainer
 
@@ -122,3 +125,27 @@ def check_image_only(recipe: Recipe, modality: str) -> None:
             "export.tta", recipe.export.tta,
             f"none for {modality} data (test-time augmentation mirrors images)",
         )
+
+
+def stage_feeds(t: Trainer, report: FreezeReport) -> tuple[Feed, Feed]:
+    """The stage's training and validation feeds: cached features when the backbone is
+    frozen (and nothing augments the images), else images decoded per batch."""
+    check_image_only(t.recipe, t.modality)
+    cacheable = t.recipe.train.cache_features and report.backbone_frozen
+    cached = cacheable and not t.recipe.data.augment
+    if cacheable and not cached:  # said in the stage that would have used the cache
+        t.progress.message(NO_CACHE)
+    started = time.perf_counter()
+    train_feed = Feed(t, t.train_set, cached)
+    val_feed = Feed(t, t.val_set, cached)
+    if cached:
+        t.feature_seconds += time.perf_counter() - started
+    t.cached_val = val_feed if cached else None
+    if train_feed.features is not None and not t.features_checked:
+        # Once: every cached stage sees the same frozen backbone's features.
+        t.features_checked = True
+        if (text := feature_warning(train_feed.features)) is not None:
+            t.warn(text)
+    if cached:
+        t.progress.message("backbone frozen: training the head on cached features")
+    return train_feed, val_feed

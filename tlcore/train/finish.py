@@ -52,17 +52,22 @@ def finish(t: Trainer) -> TrainResult:
     plot_history(t.history, t.folder.path / HISTORY_FILE, warn=t.progress.warn, metric=metric)
     # A text model's tokenizer goes beside model.onnx; the bundle names the copy.
     t.bundle_input = ship_tokenizer(t.input_spec, t.folder.path)
-    info = bundle_info(t, val_metrics)
+    info = {**bundle_info(t, val_metrics), **_recall(t, logits)}
     # Written before the exports too: a failed export still leaves a usable native run.
     write_json(t.folder.path / INFO_FILE, info)
+    exported = []
     for fmt in t.recipe.export.formats:
         written = _export(t, fmt, images, info)
         # The native format is its folder: the backend's file and the core's weights.npz.
         record = t.folder.path / "native" if fmt == "native" else written
         info.setdefault("exports", {})[fmt] = exported_files(record, t.folder.path)
-        t.calls.on_export(t.info, fmt, written)
+        exported.append((fmt, written))
     write_json(t.folder.path / INFO_FILE, info)
-    return train_result(t, val_metrics, _quantize(t, info))
+    quantized = _quantize(t, info)
+    # Announced once tlcore.json is final: a tracker that stores the bundle stores this one.
+    for fmt, written in exported:
+        t.calls.on_export(t.info, fmt, written)
+    return train_result(t, val_metrics, quantized)
 
 
 def train_result(
@@ -206,6 +211,16 @@ def bundle_info(t: Trainer, metrics: dict[str, float]) -> dict[str, Any]:
             "epoch_seconds": sum(row.get("seconds", 0.0) for row in t.history),
         },
     }
+
+
+def _recall(t: Trainer, logits: np.ndarray) -> dict[str, Any]:
+    """Each class's recall from the validation ``logits``, by class name (``None`` for a
+    class the set does not hold), for a classification run with a validation set: what an
+    imbalanced run is judged by, in ``tlcore.json``."""
+    recall_by_class = getattr(t.task, "recall_by_class", None)
+    if recall_by_class is None or not len(t.val_set):
+        return {}
+    return {"recall_by_class": recall_by_class(logits, t.val_set.labels, t.class_names)}
 
 
 def _version(package: str) -> str | None:

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from tlcore.recipe import (
 )
 from tlcore.runfolder import RunFolder, write_json
 from tlcore.schedule import describe_lr
+
+if TYPE_CHECKING:
+    from tlcore.train.trainer import Trainer
 
 
 def derive_seed(*parts: int) -> int:
@@ -57,3 +61,26 @@ def record_resumed_recipe(folder: RunFolder, recipe: Recipe, say: Callable[[str]
             say(f"resuming with train.stages.{i}.lr {describe_lr(stage.lr)} (was "
                 f"{describe_lr(before['lr'])}): stage {stage.name!r}")
     write_json(folder.run_file, {**info, "recipe": new})
+
+
+def use_planned_stages(t: Trainer, name: str) -> None:
+    """Fit the stages to a randomly initialised backbone (see :func:`plan_stages`); the
+    recipe becomes the effective one, in ``run.json`` too, so a resume follows it."""
+    planned, warnings = plan_stages(t.recipe.train.stages, t.pretrained)
+    for text in warnings:
+        t.warn(text)
+    if planned == t.recipe.train.stages:
+        return
+    (stage,) = planned
+    t.recipe = dataclasses.replace(
+        t.recipe, train=dataclasses.replace(t.recipe.train, stages=planned)
+    )
+    if not t.resume and t.collective.rank == 0:
+        write_json(t.folder.run_file, t.run_info())
+    t.progress.message(
+        f"{name} is randomly initialised: instead of the two-stage fine-tuning recipe, one "
+        f"stage {stage.name!r} trains the whole network from scratch, BatchNorm in training "
+        f"mode ({stage.epochs} epochs, {stage.optimizer} at lr {describe_lr(stage.lr)}, "
+        f"{stage.schedule} "
+        f"after {stage.warmup:.0%} warm-up)"
+    )

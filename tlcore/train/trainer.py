@@ -19,7 +19,6 @@ from tlcore import __version__
 from tlcore.build import build_model
 from tlcore.bundle.layout import SCHEMA_VERSION
 from tlcore.bundle.quantize import Quantized
-from tlcore.diagnose import feature_warning
 from tlcore.freezing import resolve_batchnorm
 from tlcore.interfaces import FreezeReport, InputSpec, Preprocessing, RunInfo
 from tlcore.parallel import Collective, Placement, Setup, launched_rank
@@ -32,7 +31,7 @@ from tlcore.tasks import Task, get_task
 from tlcore.train.balance import plan_balance
 from tlcore.train.distributed import broadcast_json, on_rank0
 from tlcore.train.epoch import improves, monitored, train_epoch
-from tlcore.train.feed import NO_CACHE, Feed, check_image_only
+from tlcore.train.feed import Feed, stage_feeds
 from tlcore.train.finish import finish
 from tlcore.train.guards import check_epoch
 from tlcore.train.logistic import LOGISTIC, fit_logistic
@@ -44,7 +43,7 @@ from tlcore.train.processes import (
     share_weights,
     where,
 )
-from tlcore.train.stages import plan_stages, record_resumed_recipe
+from tlcore.train.stages import record_resumed_recipe, use_planned_stages
 from tlcore.train.start import check_task, read_data, resolve_recipe, start_run, vector_input
 from tlcore.train.steps import averaged_weights, steps_per_epoch
 
@@ -130,7 +129,7 @@ class Trainer:
         self.preprocessing: Preprocessing | None = None
         self.pretrained = True  # whether the backbone's weights are more than an initialisation
         self.warnings: list[str] = []
-        self._features_checked = False
+        self.features_checked = False  # the cached features' check, once a run
         self.cached_val: Feed | None = None  # the last stage's, when it trained on features
         self.input_spec: InputSpec | None = None  # what the model takes, once it is built
         self.bundle_input: InputSpec | None = None  # how the bundle describes it (finish)
@@ -163,7 +162,7 @@ class Trainer:
             f"val {self.modality}s"
         )
         self.pretrained = backbone.pretrained
-        self._plan_stages(backbone.name)
+        use_planned_stages(self, backbone.name)
         progress = _StageProgress()
         counter = 0
         restored: dict[str, Any] | None = None
@@ -217,7 +216,7 @@ class Trainer:
             f"stage {stage.name}: {report.trainable:,} trainable / {report.frozen:,} frozen "
             f"parameters, lr {describe_lr(stage.lr)}, {epochs} epochs{longer}"
         )
-        train_feed, val_feed = self._feeds(report)
+        train_feed, val_feed = stage_feeds(self, report)
         stage = self._resolve_lr(index, stage, progress, train_feed)
         with self.collective.scope():
             # A logistic stage fits its head outside the backend; it gets an optimiser it
@@ -246,29 +245,6 @@ class Trainer:
     ) -> StageSpec:
         """``stage`` with its ``lr: auto`` resolved (:func:`~tlcore.train.lrfind.resolve_lr`)."""
         return resolve_lr(self, index, stage, progress, feed)
-
-    def _feeds(self, report: FreezeReport) -> tuple[Feed, Feed]:
-        """The stage's training and validation feeds: cached features when the backbone is
-        frozen (and nothing augments the images), else images decoded per batch."""
-        check_image_only(self.recipe, self.modality)
-        cacheable = self.recipe.train.cache_features and report.backbone_frozen
-        cached = cacheable and not self.recipe.data.augment
-        if cacheable and not cached:  # said in the stage that would have used the cache
-            self.progress.message(NO_CACHE)
-        started = time.perf_counter()
-        train_feed = Feed(self, self.train_set, cached)
-        val_feed = Feed(self, self.val_set, cached)
-        if cached:
-            self.feature_seconds += time.perf_counter() - started
-        self.cached_val = val_feed if cached else None
-        if train_feed.features is not None and not self._features_checked:
-            # Once: every cached stage sees the same frozen backbone's features.
-            self._features_checked = True
-            if (text := feature_warning(train_feed.features)) is not None:
-                self.warn(text)
-        if cached:
-            self.progress.message("backbone frozen: training the head on cached features")
-        return train_feed, val_feed
 
     def _epoch(
         self,
@@ -361,28 +337,6 @@ class Trainer:
             return True
         progress.bad_epochs += 1
         return False
-
-    def _plan_stages(self, name: str) -> None:
-        """Fit the stages to a randomly initialised backbone (see :func:`plan_stages`); the
-        recipe becomes the effective one, in ``run.json`` too, so a resume follows it."""
-        planned, warnings = plan_stages(self.recipe.train.stages, self.pretrained)
-        for text in warnings:
-            self.warn(text)
-        if planned == self.recipe.train.stages:
-            return
-        (stage,) = planned
-        self.recipe = dataclasses.replace(
-            self.recipe, train=dataclasses.replace(self.recipe.train, stages=planned)
-        )
-        if not self.resume and self.collective.rank == 0:
-            write_json(self.folder.run_file, self.run_info())
-        self.progress.message(
-            f"{name} is randomly initialised: instead of the two-stage fine-tuning recipe, one "
-            f"stage {stage.name!r} trains the whole network from scratch, BatchNorm in training "
-            f"mode ({stage.epochs} epochs, {stage.optimizer} at lr {describe_lr(stage.lr)}, "
-            f"{stage.schedule} "
-            f"after {stage.warmup:.0%} warm-up)"
-        )
 
     def warn(self, text: str) -> None:
         """Say ``text`` once and keep it for ``tlcore.json`` and the result."""
