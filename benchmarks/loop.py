@@ -4,6 +4,7 @@
     .venv/bin/python -m benchmarks.loop --variants default augment --shots 5 50 --seeds 0 1 2
     .venv/bin/python -m benchmarks.loop --imbalance 10 --variants default class_weights sampler
     .venv/bin/python -m benchmarks.loop --quick                          # smoke test: seconds
+    .venv/bin/python -m benchmarks.loop --merge results/a.json results/b.json --name loop
 
 Data: Fashion-MNIST, as :mod:`benchmarks.transfer` draws it: for each seed, ``shots`` images
 per class from its training set, scored on one fixed, balanced test set from its test set
@@ -107,8 +108,8 @@ def one_run(
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """Mean ± std over seeds per backend, shots and variant, and the paired mean difference
-    to ``default`` (over the seeds both have)."""
+    """Mean ± std over seeds per backend, shots and variant, and the mean ± std of its paired
+    differences to ``default`` (over the seeds both have)."""
     lines = [
         "| backend | images/class | variant | accuracy | vs default | seconds |",
         "| --- | ---: | --- | ---: | ---: | ---: |",
@@ -120,7 +121,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             runs = [r for r in group if r["variant"] == variant]
             values = np.array([r["accuracy"] for r in runs])
             paired = [r["accuracy"] - base[r["seed"]] for r in runs if r["seed"] in base]
-            gap = f"{np.mean(paired):+.3f}" if paired and variant != "default" else ""
+            gap = (f"{np.mean(paired):+.3f} ± {np.std(paired):.3f}"
+                   if paired and variant != "default" else "")
             seconds = np.mean([r["seconds"] for r in runs])
             lines.append(f"| {backend} | {shots} | {variant} | {values.mean():.3f} ± "
                          f"{values.std():.3f} | {gap} | {seconds:.0f} |")
@@ -142,8 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: torch, 5 per class, one seed, 32 px, 100 test images")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="write one table of earlier results files (same data) and exit")
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else list(argv)
+    if args.merge:
+        write(args.results, args.name, merge([json.loads(f.read_text()) for f in args.merge]))
+        return
     if args.quick:
         args.backends, args.shots, args.seeds, args.size, args.test = ["torch"], [5], [0], 32, 100
         args.variants = args.variants[:2]
@@ -184,6 +191,22 @@ def summarise(
         "machine": describe(["python", "-m", "benchmarks.loop", *given], 0),
         "seconds": round(time.perf_counter() - started, 1),
         "rows": rows,
+    }
+
+
+def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary of several runs of this benchmark on the same data (each variant's rows
+    pair with ``default``'s of the same backend, shots and seed, whichever file holds them)."""
+    first = summaries[0]
+    if any(s["data"] != first["data"] or s["input_size"] != first["input_size"]
+           for s in summaries):
+        raise SystemExit("--merge: the files measured different data or input sizes")
+    return {
+        **first,
+        "command": " && ".join(s["command"] for s in summaries),
+        "variants": {k: v for s in summaries for k, v in s["variants"].items()},
+        "seconds": round(sum(s["seconds"] for s in summaries), 1),
+        "rows": [row for s in summaries for row in s["rows"]],
     }
 
 
