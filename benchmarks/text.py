@@ -14,10 +14,13 @@ mail, against spam). For each, a fixed balanced test set (``--test`` per class, 
 - ``tfidf``: word 1-2-grams with sublinear tf, and a logistic regression whose C is chosen by
   stratified cross-validation on the training set alone (C in 0.1 .. 1000).
 - ``tlcore`` (``hard`` only; skip with ``--only baselines``): ``tlcore.fit`` on the training
-  texts as a folder, backbone ``hf:<all-MiniLM-L6-v2>`` at 128 tokens, in three variants
-  (:func:`recipe`): ``pretrained`` (the head on cached features, then the last 2 transformer
-  layers fine-tuned), ``logistic`` (a logistic-regression head on the cached features) and
-  ``random`` (``weights: none``, the whole network trained). Each is scored through its
+  texts as a folder, backbone ``hf:<all-MiniLM-L6-v2>`` at 128 tokens, in variants
+  (:func:`recipe`): ``pretrained`` (the head on cached features at lr 1e-2, then the last 2
+  transformer layers fine-tuned), ``logistic`` (a logistic-regression head on the cached
+  features), ``random`` (``weights: none``, the whole network trained), and ``head_lr_1e-3``
+  and ``lr_auto``, ``pretrained`` with the head at tlcore's default rate or at the
+  learning-rate finder's (``--variants`` chooses; ``--seeds`` gives the tlcore runs more
+  seeds than the default 0). Each is scored through its
   bundle's ``model.onnx`` on onnxruntime (:class:`tlcore.runtime.Predictor`); the largest
   pretrained runs are also quantised to int8 and measured (:func:`int8_rows`). No run starts
   after ``--budget`` seconds.
@@ -54,10 +57,14 @@ TASKS = {
     "easy": {"ham": ("easy-ham-1", "easy-ham-2"), "spam": ("spam-1", "spam-2")},
 }
 CLASSES = ("ham", "spam")
-VARIANTS = ("pretrained", "logistic", "random")
+VARIANTS = ("pretrained", "logistic", "random", "head_lr_1e-3", "lr_auto")
 VARIANT_NAMES = {"pretrained": "pretrained, head then last 2 layers",
                  "logistic": "pretrained, logistic-regression head",
-                 "random": "random weights, whole network"}
+                 "random": "random weights, whole network",
+                 "head_lr_1e-3": "pretrained, head at tlcore's default lr 1e-3, then last 2",
+                 "lr_auto": "pretrained, head at lr auto (the finder's), then last 2"}
+#: The head stage's rate of the variants that differ from ``pretrained`` only there.
+HEAD_LR = {"head_lr_1e-3": 1e-3, "lr_auto": "auto"}
 FULL = {"shots": {"hard": (8, 25, 50, 100), "easy": (25, 100, 400)},
         "test": {"hard": 100, "easy": 500}, "seeds": (0, 1, 2), "tlcore_shots": (25, 100),
         "tlcore_seeds": (0,), "random_shots": (25,), "max_length": 128, "head_epochs": 5,
@@ -142,6 +149,8 @@ def recipe(model: Path, variant: str, seed: int, config: dict[str, Any]) -> dict
         {"name": "fine_tune", "epochs": tune, "lr": 1e-4, "warmup": 0.1,
          "freeze": {"policy": "last_n", "n": 2}},
     ]
+    if variant in HEAD_LR:
+        stages[0] = {**stages[0], "lr": HEAD_LR[variant]}
     if variant == "logistic":
         stages = [{"name": "head", "epochs": 1, "optimizer": "logistic",
                    "freeze": {"policy": "all"}}]
@@ -414,6 +423,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="tokens per text of the tlcore runs (default 128)")
     parser.add_argument("--shots", nargs="+", type=int,
                         help="training texts per class of the tlcore runs (default 25 100)")
+    parser.add_argument("--seeds", nargs="+", type=int,
+                        help="seeds of the tlcore runs (default 0)")
     parser.add_argument("--measure", nargs="*", default=["int8"], choices=["int8"],
                         help="also quantise the largest pretrained runs and measure int8")
     parser.add_argument("--budget", type=float, default=2400.0,
@@ -426,6 +437,9 @@ def main(argv: list[str] | None = None) -> None:
     root = require_spam_assassin()
     if args.max_length:
         config = {**config, "max_length": args.max_length}
+    if args.seeds:  # a tlcore seed needs the baselines' draw of that seed
+        config = {**config, "tlcore_seeds": tuple(args.seeds),
+                  "seeds": tuple(sorted({*config["seeds"], *args.seeds}))}
     rows, hard = baselines(root, config, fit=args.only != "tlcore")
     if args.only != "baselines":
         with tempfile.TemporaryDirectory() as tmp:
