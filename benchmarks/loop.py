@@ -100,7 +100,8 @@ def one_run(
         "epochs": len(result.history),
         "seconds": round(time.perf_counter() - started, 1),
         "warnings": list(result.warnings),
-        "lrs": sorted({round(float(r["lr"]), 10) for r in result.history if "lr" in r})[:4],
+        # each stage's rate as trained (lr: auto resolved to the finder's suggestion)
+        "stage_lrs": {stage.name: stage.lr for stage in result.recipe.train.stages},
     }
     print(f"{backend} {variant:>16} n={len(train[1]):>5} seed {seed}: {accuracy:.3f} "
           f"({row['seconds']} s)", flush=True)

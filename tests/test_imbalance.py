@@ -231,6 +231,19 @@ def test_auto_monitor_watches_balanced_accuracy_on_imbalanced_data():
     assert auto_monitor(get_task("regression"), np.zeros(4), 1) == (None, "")
 
 
+def test_imbalanced_data_gets_the_hint_to_balance_unless_something_balances():
+    from tlcore.recipe import build_recipe
+    from tlcore.train.balance import plan_balance
+
+    task, names = get_task("classification"), ["a", "b"]
+    hint = "--set train.sampler=balanced"
+    assert hint in plan_balance(build_recipe(), task, np.array([0, 0, 0, 1, 1]), names)[2]
+    assert hint not in plan_balance(build_recipe(), task, np.array([0, 0, 1, 1]), names)[2]
+    for shortcut in ({"sampler": "balanced"}, {"class_weights": "balanced"}):
+        said = plan_balance(build_recipe(**shortcut), task, np.array([0, 0, 0, 1, 1]), names)[2]
+        assert hint not in said and "monitor auto watches" in said
+
+
 # --- through tlcore.fit --------------------------------------------------------------------
 
 

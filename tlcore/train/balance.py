@@ -134,8 +134,8 @@ def plan_balance(
 ) -> tuple[tuple[float, ...] | None, str | None, str]:
     """``(class weights, monitor for auto, what to say)`` for a run on training ``labels``
     with classes ``names`` (see :func:`class_weights`, :func:`auto_monitor`): the monitor's
-    reason when a stage monitors ``auto``, and that a logistic stage ignores the weights
-    and the sampler.
+    reason when a stage monitors ``auto``, how to balance imbalanced classes when nothing
+    does, and that a logistic stage ignores the weights and the sampler.
 
     Raises:
         RecipeError: ``train.class_weights`` does not fit the data's classes.
@@ -147,6 +147,12 @@ def plan_balance(
     if not any(stage.monitor == "auto" for stage in recipe.train.stages):
         reason = ""
     balancing = weights is not None or recipe.train.sampler == BALANCED
+    if not balancing and imbalance(labels, len(names)) >= IMBALANCE_RATIO:
+        # Off by default (a model for data as imbalanced as its training set may want the
+        # plain loss), but measured to help balanced accuracy: say how to turn it on.
+        hint = ("to weigh every class alike: --set train.sampler=balanced (or "
+                "train.class_weights=balanced); docs/recipes.md measures what they buy")
+        reason = f"{reason}; {hint}" if reason else hint
     logistic = [s.name for s in recipe.train.stages if s.optimizer == "logistic" and s.epochs]
     if balancing and logistic:
         # scikit-learn's fit sees every training example once, unweighted: say so.
