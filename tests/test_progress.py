@@ -70,6 +70,21 @@ def test_a_terminal_gets_a_live_bar_with_throughput_time_left_and_a_summary():
     assert out.endswith(summary[0] + "\n")  # the bar was cleared before it
 
 
+def test_a_run_that_ends_inside_an_epoch_clears_its_bar():
+    """An error or Ctrl-C in the middle of an epoch: the trainer closes the progress, so the
+    error's message starts on a line of its own, not after the bar."""
+    stream = Terminal()
+    progress = Progress(stream=stream)
+    progress.start_epoch("head 1/2")
+    progress.batch(1, 4, {"loss": 1.0}, samples=8)
+    assert "| 1/4 [" in stream.getvalue()
+    progress.close()
+    progress.close()  # once is enough; again does nothing
+    print("error: interrupted", file=stream)
+    # The bar's line was cleared: the message is all that follows the last carriage return.
+    assert stream.getvalue().split("\r")[-1] == "error: interrupted\n", stream.getvalue()
+
+
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
 @pytest.mark.parametrize("columns", [0, 60])
 def test_a_real_pseudo_terminal_gets_the_bar(columns):

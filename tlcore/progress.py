@@ -131,6 +131,11 @@ class Progress:
         bar.start_t -= time.perf_counter() - self._start
         return bar
 
+    def close(self) -> None:
+        """Remove the epoch's bar, if one is drawn: the run ended (an error, Ctrl-C) before
+        its epoch did, and what is printed next must not land on the bar's line."""
+        self._close_bar()
+
     def _close_bar(self) -> None:
         if self._bar is not None:
             self._bar.close()  # leave=False: the bar's line is cleared

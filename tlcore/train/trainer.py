@@ -142,6 +142,7 @@ class Trainer:
         try:
             return self._run()
         finally:
+            self.progress.close()  # an epoch's bar, left by an error or Ctrl-C
             self.folder.release()  # the run folder's lock, however the run ends
             self.collective.close()
 
