@@ -42,6 +42,7 @@ DOCS = ROOT / "docs"
 PAGES = [
     "index.md",
     "getting-started.md",
+    "recipes.md",
     "embedding.md",
     "text.md",
     "vectors.md",
