@@ -339,3 +339,27 @@ def test_eval_report_holds_the_imbalance_metrics(tmp_path):
     f1s = [report["per_class"][c]["f1"] for c in ("0", "1", "2")]
     assert report["f1_macro"] == pytest.approx(np.mean(f1s), abs=1e-12)
     assert "balanced accuracy" in get_task("classification").format_report(report)
+
+
+def test_never_moved_measures_guessing_on_the_class_mix_the_loss_saw():
+    """Balanced weights or the balanced sampler make guessing cost ln K, not the entropy of the
+    imbalanced frequencies: a weighted loss that fell from ln 3 is learning, one at ln 3 is not."""
+    from tlcore.diagnose import stalled_stage_warnings
+    from tlcore.recipe import StageSpec
+    from tlcore.tasks.classification import label_entropy
+    from tlcore.train.balance import class_weights, loss_mix
+
+    labels = np.repeat([0, 1, 2], [40, 12, 6])
+    weights = class_weights("balanced", labels, ["a", "b", "c"])
+    mixes = [loss_mix(weights, "shuffle", labels, 3), loss_mix(None, "balanced", labels, 3)]
+    assert loss_mix(None, "shuffle", labels, 3) is None
+    for mix in mixes:
+        assert label_entropy(labels, 3, 0.0, mix) == pytest.approx(np.log(3))
+    assert label_entropy(labels, 3) < 0.9  # the plain frequencies' entropy
+    head = [StageSpec(name="head")]
+    learning = [{"stage": "head", "loss": loss} for loss in (1.10, 0.95)]
+    dead = [{"stage": "head", "loss": loss} for loss in (1.11, 1.10, 1.099)]
+    assert stalled_stage_warnings(learning, head, labels, 3)  # measured on the wrong mix
+    for mix in mixes:
+        assert not stalled_stage_warnings(learning, head, labels, 3, class_mix=mix)
+        assert stalled_stage_warnings(dead, head, labels, 3, class_mix=mix)

@@ -115,6 +115,7 @@ def stalled_stage_warnings(
     num_classes: int,
     task: Task | None = None,
     info: dict[str, Any] | None = None,
+    class_mix: Sequence[float] | None = None,
 ) -> list[str]:
     """Warnings for stages whose training loss never moved from guessing (see the module).
 
@@ -126,6 +127,10 @@ def stalled_stage_warnings(
         task: the run's task, whose :meth:`~tlcore.tasks.Task.baseline_loss` is the loss of
             guessing (default: classification, as above).
         info: what the task learned from the training data.
+        class_mix: for classification, the factor by which the training loss weighs each
+            class beyond its frequency (class weights, the balanced sampler:
+            :func:`tlcore.train.balance.loss_mix`): guessing is then measured on that mix,
+            as the loss was, not on the plain frequencies.
 
     Returns:
         One warning per stalled stage, in stage order.
@@ -152,6 +157,8 @@ def stalled_stage_warnings(
         guess, floor = (task or _CLASSES).baseline_loss(
             labels, num_classes, info or {}, stage.label_smoothing
         )
+        if class_mix is not None:  # the loss saw another class mix: its best guess differs
+            guess = label_entropy(labels, num_classes, stage.label_smoothing, class_mix)
         best = min(losses)
         if guess - floor <= 1e-9 or guess - best >= MIN_PROGRESS * (guess - floor):
             continue

@@ -196,11 +196,20 @@ class ClassificationTask(Task):
         return format_report(report, report["class_names"])
 
 
-def label_entropy(labels: np.ndarray, num_classes: int, smoothing: float = 0.0) -> float:
+def label_entropy(
+    labels: np.ndarray,
+    num_classes: int,
+    smoothing: float = 0.0,
+    class_weights: Sequence[float] | None = None,
+) -> float:
     """The training loss of the best constant prediction: the cross-entropy of the (smoothed)
-    class frequencies of ``labels`` with themselves; ``ln K`` for K balanced classes."""
+    class frequencies of ``labels`` with themselves; ``ln K`` for K balanced classes. With
+    ``class_weights`` (a weighted mean loss, or a sampler that draws class ``c`` that much
+    more often), the frequencies are weighted first: the best constant then predicts those."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
-    p = counts / max(counts.sum(), 1)
+    if class_weights is not None:
+        counts = counts * np.asarray(class_weights, dtype=np.float64)
+    p = counts / (counts.sum() or 1)
     p = (1 - smoothing) * p + smoothing / num_classes
     p = p[p > 0]
     return float(-(p * np.log(p)).sum())

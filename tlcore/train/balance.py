@@ -160,3 +160,19 @@ def plan_balance(
                 "unweighted: train.class_weights and train.sampler act on gradient stages")
         reason = f"{reason}; {note}" if reason else note
     return weights, monitor, reason
+
+
+def loss_mix(
+    weights: Sequence[float] | None, sampler: str, labels: np.ndarray, classes: int
+) -> tuple[float, ...] | None:
+    """The factor by which training weighs each class beyond its frequency in ``labels``:
+    the class ``weights`` times, for the balanced sampler, one over the class's count (it
+    draws every class equally often); ``None`` when neither applies. What guessing costs the
+    training loss follows from it (:func:`tlcore.diagnose.stalled_stage_warnings`)."""
+    if weights is None and sampler != BALANCED:
+        return None
+    factors = np.ones(classes) if weights is None else np.asarray(weights, dtype=np.float64)
+    if sampler == BALANCED:
+        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=classes)
+        factors = factors / np.maximum(counts, 1)
+    return tuple(float(f) for f in factors)

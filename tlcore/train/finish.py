@@ -22,6 +22,7 @@ from tlcore.errors import TlcoreError
 from tlcore.plugins import require_backend
 from tlcore.report.plots import HISTORY_FILE, plot_history
 from tlcore.runfolder import write_arrays, write_json
+from tlcore.train.balance import loss_mix
 from tlcore.train.feed import Feed
 
 if TYPE_CHECKING:
@@ -110,8 +111,11 @@ def _diagnose(t: Trainer, val_metrics: dict[str, float]) -> None:
     """The end-of-run checks of :mod:`tlcore.diagnose` and the task's: at chance, a loss
     that never moved."""
     outputs, task, info = t.num_outputs, t.task, t.task_info
+    labels = t.train_set.labels
+    mix = loss_mix(t.class_weights, t.recipe.train.sampler, labels, outputs) \
+        if task.loss == "cross_entropy" else None
     texts = stalled_stage_warnings(
-        t.history, t.recipe.train.stages, t.train_set.labels, outputs, task=task, info=info
+        t.history, t.recipe.train.stages, labels, outputs, task=task, info=info, class_mix=mix
     )
     if len(t.val_set):
         final = {key.removeprefix("val_"): value for key, value in val_metrics.items()}
