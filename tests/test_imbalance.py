@@ -363,3 +363,26 @@ def test_never_moved_measures_guessing_on_the_class_mix_the_loss_saw():
     for mix in mixes:
         assert not stalled_stage_warnings(learning, head, labels, 3, class_mix=mix)
         assert stalled_stage_warnings(dead, head, labels, 3, class_mix=mix)
+
+
+def test_a_logistic_stage_weighs_the_classes_as_scikit_learns_class_weight():
+    """The logistic head takes the class mix as ``class_weight``: the same model as
+    scikit-learn's with those weights, and more of the rare classes recalled."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tlcore.train.balance import class_weights, loss_mix
+    from tlcore.train.logistic import _fit
+
+    x, y = imbalanced_vectors()
+    x = x + np.random.default_rng(1).normal(scale=1.5, size=x.shape).astype(np.float32)
+    mix = loss_mix(class_weights("balanced", y, ["a", "b", "c"]), "shuffle", y, 3)
+    weight, bias, chosen = _fit(x.astype(np.float64), y, 3, 0, mix)
+    plain_weight, plain_bias, _ = _fit(x.astype(np.float64), y, 3, 0)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    theirs = LogisticRegression(C=chosen, max_iter=2000, class_weight=dict(enumerate(mix)))
+    theirs.fit((x - mean) / std, y)
+    np.testing.assert_allclose(x @ weight.T + bias, theirs.decision_function((x - mean) / std),
+                               rtol=1e-4, atol=1e-4)
+    recall = recall_score(y, (x @ weight.T + bias).argmax(1), average=None)
+    plain = recall_score(y, (x @ plain_weight.T + plain_bias).argmax(1), average=None)
+    assert recall[1:].mean() > plain[1:].mean()  # the rare classes

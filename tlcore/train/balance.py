@@ -134,8 +134,8 @@ def plan_balance(
 ) -> tuple[tuple[float, ...] | None, str | None, str]:
     """``(class weights, monitor for auto, what to say)`` for a run on training ``labels``
     with classes ``names`` (see :func:`class_weights`, :func:`auto_monitor`): the monitor's
-    reason when a stage monitors ``auto``, how to balance imbalanced classes when nothing
-    does, and that a logistic stage ignores the weights and the sampler.
+    reason when a stage monitors ``auto``, and how to balance imbalanced classes when
+    nothing does (a logistic stage takes both as scikit-learn's ``class_weight``).
 
     Raises:
         RecipeError: ``train.class_weights`` does not fit the data's classes.
@@ -153,12 +153,6 @@ def plan_balance(
         hint = ("to weigh every class alike: --set train.sampler=balanced (or "
                 "train.class_weights=balanced); docs/recipes.md measures what they buy")
         reason = f"{reason}; {hint}" if reason else hint
-    logistic = [s.name for s in recipe.train.stages if s.optimizer == "logistic" and s.epochs]
-    if balancing and logistic:
-        # scikit-learn's fit sees every training example once, unweighted: say so.
-        note = (f"stage {', '.join(logistic)} (logistic) fits on every training example "
-                "unweighted: train.class_weights and train.sampler act on gradient stages")
-        reason = f"{reason}; {note}" if reason else note
     return weights, monitor, reason
 
 

@@ -12,12 +12,14 @@ regularisation ``C`` is chosen by stratified cross-validation on the training fe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tlcore.errors import RecipeError, TlcoreError
 from tlcore.interfaces import Batch
+from tlcore.train.balance import loss_mix
 
 if TYPE_CHECKING:
     from tlcore.train.trainer import Trainer, _StageRun
@@ -58,7 +60,9 @@ def fit_logistic(t: Trainer, run: _StageRun) -> dict[str, float]:
     check_logistic(t, run)
     features = np.asarray(run.train_feed.features, dtype=np.float64)
     labels = np.asarray(run.train_feed.dataset.labels, dtype=np.int64)
-    weight, bias, chosen = _fit(features, labels, t.num_outputs, t.recipe.train.seed)
+    # Class weights and the balanced sampler weigh the classes here as in a gradient stage.
+    mix = loss_mix(t.class_weights, t.recipe.train.sampler, labels, t.num_outputs)
+    weight, bias, chosen = _fit(features, labels, t.num_outputs, t.recipe.train.seed, mix)
     _set_head(t, weight, bias, features[: min(len(features), 8)])
     logits = features @ weight.T + bias
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -69,9 +73,15 @@ def fit_logistic(t: Trainer, run: _StageRun) -> dict[str, float]:
 
 
 def _fit(
-    features: np.ndarray, labels: np.ndarray, classes: int, seed: int
+    features: np.ndarray,
+    labels: np.ndarray,
+    classes: int,
+    seed: int,
+    mix: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(weight (classes, F), bias (classes,), C)`` of the softmax model on raw features."""
+    """``(weight (classes, F), bias (classes,), C)`` of the softmax model on raw features;
+    with ``mix`` (each class's weight, :func:`~tlcore.train.balance.loss_mix`) scikit-learn's
+    ``class_weight`` takes it, and ``C`` is chosen by balanced accuracy."""
     try:
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import StratifiedKFold, cross_validate
@@ -87,6 +97,7 @@ def _fit(
             f"{classes - len(present)} of {classes} classes have none",
             "give every class training samples, or use a gradient-trained head",
         )
+    weights = None if mix is None else {c: float(mix[c]) for c in range(classes)}
     mean, std = features.mean(axis=0), features.std(axis=0)
     std[std < 1e-12] = 1.0
     scaled = (features - mean) / std
@@ -97,13 +108,17 @@ def _fit(
         # Accuracy first, ties broken by the log loss: on a few dozen samples most C tie on
         # accuracy, and the first of them (the strongest regularisation) gave logits near 0.
         scores = []
+        metric = "accuracy" if weights is None else "balanced_accuracy"
         for c in C_GRID:
-            done = cross_validate(LogisticRegression(C=c, max_iter=2000), scaled, labels,
-                                  cv=split, scoring=("accuracy", "neg_log_loss"))
-            scores.append((round(float(done["test_accuracy"].mean()), 9),
+            done = cross_validate(
+                LogisticRegression(C=c, max_iter=2000, class_weight=weights), scaled, labels,
+                cv=split, scoring=(metric, "neg_log_loss"),
+            )
+            scores.append((round(float(done[f"test_{metric}"].mean()), 9),
                            float(done["test_neg_log_loss"].mean())))
         chosen = C_GRID[max(range(len(C_GRID)), key=scores.__getitem__)]
-    model = LogisticRegression(C=chosen, max_iter=2000).fit(scaled, labels)
+    model = LogisticRegression(C=chosen, max_iter=2000, class_weight=weights)
+    model.fit(scaled, labels)
     coef, intercept = model.coef_, model.intercept_
     if classes == 2:  # one binary logit z: softmax(-z/2, z/2) is sigmoid(z)
         coef = np.concatenate([-coef / 2, coef / 2])
