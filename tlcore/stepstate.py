@@ -6,6 +6,7 @@ re-exports both).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,20 @@ class Batch:
 
 EMA_PREFIX = "ema."
 """Starts the optimiser-state entries of the weights' moving average (``ema.<weight name>``)."""
+
+
+def ema_entries(averages: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The optimiser-state entries of a moving average kept by weight name."""
+    return {EMA_PREFIX + name: value for name, value in averages.items()}
+
+
+def ema_averages(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The moving average by weight name, from an optimiser state's ``ema.*`` entries (the
+    inverse of :func:`ema_entries`; other entries are left out); empty without one."""
+    import numpy as np
+
+    return {name.removeprefix(EMA_PREFIX): np.asarray(value)
+            for name, value in state.items() if name.startswith(EMA_PREFIX)}
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tensorflow as tf
 
-from tlcore.interfaces import EMA_PREFIX
+from tlcore.stepstate import ema_entries
 from tlcore_keras.freezing import is_batchnorm
 from tlcore_keras.model import TransferModel
 from tlcore_keras.names import walk_layers
@@ -104,15 +104,15 @@ def state(opt: StageOptimizer) -> dict[str, np.ndarray]:
     if average is None:
         return {}
     if average.update is None:
-        return {EMA_PREFIX + name: value for name, value in (average.pending or {}).items()}
-    return {
-        EMA_PREFIX + name: np.array(mean.numpy(), copy=True)
+        return ema_entries(average.pending or {})
+    return ema_entries({
+        name: np.array(mean.numpy(), copy=True)
         for name, mean in zip(average.names, average.averages, strict=True)
-    }
+    })
 
 
-def restore(opt: StageOptimizer, entries: Mapping[str, np.ndarray]) -> None:
-    """Take back what :func:`state` returned; it is bound to the model at the next update."""
-    if entries:
-        pending = {name[len(EMA_PREFIX):]: np.asarray(v) for name, v in entries.items()}
-        _AVERAGES[opt] = _Average(pending)
+def restore(opt: StageOptimizer, averages: Mapping[str, np.ndarray]) -> None:
+    """Take back the average :func:`state` returned, by weight name
+    (:func:`tlcore.stepstate.ema_averages`); it is bound to the model at the next update."""
+    if averages:
+        _AVERAGES[opt] = _Average(dict(averages))

@@ -33,6 +33,7 @@ import numpy as np
 from tlcore.errors import TlcoreError
 from tlcore.files import atomic_path, read_arrays
 from tlcore.interfaces import EMA_PREFIX, LoadReport
+from tlcore.stepstate import ema_averages
 from tlcore.weights import match_weights, require_finite, require_some_loaded
 from tlcore_keras import ema
 from tlcore_keras.model import TransferModel, float32_compute
@@ -301,7 +302,7 @@ def set_optimizer_state(opt: StageOptimizer, state: Mapping[str, np.ndarray]) ->
             fit.
     """
     variables = _state_variables(opt)
-    ema.restore(opt, {k: v for k, v in state.items() if k.startswith(EMA_PREFIX)})
+    ema.restore(opt, ema_averages(state))
     state = {k: v for k, v in state.items() if not k.startswith(EMA_PREFIX)}
     with opt.strategy.scope() if opt.strategy is not None else contextlib.nullcontext():
         _restore_state(variables, state)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlcore.interfaces import EMA_PREFIX
+from tlcore.stepstate import ema_entries
 
 
 class _Average:
@@ -89,16 +89,16 @@ def state(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
     if average is None:
         return {}
     if not average.averages:
-        return {EMA_PREFIX + name: value for name, value in (average.pending or {}).items()}
-    return {
-        EMA_PREFIX + name: tensor.detach().float().cpu().numpy().copy()
+        return ema_entries(average.pending or {})
+    return ema_entries({
+        name: tensor.detach().float().cpu().numpy().copy()
         if tensor.dtype == torch.bfloat16 else tensor.detach().cpu().numpy().copy()
         for name, tensor in zip(average.names, average.averages, strict=True)
-    }
+    })
 
 
-def restore(optimizer: torch.optim.Optimizer, entries: Mapping[str, np.ndarray]) -> None:
-    """Take back what :func:`state` returned; it is bound to the model at the next update."""
-    if entries:
-        pending = {name[len(EMA_PREFIX):]: np.asarray(v) for name, v in entries.items()}
-        _AVERAGES[optimizer] = _Average(pending)
+def restore(optimizer: torch.optim.Optimizer, averages: Mapping[str, np.ndarray]) -> None:
+    """Take back the average :func:`state` returned, by weight name
+    (:func:`tlcore.stepstate.ema_averages`); it is bound to the model at the next update."""
+    if averages:
+        _AVERAGES[optimizer] = _Average(dict(averages))

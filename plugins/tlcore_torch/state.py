@@ -14,6 +14,7 @@ from torch import nn
 from tlcore.errors import TlcoreError
 from tlcore.files import atomic_path, read_arrays
 from tlcore.interfaces import EMA_PREFIX, LoadReport
+from tlcore.stepstate import ema_averages
 from tlcore.weights import match_weights, require_finite, require_some_loaded
 from tlcore_torch import amp, ema
 
@@ -162,7 +163,7 @@ def set_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, np
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     amp.restore_scaler(optimizer, {k: v for k, v in state.items() if k.startswith(amp.PREFIX)})
-    ema.restore(optimizer, {k: v for k, v in state.items() if k.startswith(EMA_PREFIX)})
+    ema.restore(optimizer, ema_averages(state))
     entries: dict[int, dict[str, torch.Tensor]] = {}
     for name, array in state.items():
         if name.startswith((amp.PREFIX, EMA_PREFIX)):

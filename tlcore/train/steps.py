@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from tlcore.errors import PluginError
-from tlcore.interfaces import EMA_PREFIX
+from tlcore.stepstate import EMA_PREFIX, ema_averages
 
 __all__ = ["EMA_PREFIX", "averaged_weights", "check_honoured", "ema_decay", "step_groups",
            "steps_per_epoch"]
@@ -96,11 +96,7 @@ def averaged_weights(
         PluginError: ``backend`` is given (the recipe asks for an average) and the state
             holds none: the backend does not implement ``train.ema``.
     """
-    average = {
-        name[len(EMA_PREFIX):]: value
-        for name, value in optimizer_state.items()
-        if name.startswith(EMA_PREFIX)
-    }
+    average = ema_averages(optimizer_state)
     if not average and backend is not None:
         raise PluginError(
             f"backend {backend!r} does not implement train.ema: its optimiser state holds "
