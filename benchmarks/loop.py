@@ -41,7 +41,8 @@ RESULTS = Path(__file__).parent / "results"
 
 #: Each variant's dotted recipe overrides, on top of the defaults.
 #: ``lr_*`` is the head stage's rate grid around the default (1e-3), against ``lr_auto`` (the
-#: learning-rate finder's suggestion for the head stage) and ``lr_auto_both`` (both stages).
+#: learning-rate finder's suggestion for the head stage) and ``lr_auto_both`` (both stages);
+#: ``ft_lr_*`` is the fine-tuning stage's grid around its default (1e-4).
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     # augmentation (any of it turns feature caching off)
@@ -62,6 +63,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr_1e-2": {"train.stages.0.lr": 1e-2},
     "lr_auto": {"train.stages.0.lr": "auto"},
     "lr_auto_both": {"train.stages.0.lr": "auto", "train.stages.1.lr": "auto"},
+    # the fine-tuning stage's rate grid around its default (1e-4)
+    "ft_lr_3e-5": {"train.stages.1.lr": 3e-5},
+    "ft_lr_3e-4": {"train.stages.1.lr": 3e-4},
+    "ft_lr_1e-3": {"train.stages.1.lr": 1e-3},
     "layer_decay": {"train.stages.1.layer_decay": 0.7},
     "gradual": {"train.stages.1.unfreeze": "gradual"},
     "restarts": {"train.stages.0.schedule": "cosine_restarts",

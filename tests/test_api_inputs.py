@@ -86,6 +86,21 @@ def test_a_generator_of_numpy_batches_trains_as_the_arrays(arrays_run, tmp_path)
     assert_same_weights(arrays_run, tmp_path / "run")
 
 
+def test_embed_reads_a_dataloader_as_the_arrays_with_its_labels(arrays_run):
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = images()
+    chw = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0
+    loader = DataLoader(TensorDataset(chw, torch.from_numpy(y)), batch_size=5, shuffle=False)
+    streamed = tlcore.embed(arrays_run, loader, native=True, batch_size=7)
+    direct = tlcore.embed(arrays_run, x, native=True)
+    np.testing.assert_array_equal(streamed.vectors, direct.vectors)
+    assert streamed.labels == tuple(str(label) for label in y)
+    assert streamed.sources[-1] == f"<batches>:{COUNT}"
+    assert direct.labels is None  # arrays alone carry no labels
+
+
 def test_plan_reads_an_iterable_too():
     x, y = images()
     plan = tlcore.plan([(x[:12], y[:12]), (x[12:], y[12:])], recipe=RECIPE, backend="torch")

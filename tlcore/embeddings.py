@@ -39,7 +39,7 @@ class Embeddings:
     Attributes:
         vectors: float32 ``(N, features)``.
         sources: where each row came from: a file path, a text's ``<text N>``, a table's
-            ``file:row``.
+            ``file:row``, an iterable of batches' ``<batches>:row``.
         labels: each row's label, for labelled data (a class folder's name, a table's label
             column); ``None`` for unlabelled inputs.
         engine: ``onnxruntime`` or the backend that computed them.
@@ -130,8 +130,10 @@ def embed(
     Args:
         run: a finished run folder (or, without ``native``, a bundle folder or ``.onnx``).
         data: labelled data as training reads it (a folder of class sub-folders, a CSV /
-            JSONL / ``.npz`` table: rows keep their labels), or anything ``tl predict``
-            takes (files, a folder of files, texts, arrays: unlabelled).
+            JSONL / ``.npz`` table, or an iterable of ``(x, y)`` batches such as a PyTorch
+            ``DataLoader`` or a ``tf.data.Dataset``, read once: rows keep their labels), or
+            anything ``tl predict`` takes (files, a folder of files, texts, arrays:
+            unlabelled).
         out: a file to write (``.npz``, ``.npy``, ``.parquet``; :meth:`Embeddings.save`).
         native: compute them with the framework model rebuilt from the run's weights
             instead of the bundle's ``embeddings`` output.
@@ -185,6 +187,9 @@ def _batches(
     """``(sources, labels, inputs)`` batches of ``data``: labelled when it is a dataset as
     training reads it (a table by the run's ``columns``), else decoded as ``tl predict``
     decodes."""
+    if _is_batch_stream(data):
+        yield from _stream_batches(data, spec, size, columns)
+        return
     dataset = _labelled(data, spec, columns)
     if dataset is not None:
         names = _sources(dataset, data)
@@ -201,6 +206,40 @@ def _batches(
         chunk = items[start : start + size]
         batch = np.stack([inputs.decode(item, spec) for _, item in chunk])
         yield [source for source, _ in chunk], [None] * len(chunk), batch
+
+
+def _is_batch_stream(data: Any) -> bool:
+    """Whether ``data`` is the caller's own pipeline of ``(x, y)`` batches (a DataLoader, a
+    ``tf.data.Dataset``, a generator; a list only when its first item is such a pair) rather
+    than what ``tl predict`` takes (a list of files, texts or arrays)."""
+    from tlcore.data.iterables import is_batch_iterable
+
+    if isinstance(data, list):
+        first = data[0] if data else None
+        return (isinstance(first, tuple | list) and len(first) == 2
+                and not isinstance(first[0], str | bytes | Path))
+    return is_batch_iterable(data)
+
+
+def _stream_batches(
+    data: Any, spec: InputSpec, size: int, columns: dict[str, str]
+) -> Iterator[tuple[list[str], list[str | None], np.ndarray]]:
+    """The batches of an iterable of ``(x, y)`` batches, read once as training reads it
+    (:func:`tlcore.data.iterables.read_batches`: channels-first tensors transposed, text
+    tensors decoded), labelled with its ``y``; sources are ``<batches>:<row>``."""
+    from tlcore.data.arrays import as_uint8_images
+    from tlcore.data.iterables import read_batches
+
+    x, y = read_batches(data)
+    if spec.modality == "image":
+        x = as_uint8_images(x)  # floats in [0, 1] (ToTensor) as pixels, grayscale as RGB
+    labels = [str(label) for label in y]
+    start = 0
+    for _, _, batch in _batches(x, spec, size, columns):
+        stop = start + len(batch)
+        yield ([f"<batches>:{row + 1}" for row in range(start, stop)], list(labels[start:stop]),
+               batch)
+        start = stop
 
 
 def _labelled(data: Any, spec: InputSpec, columns: dict[str, str]) -> Any:

@@ -46,7 +46,7 @@ class ArrayDataset(Dataset):
         task: Task | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        array = _as_uint8_images(images)
+        array = as_uint8_images(images)
         task = task or get_task(DEFAULT_TASK)
         codes, names = task.encode_labels(labels, len(array), class_names)
         super().__init__(names, codes, cache_bytes, task=task)
@@ -69,7 +69,13 @@ class ArrayDataset(Dataset):
         return np.asarray(resized, dtype=np.uint8)
 
 
-def _as_uint8_images(images: Any) -> np.ndarray:
+def as_uint8_images(images: Any) -> np.ndarray:
+    """``images`` as one contiguous uint8 RGB ``(N, H, W, 3)`` array: grayscale repeated to
+    RGB, integers checked to hold 0..255, floats in [0, 1] scaled as ``round(x * 255)``.
+
+    Raises:
+        DataError: the shape, dtype or value range is wrong; says which and how to fix it.
+    """
     try:
         array = np.asarray(images)
     except ValueError as exc:
