@@ -13,7 +13,8 @@ mail, against spam). For each, a fixed balanced test set (``--test`` per class, 
 
 - ``tfidf``: word 1-2-grams with sublinear tf, and a logistic regression whose C is chosen by
   stratified cross-validation on the training set alone (C in 0.1 .. 1000).
-- ``tlcore`` (``hard`` only; skip with ``--only baselines``): ``tlcore.fit`` on the training
+- ``tlcore`` (on ``--task``, ``hard`` by default; skip with ``--only baselines``): ``tlcore.fit``
+  on the training
   texts as a folder, backbone ``hf:<all-MiniLM-L6-v2>`` at 128 tokens, in variants
   (:func:`recipe`): ``pretrained`` (the head on cached features at lr 1e-2, then the last 2
   transformer layers fine-tuned), ``logistic`` (a logistic-regression head on the cached
@@ -269,16 +270,16 @@ def minilm() -> Path:
 def baselines(
     root: Path, config: dict[str, Any], fit: bool = True
 ) -> tuple[list[dict[str, Any]], dict]:
-    """The TF-IDF rows of both tasks (none without ``fit``), and the hard task's splits for
-    the tlcore runs."""
-    rows, hard = [], {"sizes": {}}
+    """The TF-IDF rows of both tasks (none without ``fit``), and the splits of the task the
+    tlcore runs train on (``config["task"]``)."""
+    rows, chosen = [], {"sizes": {}}
     for task in TASKS:
         texts = corpus(task, root, config.get("corpus"))
         test, train = splits(texts, config["test"][task], config["shots"][task],
                              config["seeds"])
-        hard["sizes"][task] = {n: len(texts[n]) for n in CLASSES}
-        if task == "hard":
-            hard.update(test=test, train=train)
+        chosen["sizes"][task] = {n: len(texts[n]) for n in CLASSES}
+        if task == config["task"]:
+            chosen.update(test=test, train=train)
         window = windowed(config["max_length"]) if task == "hard" else None
         for (shots, seed), split in train.items() if fit else ():
             for method in ("tfidf", "tfidf_window") if window else ("tfidf",):
@@ -289,7 +290,7 @@ def baselines(
                 print(f"{task} {shots:>3}/class seed {seed} {method}: acc "
                       f"{row['accuracy']:.3f} F1 {row['f1_macro']:.3f} (C={row['C']})",
                       flush=True)
-    return rows, hard
+    return rows, chosen
 
 
 def windowed(max_length: int) -> Any:
@@ -310,13 +311,14 @@ def windowed(max_length: int) -> Any:
     return cut
 
 
-def tlcore_rows(hard: dict, config: dict[str, Any], args: argparse.Namespace,
+def tlcore_rows(splits: dict, config: dict[str, Any], args: argparse.Namespace,
                 model: Path, work: Path, deadline: float) -> list[dict[str, Any]]:
-    """The tlcore runs on the hard task, pretrained then random, until ``deadline``."""
-    rows = []
+    """The tlcore runs on ``config["task"]``'s ``splits``, pretrained then random, until
+    ``deadline``."""
+    rows, task = [], config["task"]
     for shots in args.shots or config["tlcore_shots"]:
         for seed in config["tlcore_seeds"]:
-            split = hard["train"].get((shots, seed))
+            split = splits["train"].get((shots, seed))
             if split is None:  # the tlcore shots are among the baselines' by construction
                 continue
             for backend in args.backends:
@@ -324,17 +326,17 @@ def tlcore_rows(hard: dict, config: dict[str, Any], args: argparse.Namespace,
                     if variant == "random" and shots not in config["random_shots"]:
                         continue  # the whole MiniLM trained: about 8 minutes at 25 per class
                     if time.monotonic() > deadline:
-                        rows.append({"task": "hard", "method": "tlcore", "backend": backend,
+                        rows.append({"task": task, "method": "tlcore", "backend": backend,
                                      "variant": variant, "shots": shots, "seed": seed,
                                      "skipped": f"over the {args.budget} s budget"})
                         continue
                     quantize = (variant == "pretrained" and seed == config["tlcore_seeds"][0]
                                 and shots == max(config["tlcore_shots"]))
-                    row = tlcore_row(backend, variant, split, hard["test"], model, seed,
+                    row = tlcore_row(backend, variant, split, splits["test"], model, seed,
                                      config, work, quantize and "int8" in args.measure)
-                    rows.append({"task": "hard", "method": "tlcore", "shots": shots,
+                    rows.append({"task": task, "method": "tlcore", "shots": shots,
                                  "seed": seed, **row})
-                    print(f"hard {shots:>3}/class seed {seed} tlcore {backend} {variant}: "
+                    print(f"{task} {shots:>3}/class seed {seed} tlcore {backend} {variant}: "
                           f"{row.get('accuracy', row.get('error'))} ({row['seconds']} s)",
                           flush=True)
     return rows
@@ -417,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes and a tiny BERT")
     parser.add_argument("--only", choices=("baselines", "tlcore"))
+    parser.add_argument("--task", choices=tuple(TASKS), default="hard",
+                        help="the task of the tlcore runs (easy has the texts for 500 a class)")
     parser.add_argument("--backends", nargs="+", default=["torch", "keras"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--max-length", type=int,
@@ -437,19 +441,24 @@ def main(argv: list[str] | None = None) -> None:
     root = require_spam_assassin()
     if args.max_length:
         config = {**config, "max_length": args.max_length}
+    config = {**config, "task": args.task}
+    if args.shots:  # a tlcore size needs the baselines' draw of that size
+        shots = tuple(sorted({*config["shots"][args.task], *args.shots}))
+        config = {**config, "shots": {**config["shots"], args.task: shots}}
     if args.seeds:  # a tlcore seed needs the baselines' draw of that seed
         config = {**config, "tlcore_seeds": tuple(args.seeds),
                   "seeds": tuple(sorted({*config["seeds"], *args.seeds}))}
-    rows, hard = baselines(root, config, fit=args.only != "tlcore")
+    rows, splits = baselines(root, config, fit=args.only != "tlcore")
     if args.only != "baselines":
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             model = tiny_bert(work / "tiny-bert", minilm()) if args.quick else minilm()
-            rows += tlcore_rows(hard, config, args, model, work, started + args.budget)
+            rows += tlcore_rows(splits, config, args, model, work, started + args.budget)
     summary = {
         "data": f"{PACKAGE}@{PACKAGE_VERSION} ({', '.join(GROUPS)})",
         "tasks": {task: {k: list(v) for k, v in parts.items()} for task, parts in TASKS.items()},
-        "sizes": hard["sizes"],
+        "sizes": splits["sizes"],
+        "tlcore_task": config["task"],
         "test_per_class": config["test"],
         "tlcore": "skipped (--only baselines)" if args.only == "baselines" else
         f"{'tiny random BERT' if args.quick else 'all-MiniLM-L6-v2'}, "
