@@ -426,3 +426,49 @@ def test_optimizer_state_is_named_by_parameter_index_and_key(name):
     assert state["0.step"] == 3
     if name == "adamw":
         assert {k.split(".", 1)[1] for k in state} == {"step", "exp_avg", "exp_avg_sq"}
+
+
+def test_an_inference_mode_batchnorm_is_folded_and_follows_its_weights():
+    """EfficientNet-Lite's conv → BatchNorm → ReLU6 with BatchNorm in inference mode (a frozen
+    block, evaluation) runs as one convolution with the BatchNorm folded in: the same
+    numbers as the two steps, refolded after an in-place step or a load, differentiable for
+    a convolution that trains, and usable in grad mode after an inference-mode call."""
+    from torch.nn import functional as F
+
+    from tlcore_torch.efficientnet_lite import ConvBN
+
+    torch.manual_seed(0)
+    block, other = ConvBN(8, 16, 3, stride=2), ConvBN(8, 16, 3, stride=2)
+    with torch.no_grad():  # statistics and scales a trained network has
+        for module in (block, other):
+            module.bn.running_mean.uniform_(-1, 1)
+            module.bn.running_var.uniform_(0.5, 2.0)
+            module.bn.weight.uniform_(0.5, 2.0)
+            module.bn.bias.uniform_(-1, 1)
+    block.eval()
+    x = torch.randn(4, 8, 9, 9)
+
+    def two_steps(inputs: torch.Tensor) -> torch.Tensor:
+        bn = block.bn
+        out = F.batch_norm(block.conv(inputs), bn.running_mean, bn.running_var, bn.weight,
+                           bn.bias, False, 0.0, bn.eps)
+        return block.act(out)
+
+    with torch.inference_mode():
+        torch.testing.assert_close(block(x), two_steps(x))
+    with torch.no_grad():
+        block.conv.weight.mul_(2.0)  # what an optimiser step does
+        torch.testing.assert_close(block(x), two_steps(x))
+        block.load_state_dict(other.state_dict())
+        torch.testing.assert_close(block(x), two_steps(x))
+    for param in block.parameters():
+        param.requires_grad_(False)
+    frozen = block(x)  # grad mode, nothing trainable: the inference-mode fold is reused
+    assert not frozen.requires_grad
+    torch.testing.assert_close(frozen, two_steps(x))
+    block.conv.weight.requires_grad_(True)  # a trainable convolution before a frozen BatchNorm
+    block(x).square().sum().backward()
+    folded_grad = block.conv.weight.grad.clone()
+    block.conv.weight.grad = None
+    two_steps(x).square().sum().backward()
+    torch.testing.assert_close(folded_grad, block.conv.weight.grad, rtol=1e-4, atol=1e-4)

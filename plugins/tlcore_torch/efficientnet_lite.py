@@ -16,23 +16,32 @@ from tlcore import efficientnet_lite as spec
 class SameConv(nn.Conv2d):
     """A bias-free convolution with TensorFlow's "same" padding: output size ``ceil(H / s)``,
     an odd amount of padding going to the bottom and right (what the weights were trained
-    with; torch's symmetric padding shifts every stride-2 layer by one pixel)."""
+    with; torch's symmetric padding shifts every stride-2 layer by one pixel).
+
+    At stride 1 with an odd kernel "same" is symmetric, whatever the input size: the
+    convolution pads itself, which saves the copy of an explicit pad (the same numbers)."""
 
     def __init__(self, in_width: int, out_width: int, kernel: int, stride: int = 1,
                  groups: int = 1) -> None:
-        super().__init__(in_width, out_width, kernel, stride, padding=0, groups=groups,
-                         bias=False)
+        symmetric = stride == 1 and kernel % 2 == 1
+        super().__init__(in_width, out_width, kernel, stride,
+                         padding=kernel // 2 if symmetric else 0, groups=groups, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Pad as TensorFlow does, then convolve."""
+    def same_pad(self, x: Tensor) -> Tensor:
+        """``x`` padded as TensorFlow pads it for this convolution (when it does not pad
+        itself)."""
+        if self.padding != (0, 0):
+            return x
         pads = []
         for size, k, s in zip(x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1],
                               strict=True):
             total = max((-(-int(size) // s) - 1) * s + k - int(size), 0)
             pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return super().forward(x)
+        return F.pad(x, pads) if any(pads) else x
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Pad as TensorFlow does, then convolve."""
+        return super().forward(self.same_pad(x))
 
 
 class ConvBN(nn.Module):
@@ -49,8 +58,53 @@ class ConvBN(nn.Module):
         self.act = nn.ReLU6() if act else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        """conv → bn → act."""
-        return self.act(self.bn(self.conv(x)))
+        """conv → bn → act; with BatchNorm in inference mode (a frozen block, evaluation,
+        feature extraction), one convolution with the BatchNorm folded into its weights."""
+        if self.bn.training or _tracing():  # an exported graph keeps its BatchNorm nodes
+            return self.act(self.bn(self.conv(x)))
+        return self.act(self._folded(x))
+
+    def _folded(self, x: Tensor) -> Tensor:
+        """The convolution and the inference-mode BatchNorm as one convolution with a bias:
+        ``w * g / sqrt(v + eps)`` and ``b - m * g / sqrt(v + eps)``. Why: on CPU torch runs
+        BatchNorm as a pass of its own over the activations (a sixth of a frozen backbone's
+        forward here), where TensorFlow fuses it into the convolution."""
+        conv = self.conv
+        weight, bias = self._fold()
+        return F.conv2d(conv.same_pad(x), weight, bias, conv.stride, conv.padding,
+                        conv.dilation, conv.groups)
+
+    def _fold(self) -> tuple[Tensor, Tensor]:
+        """The folded weight and bias. Differentiable when a weight they come from trains;
+        otherwise kept while those tensors stay the same (their storage and in-place version:
+        a step, a load or a move changes one), so a frozen block folds once, not per batch."""
+        conv, bn = self.conv, self.bn
+        sources = (conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
+            return _fold(*sources, bn.eps)
+        key = tuple((t.data_ptr(), t._version) for t in sources)
+        cached = getattr(self, "_folded_cache", None)
+        if cached is None or cached[0] != key:
+            # Normal tensors even inside inference_mode: a frozen stage's training steps
+            # (grad mode on) reuse what an evaluation folded.
+            with torch.inference_mode(False), torch.no_grad():
+                cached = (key, _fold(*sources, bn.eps))
+            self._folded_cache = cached
+        return cached[1]
+
+
+def _tracing() -> bool:
+    """Whether an exporter or compiler is tracing the forward pass (they see the plain
+    modules, and fold BatchNorm themselves where they can)."""
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling())
+
+
+def _fold(weight: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, var: Tensor,
+          eps: float) -> tuple[Tensor, Tensor]:
+    """A convolution's ``weight`` and a bias with the BatchNorm after it folded in."""
+    scale = gamma * torch.rsqrt(var + eps)
+    return weight * scale.reshape(-1, 1, 1, 1), beta - mean * scale
 
 
 class MBConv(nn.Module):
