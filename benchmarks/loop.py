@@ -107,10 +107,20 @@ def one_run(
         "warnings": list(result.warnings),
         # each stage's rate as trained (lr: auto resolved to the finder's suggestion)
         "stage_lrs": {stage.name: stage.lr for stage in result.recipe.train.stages},
+        # each stage's training time (its epochs' seconds): where an option's cost goes
+        "stage_seconds": stage_seconds(result.history),
     }
     print(f"{backend} {variant:>16} n={len(train[1]):>5} seed {seed}: {accuracy:.3f} "
           f"({row['seconds']} s)", flush=True)
     return row
+
+
+def stage_seconds(history: list[dict[str, Any]]) -> dict[str, float]:
+    """Each stage's summed epoch ``seconds`` in a run's history."""
+    totals: dict[str, float] = {}
+    for epoch in history:
+        totals[epoch["stage"]] = totals.get(epoch["stage"], 0.0) + float(epoch["seconds"])
+    return {stage: round(seconds, 1) for stage, seconds in totals.items()}
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -37,6 +37,8 @@ def test_the_quick_loop_run_trains_exports_and_scores(tmp_path):
     assert (row["backend"], row["shots"], row["variant"]) == ("torch", 5, "default")
     assert result["test_images"] == 100 and row["accuracy"] > 0.3  # 10 classes: chance 0.1
     assert row["stage_lrs"] == {"head": 1e-3, "fine_tune": 1e-4}
+    assert set(row["stage_seconds"]) == {"head", "fine_tune"}
+    assert 0 < sum(row["stage_seconds"].values()) < row["seconds"]
     assert f"| torch | 5 | default | {row['accuracy']:.3f} ± 0.000 |" in (
         tmp_path / "smoke.md").read_text()
 
