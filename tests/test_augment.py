@@ -310,11 +310,11 @@ def test_the_tta_graph_gives_the_mean_over_the_image_and_its_mirror(opset, tmp_p
     import onnx
     import onnxruntime as ort
 
-    from tlcore.bundle.tta import add_hflip_average, graph_tta
+    from tlcore.bundle.tta import add_view_average, graph_tta
 
     plain_file, tta_file = tmp_path / "plain.onnx", tmp_path / "tta.onnx"
     onnx.save(small_cnn_graph(opset), plain_file)
-    proto = add_hflip_average(small_cnn_graph(opset), "images", "probabilities")
+    proto = add_view_average(small_cnn_graph(opset), "images", "probabilities", "hflip")
     onnx.checker.check_model(proto)
     onnx.save(proto, tta_file)
     assert graph_tta(proto) == "hflip" and graph_tta(onnx.load(plain_file)) == "none"
@@ -330,7 +330,49 @@ def test_the_tta_graph_gives_the_mean_over_the_image_and_its_mirror(opset, tmp_p
                                atol=1e-6)
     np.testing.assert_allclose(got["logits"], on_plain[1], atol=1e-6)  # the image as given
     with pytest.raises(TlcoreError, match="already averages"):
-        add_hflip_average(proto, "images", "probabilities")
+        add_view_average(proto, "images", "probabilities", "crops")
+
+
+def test_the_crop_views_are_the_corners_enlarged_by_nearest_neighbour():
+    from tlcore.bundle.tta import views
+
+    # 8 pixels: crops of round(0.875 * 8) = 7, output pixel i takes floor((i + 0.5) * 7 / 8)
+    first, last = [0, 1, 2, 3, 3, 4, 5, 6], [1, 2, 3, 4, 4, 5, 6, 7]
+    found = [(r.tolist(), c.tolist()) for r, c in views("crops", 8, 8)]
+    assert found == [(list(range(8)), list(range(8))), (first, first), (first, last),
+                     (last, first), (last, last)]
+    mirrored = views("hflip_crops", 8, 6)
+    assert len(mirrored) == 10
+    for (rows, columns), (m_rows, m_columns) in zip(mirrored[:5], mirrored[5:], strict=True):
+        assert m_rows.tolist() == rows.tolist() and m_columns.tolist() == columns[::-1].tolist()
+    assert [c.tolist() for _, c in views("hflip", 3, 4)] == [[0, 1, 2, 3], [3, 2, 1, 0]]
+
+
+@pytest.mark.parametrize("tta", ["crops", "hflip_crops"])
+def test_the_crops_graph_gives_the_mean_over_its_views(tta, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from tlcore.bundle.tta import add_view_average, view_average, views
+
+    plain_file, tta_file = tmp_path / "plain.onnx", tmp_path / "tta.onnx"
+    onnx.save(small_cnn_graph(17), plain_file)
+    proto = add_view_average(small_cnn_graph(17), "images", "probabilities", tta)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, tta_file)
+    plain = ort.InferenceSession(str(plain_file), providers=["CPUExecutionProvider"])
+    averaging = ort.InferenceSession(str(tta_file), providers=["CPUExecutionProvider"])
+    images = photos(4, 8)
+
+    def probabilities(x: np.ndarray) -> np.ndarray:
+        return plain.run(["probabilities"], {"images": x})[0]
+
+    each = [probabilities(np.ascontiguousarray(images[:, r][:, :, c]))
+            for r, c in views(tta, 8, 8)]
+    got = averaging.run(["probabilities"], {"images": images})[0]
+    np.testing.assert_allclose(got, np.mean(each, axis=0), atol=1e-6)
+    np.testing.assert_allclose(view_average(probabilities, images, tta), got, atol=1e-6)
+    assert np.abs(each[1] - each[0]).max() > 1e-3  # a crop is another view
 
 
 # --- end to end: augmented training with soft targets, TTA bundles, tl eval --tta -----------
@@ -431,6 +473,37 @@ def test_tl_eval_and_predict_tta_on_a_plain_bundle_run_it_twice(plain_run, digit
     shown = json.loads(run_tl("predict", plain_run, one, "--tta", "--json", "-k", "10").stdout)
     got = {row["label"]: row["probability"] for row in shown[0]["top"]}
     np.testing.assert_allclose([got[name] for name in plain.labels], want[0], atol=1e-5)
+
+
+def test_crops_in_the_bundle_or_on_request_average_the_same_views(plain_run, digits, tmp_path):
+    """``export.tta: crops`` built into model.onnx (checked at export against five native
+    forwards) gives what ``Predictor(tta="crops")`` computes around a plain bundle; a model
+    that averages its own views refuses to average another set on top."""
+    import json
+
+    import tlcore
+    from tlcore.data import scan_folder
+    from tlcore.runtime import Predictor
+
+    out = tmp_path / "crops"
+    tlcore.fit(str(digits), recipe={**E2E, "export": {**E2E["export"], "tta": "crops"}},
+               out=out, backend="torch")
+    info = json.loads((out / "tlcore.json").read_text())
+    assert info["onnx"]["tta"] == "crops" and info["onnx"]["parity"]["max_abs_diff"] <= 1e-4
+    built_in = Predictor(out)
+    assert built_in.tta_in_model and built_in.tta == "crops"
+    with pytest.raises(TlcoreError, match="averages over its crops views itself"):
+        Predictor(out, tta="hflip")
+    # the same weights, exported plain: the predictor takes the five views itself
+    images = scan_folder(digits).images(np.arange(0, 40, 3), (SIDE, SIDE))
+    plain = Predictor(plain_run)
+    crop = round(0.875 * SIDE)
+    near = np.floor((np.arange(SIDE) + 0.5) * crop / SIDE).astype(int)
+    corners = [(a, b) for a in (near, near + SIDE - crop) for b in (near, near + SIDE - crop)]
+    views = [plain.outputs(images)] + [
+        plain.outputs(np.ascontiguousarray(images[:, r][:, :, c])) for r, c in corners]
+    np.testing.assert_allclose(Predictor(plain_run, tta="crops").outputs(images),
+                               np.mean(views, axis=0), atol=1e-6)
 
 
 def test_keras_trains_on_soft_targets_and_exports_a_tta_graph(digits, tmp_path):

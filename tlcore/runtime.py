@@ -22,7 +22,7 @@ import numpy as np
 from tlcore.bundle.layout import EMBEDDINGS, PROBABILITIES
 from tlcore.bundle.read import open_bundle, open_session
 from tlcore.bundle.tokenizer import check_tokenizer, resolve_tokenizer
-from tlcore.bundle.tta import META_TTA, flip_average
+from tlcore.bundle.tta import META_TTA, tta_choice, view_average
 from tlcore.errors import DataError, TlcoreError
 from tlcore.inputs import modality
 from tlcore.inputs.image import ImageInput
@@ -56,17 +56,20 @@ class Predictor:
         model: which model file of a bundle folder to open, e.g. ``model.onnx`` for the
             float model; default: the bundle's ``default_model`` (the int8 model when its
             quantisation was accepted), else ``model.onnx``.
-        tta: test-time augmentation: average the output over each image and its mirror
-            image. A model exported with ``export.tta: hflip`` does it itself (and always);
-            for another, the predictor runs it twice (:mod:`tlcore.bundle.tta`).
-            :attr:`tta` and :attr:`tta_in_model` say what is done.
+        tta: test-time augmentation: average the output over views of each image, ``hflip``
+            (the image and its mirror image; also ``True``), ``crops`` (and its four corner
+            crops) or ``hflip_crops`` (those and their mirror images). A model exported with
+            ``export.tta`` does its own itself (and always); for another, the predictor runs
+            it once per view (:mod:`tlcore.bundle.tta`). :attr:`tta` and
+            :attr:`tta_in_model` say what is done.
 
     Raises:
         TlcoreError: no model there; the model file does not match the sha256 recorded in
             ``tlcore.json``; ``tlcore.json`` is unreadable, missing from a run folder, or
             disagrees with the model (labels, input, task); the bundle needs a newer tlcore;
             the file is not a tlcore model or its metadata does not fit its graph;
-            onnxruntime is missing or cannot load it.
+            onnxruntime is missing or cannot load it; ``tta`` is unknown, asked of a model
+            that is no image model, or other than what the model does itself.
     """
 
     def __init__(
@@ -74,7 +77,7 @@ class Predictor:
         path: str | os.PathLike[str],
         threads: int | None = None,
         model: str | None = None,
-        tta: bool = False,
+        tta: bool | str = False,
     ) -> None:
         self.path = Path(path)
         bundle = open_bundle(self.path, model, threads)
@@ -87,13 +90,21 @@ class Predictor:
         self.preprocessing = self.input_spec.preprocessing
         self.task, self.task_info = bundle.task, bundle.task_info
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.tta_in_model = meta.get(META_TTA, "none") != "none"
-        if tta and self.input_spec.modality != "image":
+        in_model, asked = meta.get(META_TTA, "none"), tta_choice(tta)
+        self.tta_in_model = in_model != "none"
+        if asked != "none" and self.input_spec.modality != "image":
             raise TlcoreError(
-                f"test-time augmentation mirrors images; this is a {self.input_spec.modality} "
-                "model", "leave out --tta",
+                f"test-time augmentation takes views of images; this is a "
+                f"{self.input_spec.modality} model", "leave out --tta",
             )
-        self.tta = "hflip" if tta or self.tta_in_model else "none"
+        if self.tta_in_model and asked not in ("none", in_model):
+            raise TlcoreError(
+                f"{self.model_file.name} averages over its {in_model} views itself; "
+                f"{asked} would average the averages",
+                f"leave out --tta (or ask for {in_model}), or export the run again with "
+                f"export.tta: {asked}",
+            )
+        self.tta = in_model if self.tta_in_model else asked
 
     def __repr__(self) -> str:
         return f"<Predictor {self.model_file}: {self.task.name}, {len(self.labels)} outputs>"
@@ -120,10 +131,10 @@ class Predictor:
     def outputs(self, images: np.ndarray) -> np.ndarray:
         """The task's output, float32 ``(N, outputs)`` (class or label probabilities, a
         regression's values), of inputs already at :attr:`size`; with :attr:`tta`, the mean
-        over each image and its mirror image."""
+        over its views of each image."""
         batch = self.inputs.check(images, self.input_spec)
         if self.tta != "none" and not self.tta_in_model:
-            return flip_average(self._run, batch)
+            return view_average(self._run, batch, self.tta)
         return self._run(batch)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:

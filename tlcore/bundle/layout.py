@@ -62,6 +62,11 @@ LOGITS = "logits"
 BATCH_DIM = "batch"
 
 
+TTA_CHOICES = ("none", "hflip", "crops", "hflip_crops")
+"""What ``export.tta``, ``tl eval --tta`` and ``tl predict --tta`` accept: the views of each
+image a model's output is averaged over (:mod:`tlcore.bundle.tta`)."""
+
+
 META_LABELS = "tlcore.labels"
 
 

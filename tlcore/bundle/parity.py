@@ -93,9 +93,9 @@ def verify_parity(
     (:meth:`~tlcore.tasks.Task.agreement`): the top-1 class, the labels over their
     thresholds; a regression's answer is its value. A graph with an ``embeddings`` output is
     compared with the backend's pooled features (``tl_extract_features``) too, all samples as
-    one batch. With ``tta="hflip"`` the graph averages its output over each image and its
-    mirror image (:mod:`tlcore.bundle.tta`): the framework's side is then the mean of its
-    outputs on both, from two forwards.
+    one batch. With a ``tta`` other than ``none`` the graph averages its output over views of
+    each image (:mod:`tlcore.bundle.tta`): the framework's side is then the mean of its
+    outputs on the same views, one forward each.
 
     Raises:
         TlcoreError: either side gives a non-finite output (NaN or inf); the tolerance is
@@ -221,8 +221,8 @@ def _both_sides(
     tta: str = "none",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The task's output of onnxruntime and of the framework on ``samples``, in batches of
-    ``size``; both finite. With ``tta="hflip"`` the framework's is the mean of its outputs on
-    the images and on their mirror images."""
+    ``size``; both finite. With a ``tta`` the framework's is the mean of its outputs on the
+    views of the images that ``tta`` averages over."""
     chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
     ours = np.concatenate(
         [_run_onnx(session, chunk, task.output, input_name) for chunk in chunks]
@@ -279,13 +279,17 @@ def _run_onnx(
 def _framework_output(
     backend: str, model: Any, images: np.ndarray, task: Task, info: dict[str, Any], tta: str
 ) -> np.ndarray:
-    """The task's output of the framework on ``images``; for ``tta="hflip"`` averaged with
-    its output on the images mirrored left-right (NHWC: axis 2), as the TTA graph does."""
-    out = task.activate(_run_framework(backend, model, images), info)
-    if tta == "hflip":
-        flipped = np.ascontiguousarray(images[:, :, ::-1])
-        out = (out + task.activate(_run_framework(backend, model, flipped), info)) / 2
-    return out
+    """The task's output of the framework on ``images``; with a ``tta`` other than ``none``
+    the mean of its outputs over the views of the images the TTA graph averages
+    (:func:`tlcore.bundle.tta.view_average`)."""
+    def output(batch: np.ndarray) -> np.ndarray:
+        return task.activate(_run_framework(backend, model, batch), info)
+
+    if tta == "none":
+        return output(images)
+    from tlcore.bundle.tta import view_average
+
+    return view_average(output, images, tta).astype(np.float64)
 
 
 def _run_framework(backend: str, model: Any, images: np.ndarray) -> np.ndarray:

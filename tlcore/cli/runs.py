@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from tlcore.bundle.layout import TTA_CHOICES
 from tlcore.cli.app import MAX_DROP_HELP, QUANTIZE_HELP, cli
 from tlcore.errors import TlcoreError
 from tlcore.progress import printable
@@ -27,9 +28,12 @@ from tlcore.progress import printable
 @click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Folder for report.json, report.html and the pictures "
               "[default: RUN/eval/<DATA name>].")
-@click.option("--tta", is_flag=True,
-              help="Test-time augmentation: average over each image and its mirror image "
-              "(two runs, unless the model was exported with export.tta: hflip).")
+@click.option("--tta", type=click.Choice(TTA_CHOICES[1:]), is_flag=False,
+              flag_value="hflip",
+              help="Test-time augmentation: average over views of each image: hflip (the "
+              "image and its mirror image; --tta alone), crops (and its four corner crops) or "
+              "hflip_crops (those and their mirrors); one run per view, unless the model "
+              "was exported with export.tta.")
 def eval_(
     run: Path,
     data: Path,
@@ -38,7 +42,7 @@ def eval_(
     native: bool,
     labels: Path | None,
     out: Path | None,
-    tta: bool,
+    tta: str | None,
 ) -> None:
     """Evaluate a trained run (or its model.onnx) on labelled images: a folder with one
     sub-folder per class, or images with a CSV label file.
@@ -98,9 +102,12 @@ def eval_(
               "[default: the bundle's default model].")
 @click.option("--skip-bad", is_flag=True,
               help="Skip images that cannot be read (a warning each) instead of stopping.")
-@click.option("--tta", is_flag=True,
-              help="Test-time augmentation: average over each image and its mirror image "
-              "(two runs, unless the model was exported with export.tta: hflip).")
+@click.option("--tta", type=click.Choice(TTA_CHOICES[1:]), is_flag=False,
+              flag_value="hflip",
+              help="Test-time augmentation: average over views of each image: hflip (the "
+              "image and its mirror image; --tta alone), crops (and its four corner crops) or "
+              "hflip_crops (those and their mirrors); one run per view, unless the model "
+              "was exported with export.tta.")
 def predict(
     bundle: Path,
     paths: tuple[str, ...],
@@ -111,7 +118,7 @@ def predict(
     as_csv: bool,
     model: str | None,
     skip_bad: bool,
-    tta: bool,
+    tta: str | None,
 ) -> None:
     """Predict for image files or folders, texts, or vectors with a bundle's model
     (onnxruntime only): the top classes, every label over its threshold (multilabel) or the

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from tlcore.bundle.layout import TTA_CHOICES
 from tlcore.classifier import CHOICES as CLASSIFIERS
 from tlcore.classifier import NEW
 from tlcore.recipe.fields import AUTO_LR, MONITORS, bounds, choice
@@ -219,10 +220,13 @@ class ExportSpec:
     point) below the float model's; ``model.onnx`` is always kept.
 
     ``tta``: test-time augmentation built into ``model.onnx``: ``none`` (the default: one
-    forward per image) or ``hflip`` (the graph averages the task's output over each image and
-    its mirror image, twice the compute; recorded in the ONNX metadata and ``tlcore.json``,
-    checked against the framework's own average; images only, :mod:`tlcore.bundle.tta`).
-    ``tl eval --tta`` / ``tl predict --tta`` do the same on a bundle exported without it.
+    forward per image), ``hflip`` (the graph averages the task's output over each image and
+    its mirror image, twice the compute), ``crops`` (over the image and its four corner
+    crops, 7/8 of its sides, enlarged back: five times) or ``hflip_crops`` (those and their
+    mirror images: ten times); recorded in the ONNX metadata and ``tlcore.json``, checked
+    against the framework's own average over the same views; images only,
+    :mod:`tlcore.bundle.tta`. ``tl eval --tta`` / ``tl predict --tta`` do the same on a
+    bundle exported without it.
     """
 
     formats: tuple[str, ...] = ("native", "onnx")
@@ -231,7 +235,7 @@ class ExportSpec:
     max_accuracy_drop: float = field(default=0.01, metadata=bounds(0.0, 1.0))
     calibration_images: int = field(default=300, metadata=bounds(1, 100_000))
     tolerance: float = field(default=1e-4, metadata=bounds(0.0, 1.0))
-    tta: str = field(default="none", metadata=choice("none", "hflip"))
+    tta: str = field(default="none", metadata=choice(*TTA_CHOICES))
 
 
 @dataclass(frozen=True)

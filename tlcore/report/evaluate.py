@@ -12,7 +12,7 @@ import numpy as np
 
 from tlcore.bundle.layout import INFO_FILE, MODEL_FILE
 from tlcore.bundle.read import read_info
-from tlcore.bundle.tta import flip_average
+from tlcore.bundle.tta import tta_choice, view_average
 from tlcore.data.given import labelled_data, recorded_columns
 from tlcore.errors import DataError, TlcoreError
 from tlcore.interfaces import Batch, InputSpec
@@ -31,7 +31,7 @@ def evaluate_run(
     batch_size: int = 64,
     native: bool = False,
     labels: str | Path | None = None,
-    tta: bool = False,
+    tta: bool | str = False,
 ) -> dict[str, Any]:
     """The run's task's metrics on labelled images ``data``: for a classifier accuracy,
     per-class precision/recall and the confusion matrix; for a multi-label model per-label
@@ -49,10 +49,10 @@ def evaluate_run(
     must be among the run's; images are resized as in training. The report names the ``task``,
     the ``engine`` and the ``model`` file it measured.
 
-    ``tta``: average the outputs over each image and its mirror image (through the model twice
-    unless it was exported with ``export.tta: hflip``, which does it itself and always). The
-    report's ``tta`` says which was measured (``hflip`` or ``none``) and ``tta_in_model``
-    whether the model did it.
+    ``tta``: average the outputs over views of each image, ``hflip`` (also ``True``),
+    ``crops`` or ``hflip_crops`` (:mod:`tlcore.bundle.tta`), through the model once per view
+    unless it was exported with ``export.tta``, which does its own itself and always. The
+    report's ``tta`` says which was measured and ``tta_in_model`` whether the model did it.
     """
     if not native and (Path(run).is_file() or (Path(run) / MODEL_FILE).is_file()):
         model = _onnx_model(run, tta)
@@ -161,7 +161,7 @@ class _Model:
     tta_in_model: bool = False
 
 
-def _onnx_model(run: str | Path, tta: bool = False) -> _Model:
+def _onnx_model(run: str | Path, tta: bool | str = False) -> _Model:
     from tlcore.runtime import Predictor
 
     predictor = Predictor(run, tta=tta)
@@ -172,7 +172,7 @@ def _onnx_model(run: str | Path, tta: bool = False) -> _Model:
     )
 
 
-def _native_model(run: str | Path, tta: bool = False) -> _Model:
+def _native_model(run: str | Path, tta: bool | str = False) -> _Model:
     from tlcore.build import load_run
 
     recipe, classes, model, spec = load_run(run)
@@ -184,19 +184,16 @@ def _native_model(run: str | Path, tta: bool = False) -> _Model:
         batch = Batch(images, np.zeros(len(images), dtype=np.int64))
         return task.activate(BackendCalls(recipe.backend).eval_step(model, batch), info)
 
-    weights = "native/weights.npz"
-    if tta:
+    weights, chosen = "native/weights.npz", tta_choice(tta)
+    if chosen != "none":
         if spec.modality != "image":
             raise TlcoreError(
-                f"test-time augmentation mirrors images; this is a {spec.modality} model",
-                "leave out --tta",
+                f"test-time augmentation takes views of images; this is a {spec.modality} "
+                "model", "leave out --tta",
             )
         plain = outputs
 
         def outputs(images: np.ndarray) -> np.ndarray:
-            return flip_average(plain, images)
+            return view_average(plain, images, chosen)
 
-    return _Model(
-        classes, spec, outputs, recipe.backend, weights, task, info,
-        "hflip" if tta else "none",
-    )
+    return _Model(classes, spec, outputs, recipe.backend, weights, task, info, chosen)

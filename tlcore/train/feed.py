@@ -107,8 +107,8 @@ class Feed:
 
 def check_image_only(recipe: Recipe, modality: str) -> None:
     """Refuse, for data that is not images, what only images have: ``data.augment`` (every
-    augmentation, built in or registered, takes uint8 images) and ``export.tta`` (it mirrors
-    images).
+    augmentation, built in or registered, takes uint8 images) and ``export.tta`` (it takes
+    views of images).
 
     Raises:
         RecipeError: either is set and ``modality`` is not ``image``; names the field.
