@@ -52,6 +52,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "randaugment": {"data.augment": ["hflip", "randaugment"]},
     "mixup_cutmix": {"data.augment": ["hflip", "mixup", "cutmix"]},
     "hflip_tta": {"data.augment": ["hflip"], "export.tta": "hflip"},
+    "hflip_tta_crops": {"data.augment": ["hflip"], "export.tta": "hflip_crops"},
+    "trivialaugment_tta": {"data.augment": ["hflip", "trivialaugment"], "export.tta": "hflip"},
     # the loop
     "ema": {"train.ema": 0.99},
     "clip_norm": {"train.clip_norm": 1.0},
