@@ -15,6 +15,14 @@ from tlcore.cli.app import MAX_DROP_HELP, QUANTIZE_HELP, cli
 from tlcore.errors import TlcoreError
 from tlcore.progress import printable
 
+#: ``tl eval`` and ``tl predict``'s ``--tta``: alone it means ``hflip``.
+TTA_OPTION = click.option(
+    "--tta", type=click.Choice(TTA_CHOICES[1:]), is_flag=False, flag_value="hflip",
+    help="Test-time augmentation: average over views of each image: hflip (the image and its "
+    "mirror image; --tta alone), crops (and its four corner crops) or hflip_crops (those and "
+    "their mirrors); one run per view, unless the model was exported with export.tta.",
+)
+
 
 @cli.command(name="eval")
 @click.argument("run", type=click.Path(path_type=Path))
@@ -28,12 +36,7 @@ from tlcore.progress import printable
 @click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Folder for report.json, report.html and the pictures "
               "[default: RUN/eval/<DATA name>].")
-@click.option("--tta", type=click.Choice(TTA_CHOICES[1:]), is_flag=False,
-              flag_value="hflip",
-              help="Test-time augmentation: average over views of each image: hflip (the "
-              "image and its mirror image; --tta alone), crops (and its four corner crops) or "
-              "hflip_crops (those and their mirrors); one run per view, unless the model "
-              "was exported with export.tta.")
+@TTA_OPTION
 def eval_(
     run: Path,
     data: Path,
@@ -102,12 +105,7 @@ def eval_(
               "[default: the bundle's default model].")
 @click.option("--skip-bad", is_flag=True,
               help="Skip images that cannot be read (a warning each) instead of stopping.")
-@click.option("--tta", type=click.Choice(TTA_CHOICES[1:]), is_flag=False,
-              flag_value="hflip",
-              help="Test-time augmentation: average over views of each image: hflip (the "
-              "image and its mirror image; --tta alone), crops (and its four corner crops) or "
-              "hflip_crops (those and their mirrors); one run per view, unless the model "
-              "was exported with export.tta.")
+@TTA_OPTION
 def predict(
     bundle: Path,
     paths: tuple[str, ...],
